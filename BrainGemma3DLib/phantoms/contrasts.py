@@ -1,0 +1,76 @@
+"""MR contrasts from tissue maps: FLAIR, T1, T1ce and T2 with plausible relative intensities.
+
+Relative signal levels follow the textbook appearance of each sequence (e.g. CSF dark on FLAIR and T1,
+bright on T2; white matter brighter than grey on T1; edema bright on FLAIR and T2; the enhancing rim
+bright only after contrast, on T1ce; necrosis dark on T1/T1ce, bright on T2).  Each case jitters them
+and adds a smooth bias field and Rician noise, so no two cases share exact intensities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+SEQUENCES = ("flair", "t1", "t1ce", "t2")
+
+#: Relative signal per tissue and sequence (white matter on T1 ~ 0.8).
+SIGNAL = {
+    #          wm    gm    csf   edema tumour enhancing necrosis
+    "flair": (0.45, 0.60, 0.08, 0.95, 0.80, 0.75, 0.40),
+    "t1": (0.80, 0.55, 0.20, 0.45, 0.45, 0.50, 0.25),
+    "t1ce": (0.80, 0.57, 0.20, 0.47, 0.48, 1.15, 0.22),
+    "t2": (0.40, 0.60, 1.00, 0.85, 0.75, 0.70, 0.95),
+}
+_TISSUES = ("wm", "gm", "csf", "edema", "tumour", "enhancing", "necrosis")
+
+#: Integer scale of the written images (BraTS files hold values in the hundreds to thousands).
+INTENSITY_SCALE = 1000.0
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int], strength: float) -> np.ndarray:
+    """Smooth multiplicative field (separable quadratic per axis), like receive-coil inhomogeneity."""
+    field = np.ones(shape, dtype=np.float32)
+    for axis, n in enumerate(shape):
+        t = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+        c1, c2 = rng.uniform(-1.0, 1.0, 2)
+        profile = 1.0 + strength * (c1 * t + c2 * (t**2 - 1.0 / 3.0))
+        view = [1, 1, 1]
+        view[axis] = n
+        field = field * profile.reshape(view)
+    return field
+
+
+def render(
+    tissue: dict[str, np.ndarray],
+    lesion_masks: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    sequences: tuple[str, ...] = SEQUENCES,
+) -> dict[str, np.ndarray]:
+    """Images (int16, background exactly 0 as in skull-stripped BraTS) for each sequence.
+
+    ``tissue`` holds full-volume gm/wm/csf/brain maps; ``lesion_masks`` holds soft (0..1) full-volume maps
+    for edema, tumour (non-enhancing core), enhancing and necrosis (absent keys mean none).
+    """
+    shape = tissue["brain"].shape
+    brain = tissue["brain"] > 0.5
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0) * 0.08
+    lesion_texture = 1.0 + 0.6 * texture
+    total = np.maximum(tissue["gm"] + tissue["wm"] + tissue["csf"], 1e-3)
+    noise_level = float(rng.uniform(0.012, 0.035))
+    images = {}
+    for seq in sequences:
+        levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * rng.uniform(0.93, 1.07, len(_TISSUES)), strict=True))
+        img = (tissue["wm"] * levels["wm"] + tissue["gm"] * levels["gm"] + tissue["csf"] * levels["csf"]) / total
+        img *= 1.0 + texture
+        for name in ("edema", "tumour", "enhancing", "necrosis"):
+            mask = lesion_masks.get(name)
+            if mask is not None:
+                img += mask * (levels[name] * lesion_texture - img)
+        img *= _bias_field(rng, shape, float(rng.uniform(0.05, 0.15)))
+        sigma = noise_level * 0.6
+        real = img + sigma * rng.standard_normal(shape, dtype=np.float32)
+        imag = sigma * rng.standard_normal(shape, dtype=np.float32)
+        img = np.sqrt(real * real + imag * imag)
+        img *= brain
+        images[seq] = np.clip(img * INTENSITY_SCALE, 0, 32767).astype(np.int16)
+    return images

