@@ -85,7 +85,7 @@ def write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def write_dicom_series(folder: Path, data: np.ndarray, affine: np.ndarray, series_uid: str = "1.2.3.4.5.6.1",
-                       description: str = "AX FLAIR") -> Path:
+                       description: str = "AX FLAIR", prefix: str = "slice") -> Path:
     """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags."""
     import SimpleITK as sitk
 
@@ -112,7 +112,7 @@ def write_dicom_series(folder: Path, data: np.ndarray, affine: np.ndarray, serie
             ("0018|0050", f"{img.GetSpacing()[2]:.6f}"),
         ):
             sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
         writer.Execute(sl)
     return folder
 
