@@ -102,12 +102,19 @@ def run_io(repeat: int = 5) -> list[dict]:
     ours = statistics.median(times["ours"])
     ref = statistics.median(times["reference"])
     return [
-        {"name": "io: load + preprocess 240x240x155 float32 NIfTI -> (64,128,128)",
-         "ours_s": round(ours, 4), "reference_s": round(ref, 4), "ratio": round(ref / ours, 2)},
+        {
+            "name": "io: load + preprocess 240x240x155 float32 NIfTI -> (64,128,128)",
+            "ours_s": round(ours, 4),
+            "reference_s": round(ref, 4),
+            "ratio": round(ref / ours, 2),
+        },
         {"name": "io: peak extra memory, ours", "value": round(memory["ours"], 1), "unit": "MB"},
         {"name": "io: peak extra memory, reference", "value": round(memory["reference"], 1), "unit": "MB"},
-        {"name": "io: memory ratio (reference / ours)",
-         "value": round(memory["reference"] / max(memory["ours"], 1e-6), 2), "unit": "x"},
+        {
+            "name": "io: memory ratio (reference / ours)",
+            "value": round(memory["reference"] / max(memory["ours"], 1e-6), 2),
+            "unit": "x",
+        },
     ]
 
 
@@ -116,8 +123,10 @@ def print_table(rows: list[dict]) -> None:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         if "ratio" in r:
-            print(f"{r['name']:<{width}}  ours {r['ours_s']:.3f} s  reference {r['reference_s']:.3f} s  "
-                  f"ratio {r['ratio']:.2f}x")
+            print(
+                f"{r['name']:<{width}}  ours {r['ours_s']:.3f} s  reference {r['reference_s']:.3f} s  "
+                f"ratio {r['ratio']:.2f}x"
+            )
         else:
             print(f"{r['name']:<{width}}  {r['value']} {r['unit']}")
     sys.stdout.flush()

@@ -48,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="load a study and write its model-grid volume and summary")
     p.add_argument("inputs", nargs="+", type=Path, help="NIfTI/NRRD/MHA files or DICOM folders, FLAIR first")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--grid", nargs=3, default=("64", "128", "128"), metavar=("D", "H", "W"),
-                   help="model grid size (default 64 128 128)")
+    p.add_argument(
+        "--grid",
+        nargs=3,
+        default=("64", "128", "128"),
+        metavar=("D", "H", "W"),
+        help="model grid size (default 64 128 128)",
+    )
 
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
     p.add_argument("suite", choices=["io"], help="which benchmark")
@@ -63,9 +68,13 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
 
     if args.spacing <= 0.3 or args.spacing > 4:
         raise InputError(f"--spacing {args.spacing} mm is outside 0.3..4 mm")
-    manifest = generate(args.out, args.n, args.healthy, args.seed, spacing=args.spacing, progress=not args.quiet)
-    print(f"wrote {args.n} tumour cases and {args.healthy} healthy controls to {args.out} "
-          f"({manifest['seconds']:.1f} s)")
+    manifest = generate(
+        args.out, args.n, args.healthy, args.seed, spacing=args.spacing, progress=not args.quiet
+    )
+    print(
+        f"wrote {args.n} tumour cases and {args.healthy} healthy controls to {args.out} "
+        f"({manifest['seconds']:.1f} s)"
+    )
     return 0
 
 
@@ -85,11 +94,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
         (tmp / "preprocess.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     inp, grd = summary["input"], summary["model_grid"]
     print(f"input  : {', '.join(inp['paths'])}")
-    print(f"         shape {inp['shape']}, spacing {inp['spacing_mm']} mm, orientation {inp['orientation']}, "
-          f"obliquity {inp['obliquity_deg']} deg")
+    print(
+        f"         shape {inp['shape']}, spacing {inp['spacing_mm']} mm, orientation {inp['orientation']}, "
+        f"obliquity {inp['obliquity_deg']} deg"
+    )
     print(f"         sha256 {', '.join(s[:16] for s in inp['sha256'])}...")
-    print(f"grid   : {grd['grid_shape']} (D: inferior->superior, H: anterior->posterior, W: right->left), "
-          f"spacing {grd['grid_spacing_mm']} mm, foreground {grd['foreground_ml']} ml")
+    print(
+        f"grid   : {grd['grid_shape']} (D: inferior->superior, H: anterior->posterior, W: right->left), "
+        f"spacing {grd['grid_spacing_mm']} mm, foreground {grd['foreground_ml']} ml"
+    )
     for note in inp["notes"]:
         print(f"note   : {note}")
     print(f"wrote  : {args.out / 'preprocess.json'} and model_grid_*.nii.gz")
@@ -116,8 +129,11 @@ COMMANDS = {"phantoms": _cmd_phantoms, "preprocess": _cmd_preprocess, "bench": _
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return COMMANDS[args.command](args)
     except InputError as exc:
@@ -131,5 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: say so, short, unless debugging
         if args.debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
+        )
         return 1

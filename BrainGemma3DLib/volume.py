@@ -135,8 +135,15 @@ class Volume:
         """This volume resampled onto another voxel grid (world coordinates preserved)."""
         index_map = np.linalg.inv(self.affine) @ np.asarray(affine, dtype=np.float64)
         out = np.stack([_resample(c, index_map, tuple(shape), order=order) for c in self.data])
-        return Volume(out, np.asarray(affine, dtype=np.float64), self.paths, self.sha256, self.channel_names,
-                      list(self.notes), dict(self.meta))
+        return Volume(
+            out,
+            np.asarray(affine, dtype=np.float64),
+            self.paths,
+            self.sha256,
+            self.channel_names,
+            list(self.notes),
+            dict(self.meta),
+        )
 
     def to_model_grid(
         self,
@@ -196,7 +203,9 @@ class Volume:
         # (4) foreground on the grid (holes filled so ventricles and necrosis count), robust normalisation.
         foreground = ndimage.binary_fill_holes(out[0] > threshold)
         if not foreground.any():
-            raise InputError("no foreground found on the model grid (is the image empty?)", _first(self.paths))
+            raise InputError(
+                "no foreground found on the model grid (is the image empty?)", _first(self.paths)
+            )
         ranges = []
         for c in range(out.shape[0]):
             lo, hi = np.percentile(out[c][foreground], percentiles)
@@ -291,7 +300,9 @@ class GridMapping:
             "grid_spacing_mm": [round(s, 4) for s in self.grid_spacing],
             "grid_orientation": "D: inferior->superior, H: anterior->posterior, W: right->left",
             "grid_affine": np.round(self.grid_affine, 4).tolist(),
-            "foreground_ml": round(float(self.foreground.sum()) * float(np.prod(self.grid_spacing)) / 1000, 2),
+            "foreground_ml": round(
+                float(self.foreground.sum()) * float(np.prod(self.grid_spacing)) / 1000, 2
+            ),
             "intensity_ranges": [list(r) for r in self.intensity_ranges],
         }
 
@@ -416,7 +427,9 @@ def _load_itk(p: Path) -> Volume:
         shape = reader.GetSize()
         components = reader.GetNumberOfComponents()
         if components != 1:
-            raise InputError(f"vector image with {components} components per voxel; a scalar MRI is needed", p)
+            raise InputError(
+                f"vector image with {components} components per voxel; a scalar MRI is needed", p
+            )
         _check_dims(tuple(shape), p)
         img = reader.Execute()
     except InputError:
@@ -453,19 +466,28 @@ def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
     except Exception as exc:
         raise InputError(f"cannot scan folder for DICOM series ({_short(exc)})", folder) from exc
     if not series:
-        raise InputError(f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})",
-                         folder)
+        raise InputError(
+            f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})", folder
+        )
     candidates = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
     notes: list[str] = []
     if member is not None:
-        chosen = next((sid for sid, files in candidates.items() if Path(files[0]).parent == member.parent
-                       and any(Path(f).name == member.name for f in files)), None)
+        chosen = next(
+            (
+                sid
+                for sid, files in candidates.items()
+                if Path(files[0]).parent == member.parent and any(Path(f).name == member.name for f in files)
+            ),
+            None,
+        )
         if chosen is None:
             raise InputError("not part of a readable DICOM series", member)
     else:
         chosen = max(candidates, key=lambda sid: len(candidates[sid]))
         if len(candidates) > 1:
-            others = ", ".join(f"{sid} ({len(candidates[sid])} slices)" for sid in candidates if sid != chosen)
+            others = ", ".join(
+                f"{sid} ({len(candidates[sid])} slices)" for sid in candidates if sid != chosen
+            )
             notes.append(
                 f"{len(candidates)} DICOM series in {folder}; using {chosen} with {len(candidates[chosen])} "
                 f"slices (ignored: {others})"
@@ -480,9 +502,14 @@ def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
         reader.MetaDataDictionaryArrayUpdateOn()
         img = reader.Execute()
         meta = {}
-        for tag, name in (("0010|0010", "PatientName"), ("0010|0020", "PatientID"),
-                          ("0008|0020", "StudyDate"), ("0008|103e", "SeriesDescription"),
-                          ("0008|0060", "Modality"), ("0008|0080", "InstitutionName")):
+        for tag, name in (
+            ("0010|0010", "PatientName"),
+            ("0010|0020", "PatientID"),
+            ("0008|0020", "StudyDate"),
+            ("0008|103e", "SeriesDescription"),
+            ("0008|0060", "Modality"),
+            ("0008|0080", "InstitutionName"),
+        ):
             if reader.HasMetaDataKey(0, tag):
                 meta[name] = reader.GetMetaData(0, tag).strip()
     except Exception as exc:
@@ -600,7 +627,14 @@ def _resample(
     if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-9):
         matrix = np.diag(matrix).copy()
     ndimage.affine_transform(
-        array, matrix, offset=offset, output_shape=out_shape, output=out, order=order, mode="constant", cval=0.0,
+        array,
+        matrix,
+        offset=offset,
+        output_shape=out_shape,
+        output=out,
+        order=order,
+        mode="constant",
+        cval=0.0,
         prefilter=False,
     )
     return out

@@ -15,8 +15,8 @@ process; generating one case then only touches a small box around the lesion.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -32,8 +32,15 @@ LOBE_CODE = {name: i + 1 for i, name in enumerate(LOBES)}
 # AAL region name prefixes -> lobe.  Insula, cingulate, deep grey nuclei, cerebellum and vermis belong to
 # none of the four lobes and stay 0.  Medial temporal structures count as temporal, as in radiology reports.
 _AAL_LOBE_PREFIXES = {
-    "frontal": ("Precentral", "Frontal", "Rolandic_Oper", "Supp_Motor_Area", "Olfactory", "Rectus",
-                "Paracentral_Lobule"),
+    "frontal": (
+        "Precentral",
+        "Frontal",
+        "Rolandic_Oper",
+        "Supp_Motor_Area",
+        "Olfactory",
+        "Rectus",
+        "Paracentral_Lobule",
+    ),
     "parietal": ("Postcentral", "Parietal", "SupraMarginal", "Angular", "Precuneus"),
     "temporal": ("Temporal", "Heschl", "Hippocampus", "ParaHippocampal", "Amygdala", "Fusiform"),
     "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),

@@ -59,8 +59,12 @@ def render(
     noise_level = float(rng.uniform(0.012, 0.035))
     images = {}
     for seq in sequences:
-        levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * rng.uniform(0.93, 1.07, len(_TISSUES)), strict=True))
-        img = (tissue["wm"] * levels["wm"] + tissue["gm"] * levels["gm"] + tissue["csf"] * levels["csf"]) / total
+        levels = dict(
+            zip(_TISSUES, np.asarray(SIGNAL[seq]) * rng.uniform(0.93, 1.07, len(_TISSUES)), strict=True)
+        )
+        img = (
+            tissue["wm"] * levels["wm"] + tissue["gm"] * levels["gm"] + tissue["csf"] * levels["csf"]
+        ) / total
         img *= 1.0 + texture
         for name in ("edema", "tumour", "enhancing", "necrosis"):
             mask = lesion_masks.get(name)

@@ -63,8 +63,18 @@ def case_id(kind: str, index: int, width: int = 3) -> str:
     return f"{prefix}{index + 1:0{width}d}"
 
 
-def make_case(kind: str, index: int, seed: int, *, spacing: float = 1.5, width: int = 3) -> Case:
-    """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic."""
+STORAGE_VARIANTS = ("ras", "lps", "clinical", "oblique")
+
+
+def make_case(
+    kind: str, index: int, seed: int, *, spacing: float = 1.5, width: int = 3, storage: str | None = None
+) -> Case:
+    """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic.
+
+    ``storage`` forces one of :data:`STORAGE_VARIANTS` (otherwise drawn at random per case).
+    """
+    if kind not in _KIND:
+        raise ValueError(f"kind must be 'lesion' or 'healthy', got {kind!r}")
     anat = build_anatomy(spacing)
     rng = np.random.default_rng([int(seed), _KIND[kind], int(index)])
     text_rng = np.random.default_rng([int(seed), _KIND[kind], int(index), 7])
@@ -104,20 +114,32 @@ def make_case(kind: str, index: int, seed: int, *, spacing: float = 1.5, width: 
             "midline_shift_mm": 0.0,
         }
     images = render(tissue, masks, rng)
-    affine, storage = _storage_geometry(anat, rng)
+    affine, storage_info = _storage_geometry(anat, rng, storage)
     cid = case_id(kind, index, width)
     vols = {seq: Volume(images[seq][None], anat.affine, channel_names=(seq,)) for seq in SEQUENCES}
     seg = Volume(labels[None], anat.affine, channel_names=("seg",)) if labels is not None else None
-    vols, seg = _store(vols, seg, affine, storage)
-    truth = {"case_id": cid, **truth, "storage": storage, "seed": int(seed), "generator_version": GENERATOR_VERSION}
+    vols, seg = _store(vols, seg, affine, storage_info)
+    if "centre_mni_mm" in truth:  # where the lesion centre is in the stored files' world (scaled head)
+        truth["centre_ras_mm"] = [round(v * storage_info["head_scale"], 1) for v in truth["centre_mni_mm"]]
+    truth = {
+        "case_id": cid,
+        **truth,
+        "storage": storage_info,
+        "seed": int(seed),
+        "generator_version": GENERATOR_VERSION,
+    }
     report = write_report(truth, text_rng) if kind == "lesion" else write_healthy_report(text_rng)
     return Case(cid, vols, seg, truth, report)
 
 
-def _storage_geometry(anat, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _storage_geometry(anat, rng: np.random.Generator, force: str | None = None) -> tuple[np.ndarray, dict]:
     """How a case is stored: head size, orientation, resolution and obliquity vary between cases."""
     head_scale = float(rng.uniform(0.93, 1.07))
-    variant = str(rng.choice(["ras", "lps", "clinical", "oblique"], p=[0.5, 0.2, 0.15, 0.15]))
+    variant = str(rng.choice(STORAGE_VARIANTS, p=[0.5, 0.2, 0.15, 0.15]))
+    if force is not None:
+        if force not in STORAGE_VARIANTS:
+            raise ValueError(f"storage must be one of {STORAGE_VARIANTS}, got {force!r}")
+        variant = force
     scaled = np.diag([head_scale, head_scale, head_scale, 1.0]) @ anat.affine
     storage = {"variant": variant, "head_scale": round(head_scale, 4)}
     if variant == "oblique":
@@ -252,14 +274,16 @@ def generate(
             if on_case is not None:
                 on_case(case)
             t = case.truth
-            cases.append({
-                "case_id": case.case_id,
-                "healthy": t["healthy"],
-                "hemisphere": t["hemisphere"],
-                "lobes": t["lobes"],
-                "findings": t["findings"],
-                "storage": t["storage"]["variant"],
-            })
+            cases.append(
+                {
+                    "case_id": case.case_id,
+                    "healthy": t["healthy"],
+                    "hemisphere": t["hemisphere"],
+                    "lobes": t["lobes"],
+                    "findings": t["findings"],
+                    "storage": t["storage"]["variant"],
+                }
+            )
         manifest = {
             "generator": "braingemma3d phantoms",
             "generator_version": GENERATOR_VERSION,

@@ -24,7 +24,7 @@ LOBE_SHARE = 0.2
 #: Both hemispheres are involved ("bilateral") when the smaller side holds at least this share.
 BILATERAL_SHARE = 0.15
 #: Ventricular compression is present when the ventricle near the lesion (ipsilateral part inside the lesion's
-#: box) loses at least this fraction of its volume, and there was at least MIN_VENTRICLE_ML of it to begin with.
+#: box) loses at least this fraction of its volume, and there was at least MIN_VENTRICLE_ML of it before.
 COMPRESSION_LOSS = 0.15
 MIN_VENTRICLE_ML = 0.5
 
@@ -67,8 +67,11 @@ def _pick_centre(
         attempts += [(w, None) for w in (0.6, 0.4, 0.2)]
     for wm_min, within in attempts:
         if midline:
-            ok = (np.abs(x) < 4) & (anat.wm > wm_min) & np.isin(anat.lobe, (LOBE_CODE["frontal"],
-                                                                            LOBE_CODE["parietal"], 0))
+            ok = (
+                (np.abs(x) < 4)
+                & (anat.wm > wm_min)
+                & np.isin(anat.lobe, (LOBE_CODE["frontal"], LOBE_CODE["parietal"], 0))
+            )
             ok &= anat.brain > 0.9
             k0 = int(round((12.0 - anat.affine[2, 3]) / anat.spacing))  # above z = 12 mm (corpus callosum)
             ok[:, :, :k0] = False
@@ -141,7 +144,9 @@ def place_lesion(anat: Anatomy, rng: np.random.Generator) -> Lesion:
     core = (r_core < 1.0) & inside_brain
     necrosis = core & (r_core < float(rng.uniform(0.45, 0.7))) if has_necrosis else np.zeros_like(core)
     if has_edema:
-        r_edema = np.linalg.norm(local / (axes * edema_factor), axis=-1) * (1.0 + 0.3 * _smooth_noise(rng, bshape))
+        r_edema = np.linalg.norm(local / (axes * edema_factor), axis=-1) * (
+            1.0 + 0.3 * _smooth_noise(rng, bshape)
+        )
         edema = (r_edema < 1.0) & inside_brain & ((tissue["wm"] > 0.3) | (r_core < 1.35)) & ~core
     else:
         edema = np.zeros_like(core)
@@ -169,7 +174,9 @@ def _measure(anat: Anatomy, box, labels, necrosis, tissue, centre, has_enhanceme
 
     lobe_codes = anat.lobe[box][whole]
     labelled = lobe_codes[lobe_codes > 0]
-    shares = {name: float((labelled == code).mean()) if labelled.size else 0.0 for name, code in LOBE_CODE.items()}
+    shares = {
+        name: float((labelled == code).mean()) if labelled.size else 0.0 for name, code in LOBE_CODE.items()
+    }
     lobes = [n for n, s in sorted(shares.items(), key=lambda kv: -kv[1]) if s >= LOBE_SHARE]
     if not lobes:
         lobes = [max(shares, key=lambda n: shares[n])]

@@ -17,7 +17,7 @@ BLOB_RADIUS = 18.0
 
 
 def head_intensity(world: np.ndarray) -> np.ndarray:
-    """An analytic head (ellipsoid, smooth texture) with a bright blob on the patient's left; world (..., 3)."""
+    """An analytic head (ellipsoid, smooth texture) and a bright blob on the patient's left."""
     x, y, z = world[..., 0], world[..., 1], world[..., 2]
     inside = (x / 70) ** 2 + (y / 90) ** 2 + (z / 65) ** 2 < 1
     texture = 100 + 15 * np.sin(y / 9.0) * np.cos(z / 11.0)
@@ -84,8 +84,14 @@ def write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def write_dicom_series(folder: Path, data: np.ndarray, affine: np.ndarray, series_uid: str = "1.2.3.4.5.6.1",
-                       description: str = "AX FLAIR", prefix: str = "slice") -> Path:
+def write_dicom_series(
+    folder: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    series_uid: str = "1.2.3.4.5.6.1",
+    description: str = "AX FLAIR",
+    prefix: str = "slice",
+) -> Path:
     """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags."""
     import SimpleITK as sitk
 

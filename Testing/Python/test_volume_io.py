@@ -27,8 +27,13 @@ def head(tmp_path_factory):
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "BrainGemma3DLib", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "BrainGemma3DLib", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 # --- good files ---------------------------------------------------------------------------------------
@@ -107,8 +112,9 @@ def test_dicom_folder_with_two_series_takes_the_larger(head, tmp_path):
     folder = tmp_path / "study"
     write_dicom_series(folder, data, affine, series_uid="1.2.3.4.5.6.1", description="AX FLAIR")
     small = data[:, :, :10]
-    write_dicom_series(folder, small, affine, series_uid="1.2.3.4.5.6.2", description="LOCALIZER",
-                       prefix="loc")
+    write_dicom_series(
+        folder, small, affine, series_uid="1.2.3.4.5.6.2", description="LOCALIZER", prefix="loc"
+    )
     vol = load_volume(folder)
     assert vol.shape == data.shape
     assert any("2 DICOM series" in n and "1.2.3.4.5.6.1" in n for n in vol.notes)
@@ -177,12 +183,21 @@ def _bad_files(root: Path, affine: np.ndarray) -> dict[str, tuple[Path, str]]:
     truncated.write_bytes(truncated.read_bytes()[:200])
     cases["truncated"] = (truncated, "corrupted")
     cases["2d"] = (write_nifti(root / "slice.nii.gz", np.ones((40, 40), np.float32), affine), "2D image")
-    cases["one_slice"] = (write_nifti(root / "one.nii.gz", np.ones((40, 40, 1), np.float32), affine), "2D image")
-    cases["4d"] = (write_nifti(root / "fmri.nii.gz", np.ones((20, 20, 20, 5), np.float32), affine), "4D image")
+    cases["one_slice"] = (
+        write_nifti(root / "one.nii.gz", np.ones((40, 40, 1), np.float32), affine),
+        "2D image",
+    )
+    cases["4d"] = (
+        write_nifti(root / "fmri.nii.gz", np.ones((20, 20, 20, 5), np.float32), affine),
+        "4D image",
+    )
     nan = np.ones((20, 20, 20), np.float32)
     nan[3, 3, 3] = np.nan
     cases["nan"] = (write_nifti(root / "nan.nii.gz", nan, affine), "NaN")
-    cases["zero"] = (write_nifti(root / "zero.nii.gz", np.zeros((20, 20, 20), np.float32), affine), "empty volume")
+    cases["zero"] = (
+        write_nifti(root / "zero.nii.gz", np.zeros((20, 20, 20), np.float32), affine),
+        "empty volume",
+    )
     cases["suffix"] = (root / "notes.txt", "unsupported file type")
     (root / "notes.txt").write_text("hello")
     (root / "empty_dir").mkdir()

@@ -1,4 +1,4 @@
-"""Left stays left: the same head, stored in every orientation and format, lands the same way on the model grid,
+"""Left stays left: the same head, stored in every orientation and format, lands the same way on the grid,
 and a map on the grid returns onto the blob in the original file's own world coordinates.
 
 The expected positions are checked with nibabel / SimpleITK reading the written files, never with our code.
@@ -10,7 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import BLOB_RADIUS, BLOB_RAS, sample_head, variant_affine, write_dicom_series, write_nifti, write_nrrd
+from conftest import (
+    BLOB_RADIUS,
+    BLOB_RAS,
+    sample_head,
+    variant_affine,
+    write_dicom_series,
+    write_nifti,
+    write_nrrd,
+)
 
 from BrainGemma3DLib.volume import load_volume
 
@@ -54,8 +62,11 @@ def file_blob_mask(path) -> np.ndarray:
     if path.endswith((".nii", ".nii.gz")):
         data = np.asanyarray(nib.load(path).dataobj)
     else:
-        img = sitk.ReadImage(path) if path.endswith(".nrrd") else sitk.ReadImage(
-            sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path))
+        img = (
+            sitk.ReadImage(path)
+            if path.endswith(".nrrd")
+            else sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path))
+        )
         data = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
     return data > 200
 
@@ -71,7 +82,7 @@ def test_blob_on_patient_left_of_model_grid(written, fmt, variant):
     d, h, w = np.argwhere(blob).mean(axis=0)
     # W runs from the patient's right (0) to the patient's left (W - 1): a left blob is in the high half.
     assert w > GRID[2] / 2 + 5, f"{fmt}/{variant}: blob at W={w:.1f}, expected the patient's left half"
-    # ... anterior of centre (H runs anterior -> posterior) and superior of centre (D runs inferior -> superior).
+    # ... anterior (H runs anterior -> posterior) and superior (D runs inferior -> superior) of centre.
     assert h < GRID[1] / 2 and d > GRID[0] / 2
     # The grid position is the blob's true world position.
     assert np.linalg.norm(mapping.grid_to_world((d, h, w)) - BLOB_RAS) < 3.0

@@ -1,0 +1,161 @@
+"""Phantom cases: the BraTS/TextBraTS layout, truth that matches the images, determinism, bad usage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from BrainGemma3DLib.phantoms import make_case
+from BrainGemma3DLib.phantoms.dataset import STORAGE_VARIANTS
+
+SEQ = ("flair", "t1", "t1ce", "t2")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "BrainGemma3DLib", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ph") / "p"
+    result = run_cli("phantoms", "--out", str(out), "--n", "6", "--healthy", "2", "--seed", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def world_of_mask(img: nib.Nifti1Image, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask).astype(float)
+    return idx @ img.affine[:3, :3].T + img.affine[:3, 3]
+
+
+def test_layout(dataset):
+    manifest = json.loads((dataset / "phantoms.json").read_text())
+    assert manifest["seed"] == 1 and len(manifest["cases"]) == 8
+    for i in range(1, 7):
+        cid = f"BraTS20_Training_{i:03d}"
+        folder = dataset / "MICCAI_BraTS2020_TrainingData" / cid
+        for seq in (*SEQ, "seg"):
+            assert (folder / f"{cid}_{seq}.nii.gz").is_file(), f"{cid}_{seq}"
+        assert (folder / "truth.json").is_file()
+        report = dataset / "TextBraTSData" / cid / f"{cid}_flair_text.txt"
+        assert report.is_file() and len(report.read_text().split()) > 10
+    for i in range(1, 3):
+        cid = f"Healthy_{i:03d}"
+        folder = dataset / "HealthyControls" / cid
+        for seq in SEQ:
+            assert (folder / f"{cid}_{seq}.nii.gz").is_file()
+        assert not (folder / f"{cid}_seg.nii.gz").exists()
+        assert (folder / f"{cid}_flair_text.txt").is_file() and (folder / "truth.json").is_file()
+    assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".p.tmp")]
+
+
+def test_truth_matches_images(dataset):
+    for folder in sorted((dataset / "MICCAI_BraTS2020_TrainingData").iterdir()):
+        cid = folder.name
+        truth = json.loads((folder / "truth.json").read_text())
+        seg_img = nib.load(str(folder / f"{cid}_seg.nii.gz"))
+        seg = np.asarray(seg_img.dataobj)
+        assert set(np.unique(seg)) <= {0, 1, 2, 4} and (seg > 0).any()
+        imgs = {s: nib.load(str(folder / f"{cid}_{s}.nii.gz")) for s in SEQ}
+        for img in imgs.values():
+            assert img.shape == seg.shape and np.allclose(img.affine, seg_img.affine)
+        # Side of the tumour in the file's own world coordinates (nibabel), vs the truth.
+        x = world_of_mask(seg_img, seg > 0)[:, 0]
+        left_share = float((x < 0).mean())
+        expected = {"left": left_share > 0.8, "right": left_share < 0.2, "bilateral": 0.1 < left_share < 0.9}
+        assert expected[truth["hemisphere"]], f"{cid}: {truth['hemisphere']} but left share {left_share:.2f}"
+        # Contrasts: edema bright on FLAIR, enhancing rim bright on T1ce compared with plain T1.
+        flair = np.asarray(imgs["flair"].dataobj, dtype=float)
+        normal = (flair > 0) & (seg == 0)
+        if truth["findings"]["edema"]:
+            assert flair[seg == 2].mean() > 1.3 * flair[normal].mean()
+        if truth["findings"]["enhancement"]:
+            t1 = np.asarray(imgs["t1"].dataobj, dtype=float)
+            t1ce = np.asarray(imgs["t1ce"].dataobj, dtype=float)
+            assert t1ce[seg == 4].mean() > 1.5 * t1[seg == 4].mean()
+        assert bool((seg == 2).any()) == truth["findings"]["edema"]
+        assert truth["lobes"] and set(truth["lobes"]) <= {"frontal", "parietal", "temporal", "occipital"}
+        assert truth["tumour_volume_ml"] > 0
+
+
+def test_reports_follow_truth(dataset):
+    texts = []
+    for folder in sorted((dataset / "MICCAI_BraTS2020_TrainingData").iterdir()):
+        truth = json.loads((folder / "truth.json").read_text())
+        text = (dataset / "TextBraTSData" / folder.name / f"{folder.name}_flair_text.txt").read_text().lower()
+        texts.append(text)
+        words = set(text.replace(",", " ").replace(".", " ").split())
+        if truth["hemisphere"] in ("left", "right"):
+            other = "right" if truth["hemisphere"] == "left" else "left"
+            assert truth["hemisphere"] in words and other not in words, text
+        for lobe in truth["lobes"]:
+            assert lobe in words, f"{lobe} missing from: {text}"
+    assert len(set(texts)) == len(texts)
+    for folder in sorted((dataset / "HealthyControls").iterdir()):
+        text = (folder / f"{folder.name}_flair_text.txt").read_text().lower()
+        words = set(text.replace(",", " ").replace(".", " ").split())
+        assert not words & {"left", "right", "bilateral", "frontal", "parietal", "temporal", "occipital"}
+
+
+def test_deterministic_for_a_seed_and_independent_of_count():
+    a = make_case("lesion", 3, seed=5)
+    b = make_case("lesion", 3, seed=5)
+    c = make_case("lesion", 3, seed=6)
+    assert a.truth == b.truth and a.report == b.report
+    for seq in SEQ:
+        assert np.array_equal(a.images[seq].data, b.images[seq].data)
+    assert not np.array_equal(a.images["flair"].data, c.images["flair"].data) or a.truth != c.truth
+
+
+@pytest.mark.parametrize("variant", STORAGE_VARIANTS)
+def test_storage_variants_keep_the_anatomy_in_place(variant):
+    ras = make_case("lesion", 2, seed=11, storage="ras")
+    other = make_case("lesion", 2, seed=11, storage=variant)
+    assert other.truth["storage"]["variant"] == variant
+    expected_orientation = {"ras": "RAS", "lps": "LPS", "oblique": None, "clinical": None}[variant]
+    if expected_orientation:
+        assert other.images["flair"].orientation == expected_orientation
+    if variant == "oblique":
+        assert other.images["flair"].obliquity_deg > 5
+    if variant == "clinical":
+        assert other.images["flair"].spacing[2] == pytest.approx(5.0 * other.truth["storage"]["head_scale"])
+
+    def centroid(case):
+        seg = case.seg
+        idx = np.argwhere(seg.data[0] > 0).astype(float)
+        return (idx @ seg.affine[:3, :3].T + seg.affine[:3, 3]).mean(axis=0)
+
+    assert np.linalg.norm(centroid(ras) - centroid(other)) < 3.0
+    assert np.linalg.norm(centroid(ras) - np.array(ras.truth["centre_ras_mm"])) < 15.0
+
+
+def test_healthy_case_has_no_lesion():
+    case = make_case("healthy", 0, seed=3)
+    assert case.seg is None and case.truth["healthy"] and case.truth["hemisphere"] == "none"
+    assert not any(case.truth["findings"].values())
+    flair = case.images["flair"].data[0]
+    assert flair.dtype == np.int16 and flair.max() > 0 and flair.min() == 0
+
+
+def test_bad_usage_exit_2_and_nothing_written(tmp_path):
+    result = run_cli("phantoms", "--out", str(tmp_path / "x"), "--n", "0", "--healthy", "0", "--quiet")
+    assert result.returncode == 2 and "nothing to generate" in result.stderr
+    assert not (tmp_path / "x").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    result = run_cli("phantoms", "--out", str(busy), "--n", "1", "--healthy", "0", "--quiet")
+    assert result.returncode == 2 and "not empty" in result.stderr and str(busy) in result.stderr
+    assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
