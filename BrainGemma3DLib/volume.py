@@ -414,7 +414,15 @@ def _load_nifti(p: Path) -> Volume:
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(f"unreadable or corrupted NIfTI file ({_short(exc)})", p) from exc
     data = np.asarray(data).reshape(shape[:3])
-    return Volume(data[None], affine, (str(p),), (sha256_files([p]),), (_channel_name(p),))
+    volume = Volume(data[None], affine, (str(p),), (sha256_files([p]),), (_channel_name(p),))
+    header = img.header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        volume.notes.append(
+            f"{p.name}: the NIfTI header has no orientation (qform and sform codes are 0); left and right "
+            "cannot be trusted (nibabel's default voxel order is assumed)"
+        )
+        log.warning(volume.notes[-1])
+    return volume
 
 
 def _load_itk(p: Path) -> Volume:

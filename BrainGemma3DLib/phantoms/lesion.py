@@ -43,7 +43,7 @@ class Lesion:
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 5) -> np.ndarray:
     """Low-frequency noise in about [-1, 1] on ``shape`` (irregular tumour borders)."""
     small = rng.standard_normal((coarse, coarse, coarse)).astype(np.float32)
-    zoomed = ndimage.zoom(small, [s / coarse for s in shape], order=3, grid_mode=True, mode="grid-mirror")
+    zoomed = ndimage.zoom(small, [s / coarse for s in shape], order=1, grid_mode=True, mode="grid-mirror")
     return zoomed[: shape[0], : shape[1], : shape[2]] / 1.5
 
 

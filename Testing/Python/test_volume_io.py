@@ -97,6 +97,17 @@ def test_save_round_trip_is_atomic_and_exact(head, tmp_path, suffix):
     assert np.allclose(again.affine, affine, atol=1e-4) and np.allclose(again.data[0], data)
 
 
+def test_nifti_without_orientation_is_flagged(head, tmp_path):
+    _, affine, data = head
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "bare.nii.gz"))
+    vol = load_volume(tmp_path / "bare.nii.gz")
+    assert any("no orientation" in n and "left and right" in n for n in vol.notes)
+    assert not load_volume(write_nifti(tmp_path / "ok.nii.gz", data, affine)).notes
+
+
 def test_save_where_no_folder_can_be_made_fails_cleanly(head, tmp_path):
     _, affine, data = head
     blocker = tmp_path / "a_file"
