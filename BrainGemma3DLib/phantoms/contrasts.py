@@ -27,7 +27,7 @@ _TISSUES = ("wm", "gm", "csf", "edema", "tumour", "enhancing", "necrosis")
 INTENSITY_SCALE = 1000.0
 
 
-def _bias_profiles(rng: np.random.Generator, shape: tuple[int, int, int], strength: float) -> list[np.ndarray]:
+def _bias_profiles(rng: np.random.Generator, shape: tuple[int, ...], strength: float) -> list[np.ndarray]:
     """Per-axis factors of a smooth multiplicative field (separable quadratic), like coil inhomogeneity."""
     profiles = []
     for n in shape:
@@ -62,7 +62,8 @@ def render(
     noise_level = float(rng.uniform(0.012, 0.035))
     images = {}
     for seq in sequences:
-        levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * rng.uniform(0.93, 1.07, len(_TISSUES)), strict=True))
+        jitter = rng.uniform(0.93, 1.07, len(_TISSUES))
+        levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * jitter, strict=True))
         img = (wm * levels["wm"] + gm * levels["gm"] + csf * levels["csf"]) * (1.0 + texture)
         for name in ("edema", "tumour", "enhancing", "necrosis"):
             if name in masks:
