@@ -201,7 +201,7 @@ class Volume:
             out[c] = _resample(src[c], index_map, grid, order=1)
 
         # (4) foreground on the grid (holes filled so ventricles and necrosis count), robust normalisation.
-        foreground = ndimage.binary_fill_holes(out[0] > threshold)
+        foreground = _filled_foreground(out[0] > threshold)
         if not foreground.any():
             raise InputError(
                 "no foreground found on the model grid (is the image empty?)", _first(self.paths)
@@ -597,6 +597,21 @@ def _as_lps_zyx(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
     zyx = np.moveaxis(lps, -1, 0).transpose(0, 3, 2, 1)  # (C, x, y, z) -> (C, z, y, x)
     swap = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
     return zyx, lps_affine @ swap
+
+
+def _filled_foreground(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its interior holes (ventricles, necrosis below the threshold) filled.
+
+    Holes are filled on a 2x-subsampled copy (8x fewer voxels, the costliest step otherwise) and the result is
+    united with the full-resolution mask, so the outline keeps full resolution.
+    """
+    coarse = ndimage.binary_fill_holes(mask[::2, ::2, ::2])
+    up = (
+        coarse.repeat(2, axis=0)
+        .repeat(2, axis=1)
+        .repeat(2, axis=2)[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
+    )
+    return mask | up
 
 
 def _robust_bbox(mask: np.ndarray, tail: float = 0.002) -> tuple[np.ndarray, np.ndarray]:

@@ -266,6 +266,9 @@ def generate(
 
     cases = []
     started = time.perf_counter()
+    if progress:
+        print("preparing the template anatomy (MNI152 + AAL lobes)...", file=sys.stderr, flush=True)
+    build_anatomy(spacing)
     with staging_dir(out) as tmp:
         bar = tqdm(jobs, desc="phantoms", unit="case", disable=not progress, file=sys.stderr)
         for kind, index in bar:

@@ -273,3 +273,36 @@ def test_cli_preprocess_writes_summary_and_grid(head, tmp_path):
     idx = np.argwhere(arr > 0.9).mean(axis=0)
     world = grid_img.affine[:3, :3] @ idx + grid_img.affine[:3, 3]
     assert world[0] < -20
+
+
+def test_foreground_fills_dark_ventricles_and_normalises_inside_it(head):
+    _, affine, data = head
+    dark = data.copy()
+    ijk = np.argwhere(data > 0).mean(axis=0).astype(int)
+    dark[ijk[0] - 5 : ijk[0] + 5, ijk[1] - 8 : ijk[1] + 8, ijk[2] - 4 : ijk[2] + 4] = (
+        0.0  # a black "ventricle"
+    )
+    grid, mapping = Volume(dark[None], affine).to_model_grid((32, 64, 64))
+    centre = np.round(mapping.world_to_grid(affine[:3, :3] @ ijk + affine[:3, 3])).astype(int)
+    assert mapping.foreground[tuple(centre)], "an interior dark region must count as foreground"
+    assert grid[0][tuple(centre)] == 0.0
+    # Background is exactly 0 and the foreground spans the full intensity range.
+    assert (grid[0][~mapping.foreground] == 0).all()
+    assert grid[0][mapping.foreground].max() == pytest.approx(1.0)
+
+
+def test_bench_io_json(tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "io", "--repeat", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    comparisons = [r for r in rows if "ratio" in r]
+    singles = [r for r in rows if "value" in r]
+    assert len(comparisons) == 2 and len(singles) == 3
+    for r in comparisons:
+        assert r["ours_s"] > 0 and r["reference_s"] > 0
+        assert r["ratio"] == pytest.approx(r["reference_s"] / r["ours_s"], rel=0.05)
+    assert {r["unit"] for r in singles} == {"MB", "x"} and all(r["value"] > 0 for r in singles)
+    assert "ratio" in result.stdout
