@@ -1,0 +1,201 @@
+"""The assembled model: volume -> 3D encoder -> compressor -> projector -> MedGemma -> report text.
+
+Shapes: volumes (B, C, D, H, W) -> patch tokens (B, N, E_v) -> visual tokens (B, K, E_v) -> (B, K, E_lm)
+-> ``inputs_embeds`` = [prefix text | K visual | suffix text] (B, P + K + S, E_lm) -> generated ids.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .compressor import build_compressor
+from .config import ModelConfig
+from .encoder import InflatedSiglipEncoder
+from .language import ChatPrompt
+from .projector import Projector
+
+
+@dataclass
+class Draft:
+    """A generated report draft with its cost."""
+
+    text: str
+    num_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def text_embedding_rms(lm) -> float:
+    """RMS of the LM's scaled token embeddings (what visual tokens are scaled to match)."""
+    emb = lm.get_input_embeddings()
+    weight = emb.weight
+    if weight.device.type == "meta":
+        return 1.0
+    scale = float(getattr(emb, "embed_scale", 1.0))
+    sample = weight[: min(4096, weight.shape[0])].detach().float()
+    return float(sample.pow(2).mean().sqrt()) * scale
+
+
+class BrainGemma3D(nn.Module):
+    """BrainGemma3D: see the module docstring. ``lm`` stays frozen (LoRA adapters aside)."""
+
+    def __init__(self, cfg: ModelConfig, encoder: InflatedSiglipEncoder, lm, tokenizer, projector_scale=None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.compressor = build_compressor(
+            cfg.compressor, cfg.vision_hidden, cfg.num_latents, cfg.compressor_layers, cfg.compressor_heads
+        )
+        init_scale = text_embedding_rms(lm) if projector_scale is None else projector_scale
+        self.projector = Projector(cfg.vision_hidden, cfg.lm_hidden, cfg.projector_hidden, init_scale)
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.prompt = ChatPrompt.build(tokenizer, cfg.prompt) if tokenizer is not None else None
+        lm.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector.scale.device
+
+    # --- vision side ----------------------------------------------------------------------------------
+    def visual_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> (B, K, E_lm), in the LM's dtype."""
+        tokens = self.encoder(volumes)
+        compressed = self.compressor(tokens, self.encoder.positions())
+        projected = self.projector(compressed)
+        return projected.to(self.lm.get_input_embeddings().weight.dtype)
+
+    def _embed_ids(self, ids: list[int], batch: int) -> torch.Tensor:
+        tensor = torch.tensor([ids], dtype=torch.long, device=self.device).expand(batch, -1)
+        return self.lm.get_input_embeddings()(tensor)
+
+    def prompt_embeddings(self, visual: torch.Tensor) -> torch.Tensor:
+        """[prefix | visual | suffix] embeddings for generation, (B, P + K + S, E_lm)."""
+        b = visual.shape[0]
+        return torch.cat(
+            [self._embed_ids(self.prompt.prefix_ids, b), visual, self._embed_ids(self.prompt.suffix_ids, b)],
+            dim=1,
+        )
+
+    def as_batch(self, volumes) -> torch.Tensor:
+        """Accept a numpy/torch array (C, D, H, W) or (B, C, D, H, W) in [0, 1]."""
+        x = torch.as_tensor(np.asarray(volumes) if not isinstance(volumes, torch.Tensor) else volumes)
+        if x.ndim == 4:
+            x = x.unsqueeze(0)
+        return x.to(self.device, torch.float32)
+
+    # --- generation and scoring -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        volumes,
+        *,
+        max_new_tokens: int | None = None,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> list[Draft]:
+        """Greedy (deterministic) report drafts, one per volume; stops at end of turn.
+
+        ``volumes``: a :class:`~BrainGemma3DLib.volume.Volume` (preprocessed to the model grid here) or
+        model-grid arrays (C, D, H, W) / (B, C, D, H, W).
+        """
+        from ..volume import Volume
+
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        if isinstance(volumes, Volume):
+            if volumes.data.shape[0] != self.cfg.in_channels:
+                raise ValueError(
+                    f"the model takes {self.cfg.in_channels} channel(s), the study has {volumes.data.shape[0]}"
+                )
+            volumes, _mapping = volumes.to_model_grid(self.cfg.grid)
+        batch = self.as_batch(volumes)
+        timings["preprocess_s"] = time.perf_counter() - start
+        self.eval()
+        start = time.perf_counter()
+        embeds = self.prompt_embeddings(self.visual_tokens(batch))
+        timings["encode_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        out = self.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            do_sample=False,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            eos_token_id=self.prompt.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        timings["generate_s"] = time.perf_counter() - start
+        drafts = []
+        for row in out:
+            ids = row.tolist()
+            cut = next(
+                (
+                    i
+                    for i, t in enumerate(ids)
+                    if t in self.prompt.stop_ids or t == self.tokenizer.pad_token_id
+                ),
+                len(ids),
+            )
+            text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip()
+            drafts.append(Draft(text, cut, dict(timings)))
+        return drafts
+
+    def target_ids(self, text: str, span: tuple[int, int] | None = None) -> tuple[list[int], list[bool]]:
+        """Token ids of ``text`` + end of turn, and which of them are scored (all, or those in ``span``)."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"]) + [self.prompt.stop_ids[-1]]
+        if span is None:
+            return ids, [True] * len(ids)
+        lo, hi = span
+        if not 0 <= lo < hi <= len(text):
+            raise ValueError(f"span {span} is outside the text (length {len(text)})")
+        chosen = [a < hi and b > lo for a, b in enc["offset_mapping"]] + [False]
+        if not any(chosen):
+            raise ValueError(f"span {span} covers no token")
+        return ids, chosen
+
+    def score(self, volumes, text: str, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Teacher-forced log-likelihood of ``text`` (or its character ``span``) for each volume, (B,).
+
+        Batched: all volumes share the text, so no padding is needed. Used by attributions and evaluation.
+        """
+        batch = self.as_batch(volumes)
+        ids, chosen = self.target_ids(text, span)
+        visual = self.visual_tokens(batch)
+        prompt = self.prompt_embeddings(visual)
+        target = torch.tensor([ids], device=self.device).expand(batch.shape[0], -1)
+        embeds = torch.cat([prompt, self.lm.get_input_embeddings()(target)], dim=1)
+        logits = self.lm(inputs_embeds=embeds).logits
+        start = prompt.shape[1] - 1  # the logit at position i predicts token i + 1
+        logp = torch.log_softmax(logits[:, start : start + len(ids)].float(), dim=-1)
+        token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        mask = torch.tensor(chosen, device=self.device, dtype=token_logp.dtype)
+        return (token_logp * mask).sum(dim=-1)
+
+    def loss(self, volumes, texts: list[str]) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``texts`` given their volumes (training; texts may differ)."""
+        batch = self.as_batch(volumes)
+        prompt = self.prompt_embeddings(self.visual_tokens(batch))
+        seqs = [self.target_ids(t)[0] for t in texts]
+        length = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        target = torch.full((len(seqs), length), pad, dtype=torch.long, device=self.device)
+        valid = torch.zeros((len(seqs), length), dtype=torch.bool, device=self.device)
+        for i, s in enumerate(seqs):
+            target[i, : len(s)] = torch.tensor(s, device=self.device)
+            valid[i, : len(s)] = True
+        embeds = torch.cat([prompt, self.lm.get_input_embeddings()(target)], dim=1)
+        attention = torch.cat(
+            [torch.ones(prompt.shape[:2], dtype=torch.long, device=self.device), valid.long()], 1
+        )
+        logits = self.lm(inputs_embeds=embeds, attention_mask=attention).logits
+        start = prompt.shape[1] - 1
+        pred = logits[:, start : start + length].float()
+        losses = nn.functional.cross_entropy(pred.transpose(1, 2), target, reduction="none")
+        return (losses * valid).sum() / valid.sum()

@@ -1,0 +1,242 @@
+"""One plain-data object describes a BrainGemma3D model; it is saved as JSON with every checkpoint.
+
+Presets:
+- ``medgemma``: the real sizes — MedSigLIP-448 vision/text towers (SigLIP so400m shape, patch 14, 448 px) and
+  MedGemma 1.5 4B IT's language model (Gemma 3 4B text). When the real folders are loaded, the tower and LM
+  sizes are read from their own ``config.json`` files and replace these values, so nothing is repeated by hand.
+- ``demo``: the same classes at toy sizes, for CPU, tests and the bundled demo weights.
+- ``seed``: the published system's design reproduced by configuration (linspace positions, pool1d, depth
+  stride 1 with an overlapping kernel), so both can be trained and compared on the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_NAME = "braingemma3d_config.json"
+
+POSITIONS = ("pretrained3d", "linspace")
+COMPRESSORS = ("perceiver", "pool1d")
+PATCH_INITS = ("centre", "mean")
+
+DEFAULT_PROMPT = (
+    "You are a neuroradiologist. Write the FLAIR MRI report for this brain volume: location of any lesion "
+    "(hemisphere and lobes), edema, necrosis, enhancement and ventricular compression."
+)
+
+# MedSigLIP-448 (SiglipModel): the SigLIP so400m shape at 448 px, patch 14.
+MEDSIGLIP_VISION = {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 448,
+    "num_channels": 3,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+MEDSIGLIP_TEXT = {
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "vocab_size": 32000,
+    "max_position_embeddings": 64,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+# MedGemma 1.5 4B IT language model (Gemma 3 4B text).
+MEDGEMMA_TEXT = {
+    "hidden_size": 2560,
+    "intermediate_size": 10240,
+    "num_hidden_layers": 34,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "vocab_size": 262208,
+    "sliding_window": 1024,
+    "query_pre_attn_scalar": 256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6,
+    "hidden_activation": "gelu_pytorch_tanh",
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a BrainGemma3D model (weights aside)."""
+
+    preset: str = "demo"
+    vision: dict = field(default_factory=dict)  # SiglipVisionConfig keyword arguments
+    text_tower: dict = field(default_factory=dict)  # SiglipTextConfig keyword arguments (contrastive phase)
+    lm: dict = field(default_factory=dict)  # Gemma3TextConfig keyword arguments
+    in_channels: int = 1  # 1 = FLAIR; 3 = FLAIR/T1ce/T2 as channels
+    grid: tuple[int, int, int] = (32, 64, 64)  # model grid (D, H, W), see BrainGemma3DLib.volume
+    tubelet: int = 4  # depth of the Conv3d patch kernel
+    depth_stride: int = 4  # = tubelet (non-overlapping); the seed uses 1 with an overlapping kernel
+    patch_init: str = "centre"
+    position: str = "pretrained3d"
+    compressor: str = "perceiver"
+    num_latents: int = 32  # K visual tokens handed to the language model
+    compressor_layers: int = 2
+    compressor_heads: int = 4
+    projector_hidden: int = 0  # 0 = the LM hidden size
+    prompt: str = DEFAULT_PROMPT
+    max_new_tokens: int = 160
+    vision_base: str = ""  # folder or HF id of the MedSigLIP weights ("" = built from `vision`)
+    lm_base: str = ""  # folder or HF id of the MedGemma weights ("" = built from `lm`)
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
+        self.validate()
+
+    # --- derived sizes ----------------------------------------------------------------------------
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision["patch_size"])
+
+    @property
+    def vision_hidden(self) -> int:
+        return int(self.vision["hidden_size"])
+
+    @property
+    def lm_hidden(self) -> int:
+        return int(self.lm["hidden_size"])
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """Patch tokens along (D, H, W) after the tubelet embedding."""
+        d, h, w = self.grid
+        pad = self.tubelet // 2 if self.depth_stride < self.tubelet else 0
+        depth = (d + 2 * pad - self.tubelet) // self.depth_stride + 1
+        return depth, h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_patch_tokens(self) -> int:
+        d, h, w = self.token_grid
+        return d * h * w
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Tokens the language model sees for one volume."""
+        return self.num_latents
+
+    def validate(self) -> None:
+        """Refuse inconsistent configurations with a message that says what to change."""
+        problems = []
+        if not 1 <= self.in_channels <= 3:
+            problems.append(f"in_channels must be 1, 2 or 3 (got {self.in_channels})")
+        if self.position not in POSITIONS:
+            problems.append(f"position must be one of {POSITIONS} (got {self.position!r})")
+        if self.compressor not in COMPRESSORS:
+            problems.append(f"compressor must be one of {COMPRESSORS} (got {self.compressor!r})")
+        if self.patch_init not in PATCH_INITS:
+            problems.append(f"patch_init must be one of {PATCH_INITS} (got {self.patch_init!r})")
+        if self.vision:
+            p = int(self.vision["patch_size"])
+            if self.grid[1] % p or self.grid[2] % p:
+                problems.append(f"grid H and W {self.grid[1:]} must be multiples of the patch size {p}")
+        if self.depth_stride < 1 or self.tubelet < 1 or self.depth_stride > self.tubelet:
+            problems.append("need 1 <= depth_stride <= tubelet")
+        if self.num_latents < 1:
+            problems.append("num_latents must be at least 1")
+        if problems:
+            raise ValueError("invalid model config: " + "; ".join(problems))
+
+    # --- files ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"grid": list(self.grid)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - {"format_version"}
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from ..atomic import write_text_atomic
+
+        path = Path(folder) / CONFIG_NAME
+        return write_text_atomic(path, json.dumps({"format_version": 1, **self.to_dict()}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> ModelConfig:
+        return cls.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text()))
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named preset (``medgemma``, ``demo`` or ``seed``), with field overrides."""
+    if name == "medgemma":
+        base = dict(
+            preset="medgemma",
+            vision=dict(MEDSIGLIP_VISION),
+            text_tower=dict(MEDSIGLIP_TEXT),
+            lm=dict(MEDGEMMA_TEXT),
+            grid=(64, 224, 224),
+            tubelet=4,
+            depth_stride=4,
+            num_latents=32,
+            compressor_layers=2,
+            compressor_heads=16,
+            vision_base="google/medsiglip-448",
+            lm_base="google/medgemma-1.5-4b-it",
+        )
+    elif name in ("demo", "seed"):
+        base = dict(
+            preset=name,
+            vision=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                patch_size=8,
+                image_size=64,
+                num_channels=3,
+                layer_norm_eps=1e-6,
+                hidden_act="gelu_pytorch_tanh",
+            ),
+            text_tower=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                vocab_size=2000,
+                max_position_embeddings=128,
+                layer_norm_eps=1e-6,
+                hidden_act="gelu_pytorch_tanh",
+            ),
+            lm=dict(
+                hidden_size=128,
+                intermediate_size=256,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=32,
+                vocab_size=2000,
+                sliding_window=512,
+                query_pre_attn_scalar=32,
+                max_position_embeddings=1024,
+                rms_norm_eps=1e-6,
+                hidden_activation="gelu_pytorch_tanh",
+                layer_types=["sliding_attention", "full_attention"],
+            ),
+            grid=(32, 64, 64),
+            tubelet=4,
+            depth_stride=4,
+            num_latents=32,
+            compressor_layers=2,
+            compressor_heads=4,
+        )
+        if name == "seed":
+            base.update(position="linspace", compressor="pool1d", tubelet=3, depth_stride=1)
+    else:
+        raise ValueError(f"unknown preset {name!r} (expected medgemma, demo or seed)")
+    base.update(overrides)
+    return ModelConfig(**base)

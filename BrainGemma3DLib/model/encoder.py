@@ -1,0 +1,138 @@
+"""MedSigLIP's vision tower inflated to 3D.
+
+Shapes (B = batch, C = channels, grid (D, H, W), patch p, tubelet t, width E):
+    volume (B, C, D, H, W) in [0, 1]  ->  [-1, 1] (SigLIP's pixel normalisation)
+    Conv3d(kernel (t, p, p), stride (s, p, p))  ->  (B, E, D', H/p, W/p)
+    flatten in (d, h, w) order  ->  tokens (B, N = D' * H/p * W/p, E)  + 3D positions (N, E)
+    SigLIP encoder layers + post-layernorm (reused unchanged)  ->  (B, N, E)
+
+Why these choices:
+- The Conv3d is *inflated* from the pretrained Conv2d, so on a volume of identical slices it reproduces the 2D
+  patch embedding exactly ("mean" init) or takes it from the centre frame ("centre" init).
+- 1 input channel uses the sum of the RGB kernels: exactly what a grey slice replicated to RGB would give.
+  3 channels use the RGB kernels as they are (FLAIR/T1ce/T2 as R/G/B). 2 channels each get half of the grey
+  kernel, so two identical channels again give the grey response.
+- The 3D position is the pretrained 2D table resampled (bicubic) to the in-plane patch grid, plus a learned
+  depth embedding that starts at zero: the pretrained spatial (left/right!) code is kept, not thrown away.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+
+
+def vision_config(cfg: ModelConfig):
+    """The transformers ``SiglipVisionConfig`` for ``cfg.vision``."""
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(**cfg.vision)
+
+
+def inflate_patch_kernel(weight2d: torch.Tensor, in_channels: int, tubelet: int, init: str) -> torch.Tensor:
+    """Conv2d weight (E, 3, p, p) -> Conv3d weight (E, in_channels, t, p, p); see the module docstring."""
+    if in_channels == 3:
+        adapted = weight2d
+    else:
+        grey = weight2d.sum(dim=1, keepdim=True)
+        adapted = grey.repeat(1, in_channels, 1, 1) / in_channels
+    out = torch.zeros(adapted.shape[0], in_channels, tubelet, *adapted.shape[2:], dtype=adapted.dtype)
+    if init == "mean":
+        out[:] = (adapted / tubelet).unsqueeze(2)
+    elif init == "centre":
+        out[:, :, tubelet // 2] = adapted
+    else:
+        raise ValueError(f"unknown patch init {init!r}")
+    return out
+
+
+def resample_position_table(table2d: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Pretrained (g*g, E) position table -> (h*w, E) by bicubic resampling (as SigLIP does for new sizes)."""
+    n, dim = table2d.shape
+    g = int(round(math.sqrt(n)))
+    if g * g != n:
+        raise ValueError(f"position table with {n} entries is not square")
+    if (g, g) == tuple(grid_hw):
+        return table2d.clone()
+    square = table2d.reshape(1, g, g, dim).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(square, size=tuple(grid_hw), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], dim).to(table2d.dtype)
+
+
+class InflatedSiglipEncoder(nn.Module):
+    """The 3D encoder: tubelet embedding, 3D positions, SigLIP layers (see the module docstring)."""
+
+    def __init__(self, cfg: ModelConfig, siglip_vision=None):
+        """Build from ``cfg``; ``siglip_vision`` (a ``SiglipVisionModel``) supplies pretrained weights."""
+        super().__init__()
+        from transformers import SiglipVisionModel
+
+        self.cfg = cfg
+        if siglip_vision is None:
+            siglip_vision = SiglipVisionModel(vision_config(cfg))
+        emb = siglip_vision.embeddings
+        dim, p, t = cfg.vision_hidden, cfg.patch_size, cfg.tubelet
+        self.token_grid = cfg.token_grid
+        pad = t // 2 if cfg.depth_stride < t else 0
+        self.patch_embedding = nn.Conv3d(
+            cfg.in_channels, dim, kernel_size=(t, p, p), stride=(cfg.depth_stride, p, p), padding=(pad, 0, 0)
+        )
+        with torch.no_grad():
+            w2d = emb.patch_embedding.weight
+            if w2d.device.type != "meta":
+                self.patch_embedding.weight.copy_(
+                    inflate_patch_kernel(w2d, cfg.in_channels, t, cfg.patch_init)
+                )
+                self.patch_embedding.bias.copy_(emb.patch_embedding.bias)
+
+        d, h, w = self.token_grid
+        if cfg.position == "pretrained3d":
+            table = emb.position_embedding.weight
+            if table.device.type == "meta":
+                plane = torch.empty(h * w, dim, device="meta")
+            else:
+                plane = resample_position_table(table.detach(), (h, w))
+            self.plane_position = nn.Parameter(plane)
+            self.depth_position = nn.Parameter(torch.zeros(d, dim, device=plane.device))
+        else:  # the published scheme: zeros with a linspace in two of the dimensions, fixed
+            fixed = torch.zeros(d, h * w, dim)
+            fixed[:, :, 0] = torch.linspace(0.0, 1.0, d)[:, None]
+            fixed[:, :, 1] = torch.linspace(0.0, 1.0, h * w)[None, :]
+            self.register_buffer("linspace_position", fixed.reshape(d * h * w, dim), persistent=False)
+        self.layers = siglip_vision.encoder.layers
+        self.post_layernorm = siglip_vision.post_layernorm
+        self.gradient_checkpointing = False
+
+    def positions(self) -> torch.Tensor:
+        """(N, E) position of every patch token, in (d, h, w) flattening order."""
+        if self.cfg.position == "pretrained3d":
+            d = self.depth_position.shape[0]
+            return (self.depth_position[:, None, :] + self.plane_position[None, :, :]).reshape(
+                d * self.plane_position.shape[0], -1
+            )
+        return self.linspace_position
+
+    def embed(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) in [0, 1] -> patch embeddings (B, N, E), before positions."""
+        x = volume.to(self.patch_embedding.weight.dtype) * 2.0 - 1.0
+        x = self.patch_embedding(x)  # (B, E, D', H/p, W/p)
+        return x.flatten(2).transpose(1, 2)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) in [0, 1] -> encoded tokens (B, N, E)."""
+        expected = (self.cfg.in_channels, *self.cfg.grid)
+        if tuple(volume.shape[1:]) != expected:
+            raise ValueError(f"expected volumes of shape (B, {expected}), got {tuple(volume.shape)}")
+        hidden = self.embed(volume) + self.positions().to(self.patch_embedding.weight.dtype)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
+            else:
+                hidden = layer(hidden, None)
+        return self.post_layernorm(hidden)

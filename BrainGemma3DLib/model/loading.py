@@ -1,0 +1,291 @@
+"""Building, saving and loading BrainGemma3D models, always from local files (``HF_HUB_OFFLINE=1``).
+
+Checkpoint folder (what ``save`` writes and ``load`` reads)::
+
+    braingemma3d_config.json   the ModelConfig (sizes, grid, design choices, base model names)
+    model.safetensors          trained weights; with ``include_base`` also the vision tower and the LM
+    tokenizer/                 the tokenizer and chat template
+    adapter/                   peft LoRA adapter, when the LM was specialised
+
+A checkpoint without base weights records which MedSigLIP/MedGemma it needs (``vision_base``/``lm_base``);
+they are found as local folders or in the local Hugging Face cache, never downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .brain_model import BrainGemma3D
+from .config import CONFIG_NAME, ModelConfig, preset
+from .encoder import InflatedSiglipEncoder, vision_config
+from .language import build_language_model, check_weights_present, load_language_model, load_tokenizer
+
+WEIGHTS_NAME = "model.safetensors"
+#: Parameters that belong to the base models (not stored unless include_base).
+BASE_PREFIXES = ("encoder.layers.", "encoder.post_layernorm.", "lm.")
+DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "Resources" / "DemoWeights"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu)")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} (auto, cpu or cuda)")
+    return torch.device(device)
+
+
+def resolve_local(name_or_path: str, what: str) -> Path:
+    """A local folder, or a Hugging Face id already in the local cache (never downloaded)."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{what} must be a folder", path)
+        return path
+    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(name_or_path, local_files_only=True))
+        except Exception as exc:  # not in the cache
+            raise InputError(
+                f"{what} {name_or_path!r} is not in the local Hugging Face cache and is never downloaded at run "
+                "time: accept the Health AI Developer Foundations terms on its Hugging Face page, download it "
+                "once, and pass its folder",
+            ) from exc
+    raise InputError(f"{what} folder not found", path)
+
+
+def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
+    """The vision tower of a MedSigLIP (SiglipModel) or SiglipVisionModel folder, verified key by key."""
+    from transformers import SiglipConfig, SiglipVisionConfig, SiglipVisionModel
+
+    raw_path = folder / "config.json"
+    if not raw_path.is_file():
+        raise InputError("not a model folder (no config.json)", folder)
+    raw = json.loads(raw_path.read_text())
+    check_weights_present(folder, "MedSigLIP")
+    if raw.get("model_type") == "siglip":
+        vcfg = SiglipConfig(**raw).vision_config
+        mapping = {r"^vision_model\.": ""}
+    elif raw.get("model_type") == "siglip_vision_model":
+        vcfg, mapping = SiglipVisionConfig(**raw), {r"^vision_model\.": ""}
+    else:
+        raise InputError(
+            f"expected a MedSigLIP / SigLIP folder, found model_type {raw.get('model_type')!r}", folder
+        )
+    model, info = SiglipVisionModel.from_pretrained(
+        str(folder), config=vcfg, key_mapping=mapping, output_loading_info=True, dtype=dtype
+    )
+    missing = list(info.get("missing_keys", []))
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("text_model.", "logit_"))]
+    if missing or unexpected:
+        raise InputError(
+            f"MedSigLIP vision weights incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}", folder
+        )
+    return model.to(device), vcfg.to_dict()
+
+
+def build(cfg: ModelConfig, tokenizer=None, *, device: str | torch.device = "cpu") -> BrainGemma3D:
+    """A randomly initialised model of ``cfg`` (``device="meta"`` builds shapes without memory)."""
+    from transformers import SiglipVisionModel
+
+    with torch.device(device):
+        siglip = SiglipVisionModel(vision_config(cfg))
+        encoder = InflatedSiglipEncoder(cfg, siglip)
+    lm = build_language_model(cfg.lm, device=device)
+    if tokenizer is None and str(device) != "meta":
+        from .tokenizer import build_demo_tokenizer, report_corpus
+
+        tokenizer = build_demo_tokenizer(report_corpus(), vocab_size=int(cfg.lm["vocab_size"]))
+    with torch.device(device):
+        return BrainGemma3D(cfg, encoder, lm, tokenizer)
+
+
+def from_base_models(
+    cfg: ModelConfig,
+    vision: str | os.PathLike,
+    lm: str | os.PathLike,
+    *,
+    device: str = "auto",
+    quantize: str | None = None,
+) -> BrainGemma3D:
+    """A fresh BrainGemma3D around real (or tiny, saved the same way) MedSigLIP and MedGemma folders.
+
+    Tower and LM sizes are read from the folders' own configs and replace those in ``cfg``.
+    """
+    dev = pick_device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    vision_dir = resolve_local(str(vision), "MedSigLIP")
+    lm_dir = resolve_local(str(lm), "MedGemma")
+    siglip, vision_sizes = _load_siglip_vision(vision_dir, dev, dtype)
+    from .language import text_config_from_folder
+
+    keep = {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "patch_size",
+        "image_size",
+        "num_channels",
+        "layer_norm_eps",
+        "hidden_act",
+    }
+    cfg.vision = {k: v for k, v in vision_sizes.items() if k in keep}
+    lm_sizes = text_config_from_folder(lm_dir)
+    cfg.lm = {
+        k: v
+        for k, v in lm_sizes.items()
+        if k in cfg.lm
+        or k
+        in (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "vocab_size",
+            "sliding_window",
+            "query_pre_attn_scalar",
+            "max_position_embeddings",
+            "rms_norm_eps",
+            "hidden_activation",
+            "layer_types",
+            "rope_parameters",
+        )
+    }
+    cfg.vision_base, cfg.lm_base = str(vision), str(lm)
+    cfg.validate()
+    language = load_language_model(lm_dir, device=dev, dtype=dtype, quantize=quantize)
+    tokenizer = load_tokenizer(lm_dir)
+    with torch.device(dev):
+        encoder = InflatedSiglipEncoder(cfg, siglip).to(dtype)
+        model = BrainGemma3D(cfg, encoder, language, tokenizer)
+    model.compressor.to(dev, dtype)
+    model.projector.to(dev, dtype)
+    return model
+
+
+def save(model: BrainGemma3D, folder: str | os.PathLike, *, include_base: bool = False) -> Path:
+    """Write a checkpoint folder (see the module docstring); returns its path."""
+    from safetensors.torch import save_file
+
+    from ..atomic import staging_dir
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if not include_base:
+        state = {k: v for k, v in state.items() if not k.startswith(BASE_PREFIXES)}
+    # Tied weights are stored once.
+    if "lm.lm_head.weight" in state and "lm.model.embed_tokens.weight" in state:
+        if state["lm.lm_head.weight"].data_ptr() == state[
+            "lm.model.embed_tokens.weight"
+        ].data_ptr() or torch.equal(state["lm.lm_head.weight"], state["lm.model.embed_tokens.weight"]):
+            state.pop("lm.lm_head.weight")
+    with staging_dir(folder) as tmp:
+        save_file(
+            state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "include_base": str(include_base)}
+        )
+        cfg = model.cfg
+        (tmp / CONFIG_NAME).write_text(json.dumps({"format_version": 1, **cfg.to_dict()}, indent=2) + "\n")
+        model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        if hasattr(model.lm, "peft_config"):
+            model.lm.save_pretrained(str(tmp / "adapter"))
+    return folder
+
+
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint's weights file (goes into every report)."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_NAME, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    vision: str | None = None,
+    lm: str | None = None,
+    device: str = "auto",
+    quantize: str | None = None,
+) -> BrainGemma3D:
+    """Load a BrainGemma3D checkpoint folder; base models from arguments, the config, or the checkpoint."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise InputError(f"not a BrainGemma3D checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})", folder)
+    try:
+        cfg = ModelConfig.load(folder)
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
+            include_base = fh.metadata().get("include_base") == "True"
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"damaged checkpoint ({exc})", folder) from exc
+    dev = pick_device(device)
+    if include_base:
+        tokenizer = load_tokenizer(folder / "tokenizer")
+        model = build(cfg, tokenizer, device="cpu")
+        if "lm.lm_head.weight" not in state and "lm.model.embed_tokens.weight" in state:
+            state["lm.lm_head.weight"] = state["lm.model.embed_tokens.weight"]
+        strict_state = state
+    else:
+        vision = vision or cfg.vision_base
+        lm = lm or cfg.lm_base
+        if not vision or not lm:
+            raise InputError("checkpoint needs base MedSigLIP and MedGemma folders (--vision, --lm)", folder)
+        model = from_base_models(cfg, vision, lm, device=str(dev), quantize=quantize)
+        strict_state = {
+            **{k: v for k, v in model.state_dict().items() if k.startswith(BASE_PREFIXES)},
+            **state,
+        }
+    missing, unexpected = model.load_state_dict(strict_state, strict=False)
+    missing = [k for k in missing if k != "lm.lm_head.weight"]
+    if missing or unexpected:
+        raise InputError(
+            f"checkpoint does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}", folder
+        )
+    if (folder / "adapter").is_dir():
+        from peft import PeftModel
+
+        model.lm = PeftModel.from_pretrained(model.lm, str(folder / "adapter"))
+    model.checkpoint_sha256 = weights_sha256(folder)
+    model.checkpoint_path = str(folder)
+    return model.to(dev).eval()
+
+
+def load(model: str = "demo", **kwargs) -> BrainGemma3D:
+    """``demo`` (the bundled weights) or a checkpoint folder."""
+    if model == "demo":
+        if not (DEMO_WEIGHTS / CONFIG_NAME).is_file():
+            raise InputError(
+                "the bundled demo weights are not in this build yet (Resources/DemoWeights); "
+                "pass a checkpoint folder",
+            )
+        return load_checkpoint(DEMO_WEIGHTS, **kwargs)
+    return load_checkpoint(model, **kwargs)
+
+
+__all__ = [
+    "build",
+    "from_base_models",
+    "load",
+    "load_checkpoint",
+    "pick_device",
+    "preset",
+    "save",
+    "weights_sha256",
+]
