@@ -172,3 +172,120 @@ def print_table(rows: list[dict]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover - convenience
     print(json.dumps(run_io(), indent=2))
+
+
+# ------------------------------------------------------------------------------------------------------
+# model: warm latency of one report
+# ------------------------------------------------------------------------------------------------------
+def _sample_flair() -> Path:
+    root = Path(__file__).resolve().parents[1] / "Resources" / "Samples" / "BrainGemma3DSample"
+    return (
+        root / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz"
+    )
+
+
+def _timed_reports(model, volume, tokens: int, repeat: int) -> dict[str, float]:
+    import torch
+
+    model.generate(volume, max_new_tokens=tokens, min_new_tokens=tokens)  # warm-up
+    runs = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        draft = model.generate(volume, max_new_tokens=tokens, min_new_tokens=tokens)[0]
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        runs.append({**draft.timings, "total_s": time.perf_counter() - start, "tokens": draft.num_tokens})
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def run_model(
+    *,
+    preset_name: str = "demo",
+    device: str = "cpu",
+    quantize: str | None = None,
+    tokens: int = 128,
+    repeat: int = 3,
+) -> list[dict]:
+    """Warm per-stage latency of one report; for CUDA also peak GPU memory.
+
+    The demo preset uses the bundled demo weights when present, else random weights of the same shape;
+    ``medgemma`` uses random weights at the real sizes (bf16, or NF4 4-bit through the real loader).
+    """
+    import torch
+
+    from .model import build, preset
+    from .model.loading import DEMO_WEIGHTS, load_checkpoint
+
+    dev = torch.device(device)
+    label = f"model[{preset_name}{'/' + quantize if quantize else ''}, {dev.type}]"
+    if preset_name == "demo" and (DEMO_WEIGHTS / "braingemma3d_config.json").is_file():
+        model = load_checkpoint(DEMO_WEIGHTS, device=str(dev))
+    elif preset_name == "medgemma" and dev.type == "cuda":
+        model = _medgemma_random(quantize)
+    else:
+        torch.manual_seed(0)
+        model = build(preset(preset_name)).to(dev)
+    if preset_name == "demo":
+        from .volume import load_volume
+
+        volume = load_volume(_sample_flair())  # preprocessing is timed as part of the report
+    else:
+        volume = torch.rand(1, model.cfg.in_channels, *model.cfg.grid, device=dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = _timed_reports(model, volume, tokens, repeat)
+    rows = [
+        {"name": f"{label}: preprocess", "value": round(t["preprocess_s"], 4), "unit": "s"},
+        {"name": f"{label}: encode", "value": round(t["encode_s"], 4), "unit": "s"},
+        {
+            "name": f"{label}: generate {int(t['tokens'])} tokens",
+            "value": round(t["generate_s"], 4),
+            "unit": "s",
+        },
+        {"name": f"{label}: whole report", "value": round(t["total_s"], 4), "unit": "s"},
+        {
+            "name": f"{label}: tokens per second",
+            "value": round(t["tokens"] / t["generate_s"], 1),
+            "unit": "tok/s",
+        },
+    ]
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        rows.append({"name": f"{label}: peak GPU memory", "value": round(peak, 2), "unit": "GiB"})
+    return rows
+
+
+def _medgemma_random(quantize: str | None):
+    """The real-size model with random weights on CUDA; the LM goes through the real (4-bit) loader."""
+    import torch
+
+    from .model import preset
+    from .model.brain_model import BrainGemma3D
+    from .model.encoder import InflatedSiglipEncoder
+    from .model.language import build_language_model, load_language_model
+    from .model.tokenizer import build_demo_tokenizer, report_corpus
+
+    cfg = preset("medgemma")
+    tokenizer = build_demo_tokenizer(report_corpus(100), vocab_size=1000)
+    with torch.device("cuda"):
+        from transformers import SiglipVisionModel
+
+        from .model.encoder import vision_config
+
+        encoder = InflatedSiglipEncoder(cfg, SiglipVisionModel(vision_config(cfg))).to(torch.bfloat16)
+    if quantize == "4bit":
+        with tempfile.TemporaryDirectory(prefix="bg3d-lm-") as tmp:
+            full = build_language_model(cfg.lm, device="cuda", dtype=torch.bfloat16)
+            full.save_pretrained(tmp)
+            del full
+            torch.cuda.empty_cache()
+            lm = load_language_model(tmp, device="cuda", dtype=torch.bfloat16, quantize="4bit")
+    else:
+        lm = build_language_model(cfg.lm, device="cuda", dtype=torch.bfloat16)
+    with torch.device("cuda"):
+        model = BrainGemma3D(cfg, encoder, lm, tokenizer)
+    model.compressor.to("cuda", torch.bfloat16)
+    model.projector.to("cuda", torch.bfloat16)
+    return model.eval()

@@ -57,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
-    p.add_argument("suite", choices=["io"], help="which benchmark")
+    p.add_argument("suite", choices=["io", "model"], help="which benchmark")
+    p.add_argument(
+        "--preset", default="demo", choices=["demo", "medgemma"], help="model preset (bench model)"
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model)")
+    p.add_argument("--quantize", default=None, choices=["4bit"], help="4-bit NF4 LM (bench model, CUDA)")
+    p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median is reported)")
     return parser
@@ -110,11 +116,23 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import print_table, run_io
+    from .bench import print_table, run_io, run_model
 
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
-    rows = run_io(repeat=args.repeat)
+    if args.suite == "io":
+        rows = run_io(repeat=args.repeat)
+    else:
+        from .model import pick_device
+
+        pick_device(args.device)  # a clear error when CUDA is asked for and absent
+        rows = run_model(
+            preset_name=args.preset,
+            device=args.device,
+            quantize=args.quantize,
+            tokens=args.tokens,
+            repeat=args.repeat,
+        )
     print_table(rows)
     if args.json:
         from .atomic import write_text_atomic

@@ -95,6 +95,7 @@ class BrainGemma3D(nn.Module):
         volumes,
         *,
         max_new_tokens: int | None = None,
+        min_new_tokens: int = 0,
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
     ) -> list[Draft]:
@@ -110,7 +111,8 @@ class BrainGemma3D(nn.Module):
         if isinstance(volumes, Volume):
             if volumes.data.shape[0] != self.cfg.in_channels:
                 raise ValueError(
-                    f"the model takes {self.cfg.in_channels} channel(s), the study has {volumes.data.shape[0]}"
+                    f"the model takes {self.cfg.in_channels} channel(s), "
+                    f"the study has {volumes.data.shape[0]}"
                 )
             volumes, _mapping = volumes.to_model_grid(self.cfg.grid)
         batch = self.as_batch(volumes)
@@ -124,6 +126,7 @@ class BrainGemma3D(nn.Module):
             inputs_embeds=embeds,
             attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
             max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            min_new_tokens=min_new_tokens or None,
             do_sample=False,
             repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
@@ -134,14 +137,8 @@ class BrainGemma3D(nn.Module):
         drafts = []
         for row in out:
             ids = row.tolist()
-            cut = next(
-                (
-                    i
-                    for i, t in enumerate(ids)
-                    if t in self.prompt.stop_ids or t == self.tokenizer.pad_token_id
-                ),
-                len(ids),
-            )
+            stops = (*self.prompt.stop_ids, self.tokenizer.pad_token_id)
+            cut = len(ids) if min_new_tokens else next((k for k, t in enumerate(ids) if t in stops), len(ids))
             text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip()
             drafts.append(Draft(text, cut, dict(timings)))
         return drafts

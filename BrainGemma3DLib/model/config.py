@@ -3,7 +3,7 @@
 Presets:
 - ``medgemma``: the real sizes — MedSigLIP-448 vision/text towers (SigLIP so400m shape, patch 14, 448 px) and
   MedGemma 1.5 4B IT's language model (Gemma 3 4B text). When the real folders are loaded, the tower and LM
-  sizes are read from their own ``config.json`` files and replace these values, so nothing is repeated by hand.
+  sizes are read from their own ``config.json`` files and replace these values: nothing is repeated by hand.
 - ``demo``: the same classes at toy sizes, for CPU, tests and the bundled demo weights.
 - ``seed``: the published system's design reproduced by configuration (linspace positions, pool1d, depth
   stride 1 with an overlapping kernel), so both can be trained and compared on the same data.

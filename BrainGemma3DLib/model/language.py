@@ -1,6 +1,6 @@
 """MedGemma's language model, its tokenizer and the chat prompt that carries the visual tokens.
 
-Loading trap (transformers 5.x): ``Gemma3ForCausalLM.from_pretrained(<Gemma3ForConditionalGeneration folder>)``
+Loading trap (transformers 5.x): ``Gemma3ForCausalLM.from_pretrained(<multimodal Gemma 3 folder>)``
 silently re-initialises every weight (the keys sit under ``language_model.``), and ``AutoModelForCausalLM``
 returns the whole multimodal model, vision tower included. So the text keys are mapped explicitly and the
 load is checked: any missing LM weight, or any unexpected key outside the 2D vision tower and its projector,
@@ -61,7 +61,7 @@ def check_weights_present(folder: Path, what: str) -> None:
     if not list(folder.glob("*.safetensors")) and not (folder / "model.safetensors.index.json").is_file():
         raise InputError(
             f"{what} folder has no *.safetensors weights: accept the Health AI Developer Foundations terms "
-            "on the model's Hugging Face page, download it once (e.g. `hf download <model id> --local-dir DIR`) "
+            "on the model's Hugging Face page, download it once (`hf download <model id> --local-dir DIR`) "
             "and point BrainGemma3D at DIR",
             folder,
         )

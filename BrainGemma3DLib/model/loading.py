@@ -57,9 +57,9 @@ def resolve_local(name_or_path: str, what: str) -> Path:
             return Path(snapshot_download(name_or_path, local_files_only=True))
         except Exception as exc:  # not in the cache
             raise InputError(
-                f"{what} {name_or_path!r} is not in the local Hugging Face cache and is never downloaded at run "
-                "time: accept the Health AI Developer Foundations terms on its Hugging Face page, download it "
-                "once, and pass its folder",
+                f"{what} {name_or_path!r} is not in the local Hugging Face cache and is never downloaded at "
+                "run time: accept the Health AI Developer Foundations terms on its Hugging Face page, "
+                "download it once, and pass its folder",
             ) from exc
     raise InputError(f"{what} folder not found", path)
 

@@ -18,8 +18,7 @@ SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_o
 
 def report_corpus(n: int = 400, seed: int = 0) -> list[str]:
     """Phantom-style report texts (healthy and pathological) to train the demo tokenizer on."""
-    from ..phantoms.anatomy import LOBES
-    from ..phantoms.reports import write_healthy_report, write_report
+    from ..phantoms.reports import LOBES, write_healthy_report, write_report
 
     rng = np.random.default_rng(seed)
     texts = []
