@@ -95,7 +95,12 @@ def load_language_model(
     check_weights_present(folder, "MedGemma")
     kwargs: dict = {"dtype": dtype}
     if quantize == "4bit":
+        import importlib.util
+
         from transformers import BitsAndBytesConfig
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise InputError("4-bit loading needs bitsandbytes: pip install 'braingemma3d[quantize]'")
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,

@@ -251,3 +251,56 @@ def test_bad_folders_get_clear_messages(base_folders, tmp_path):
         from_base_models(preset("demo"), "google/medsiglip-448", lm_dir, device="cpu")
     with pytest.raises(InputError, match="not a BrainGemma3D checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def test_training_loss_reaches_only_the_trainable_parts(tokenizer):
+    cfg = preset("demo", grid=(16, 32, 32))
+    model = build(cfg, tokenizer)
+    model.encoder.gradient_checkpointing = True
+    model.train()
+    loss = model.loss(
+        torch.rand(2, 1, 16, 32, 32), ["No lesion is seen.", "A lesion in the left frontal lobe."]
+    )
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert all(p.grad is None for p in model.lm.parameters())
+    assert model.projector.scale.grad is not None and model.encoder.patch_embedding.weight.grad is not None
+    assert model.compressor.latents.grad is not None and model.encoder.depth_position.grad is not None
+
+
+def test_bench_model_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "BrainGemma3DLib",
+            "bench",
+            "model",
+            "--repeat",
+            "1",
+            "--tokens",
+            "8",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    whole = next(r for name, r in rows.items() if name.endswith("whole report"))
+    assert whole["unit"] == "s" and whole["value"] > 0
+    assert any("generate 8 tokens" in name for name in rows)
+    missing_gpu = subprocess.run(
+        [sys.executable, "-m", "BrainGemma3DLib", "bench", "model", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+    )
+    if not torch.cuda.is_available():
+        assert missing_gpu.returncode == 2 and "no CUDA GPU" in missing_gpu.stderr
