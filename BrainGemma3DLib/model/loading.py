@@ -183,9 +183,12 @@ def save(model: BrainGemma3D, folder: str | os.PathLike, *, include_base: bool =
     from ..atomic import staging_dir
 
     folder = Path(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if not include_base:
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("lm.")}
+    if include_base:
+        state.update({f"lm.{k}": v for k, v in _lm_base_state(model.lm).items()})
+    else:
         state = {k: v for k, v in state.items() if not k.startswith(BASE_PREFIXES)}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     # Tied weights are stored once.
     if "lm.lm_head.weight" in state and "lm.model.embed_tokens.weight" in state:
         if state["lm.lm_head.weight"].data_ptr() == state[
@@ -202,6 +205,17 @@ def save(model: BrainGemma3D, folder: str | os.PathLike, *, include_base: bool =
         if hasattr(model.lm, "peft_config"):
             model.lm.save_pretrained(str(tmp / "adapter"))
     return folder
+
+
+def _lm_base_state(lm) -> dict:
+    """The LM's own weights under their original names, without any LoRA adapter (saved separately)."""
+    if not hasattr(lm, "peft_config"):
+        return lm.state_dict()
+    return {
+        k.replace(".base_layer.", "."): v
+        for k, v in lm.get_base_model().state_dict().items()
+        if "lora_" not in k
+    }
 
 
 def weights_sha256(folder: str | os.PathLike) -> str:

@@ -304,3 +304,22 @@ def test_bench_model_cli(tmp_path):
     )
     if not torch.cuda.is_available():
         assert missing_gpu.returncode == 2 and "no CUDA GPU" in missing_gpu.stderr
+
+
+def test_lora_adapter_round_trip(tokenizer, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(5)
+    model = build(preset("demo", grid=(16, 32, 32)), tokenizer)
+    model.lm = get_peft_model(
+        model.lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    vol = torch.rand(1, 1, 16, 32, 32)
+    text = "A lesion in the right temporal lobe."
+    with torch.no_grad():
+        expected = model.score(vol, text)
+    folder = save(model, tmp_path / "lora", include_base=True)
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+    again = load_checkpoint(folder, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(again.score(vol, text), expected, atol=1e-5)
