@@ -1,0 +1,117 @@
+"""Structured entities from a report's free text, negation-aware.
+
+"No necrosis" must count as necrosis *absent*, not present: keyword matching without negation (the published
+protocol) rewards a model for naming every finding. Rules, per sentence:
+- a finding keyword is negated when, within its clause ("but", "however", ... end a negation's scope), a
+  cue ("no", "not", "without", "absent", "absence", "negative", "free") stands at most ``NEGATION_WINDOW`` words before it, or a post-negation ("is absent", "is not seen",
+  "not observed", "none") follows it within 4 words;
+- laterality: "bilateral", "both hemispheres", "both sides" or "crossing the midline" → bilateral; otherwise
+  the side named in the first sentence that names one (the location sentence comes first in radiology
+  reports); both sides in that sentence → bilateral; sides in negated phrases do not count;
+- lobes: lobe adjectives outside negated phrases; "temporal horn" etc. name a ventricle, not a lobe;
+- a lesion is claimed when a lesion noun or a finding is stated positively, or a side/lobe is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .phantoms.reports import FINDING_KEYWORDS, LESION_WORDS, LOBES
+
+NEGATION_CUES = ("no", "not", "without", "absent", "absence", "negative", "free", "neither", "nor")
+POST_NEGATIONS = ("absent", "not", "none", "unremarkable")
+NEGATION_WINDOW = 6
+FINDINGS = tuple(FINDING_KEYWORDS)
+_EXTRA_KEYWORDS = {
+    "edema": ("oedema", "edematous"),
+    "enhancement": ("enhances",),
+    "compression": ("compressing", "effacement"),
+}
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass
+class Entities:
+    """What a report says: side, lobes, findings (True present, False absent, None not mentioned)."""
+
+    laterality: str = "none"  # left / right / bilateral / none
+    lobes: list[str] = field(default_factory=list)
+    findings: dict[str, bool | None] = field(default_factory=dict)
+    lesion: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "laterality": self.laterality,
+            "lobes": list(self.lobes),
+            "findings": dict(self.findings),
+            "lesion": self.lesion,
+        }
+
+
+def sentences(text: str) -> list[list[str]]:
+    """Lower-case word lists, one per sentence."""
+    parts = re.split(r"(?<=[.!?;])\s+|\n+", text.lower())
+    return [words for p in parts if (words := _WORD.findall(p))]
+
+
+#: Words that end a negation's scope ("no necrosis but marked edema": edema is present).
+SCOPE_BREAKERS = ("but", "however", "although", "whereas", "while", "though", "yet")
+
+
+def _negated(words: list[str], i: int) -> bool:
+    before = words[max(0, i - NEGATION_WINDOW) : i]
+    for j in range(len(before) - 1, -1, -1):
+        if before[j] in SCOPE_BREAKERS:
+            break
+        if before[j] in NEGATION_CUES:
+            return True
+    after = words[i + 1 : i + 5]
+    for w in after:
+        if w in SCOPE_BREAKERS:
+            break
+        if w in POST_NEGATIONS:
+            return True
+    return False
+
+
+def extract(text: str) -> Entities:
+    """Entities of one report (see the module docstring for the rules)."""
+    result = Entities(findings={f: None for f in FINDINGS})
+    sides_by_sentence: list[set[str]] = []
+    bilateral = False
+    lobes: list[str] = []
+    lesion = False
+    for words in sentences(text):
+        joined = " ".join(words)
+        if re.search(
+            r"\b(bilateral|both (cerebral )?hemispheres|both sides|crossing the midline|crosses the "
+            r"midline)\b",
+            joined,
+        ):
+            bilateral = True
+        sides: set[str] = set()
+        for i, w in enumerate(words):
+            if w in ("left", "right") and not _negated(words, i):
+                sides.add(w)
+            if w in LOBES and not _negated(words, i):
+                nxt = words[i + 1] if i + 1 < len(words) else ""
+                if nxt != "horn" and w not in lobes:
+                    lobes.append(w)
+            if w in LESION_WORDS and not _negated(words, i):
+                lesion = True
+            for finding, keys in FINDING_KEYWORDS.items():
+                if w in keys or w in _EXTRA_KEYWORDS.get(finding, ()):
+                    present = not _negated(words, i)
+                    # A positive statement wins over a negated one elsewhere in the report.
+                    result.findings[finding] = bool(result.findings[finding]) or present
+        if sides:
+            sides_by_sentence.append(sides)
+    if bilateral:
+        result.laterality = "bilateral"
+    elif sides_by_sentence:
+        first = sides_by_sentence[0]
+        result.laterality = "bilateral" if len(first) == 2 else next(iter(first))
+    result.lobes = lobes
+    result.lesion = lesion or any(result.findings.values()) or result.laterality != "none" or bool(lobes)
+    return result
