@@ -3,8 +3,9 @@
 "No necrosis" must count as necrosis *absent*, not present: keyword matching without negation (the published
 protocol) rewards a model for naming every finding. Rules, per sentence:
 - a finding keyword is negated when, within its clause ("but", "however", ... end a negation's scope), a
-  cue ("no", "not", "without", "absent", "absence", "negative", "free") stands at most ``NEGATION_WINDOW`` words before it, or a post-negation ("is absent", "is not seen",
-  "not observed", "none") follows it within 4 words;
+  cue ("no", "not", "without", "absent", "absence", "negative", "free") stands at most
+  ``NEGATION_WINDOW`` words before it, or a post-negation ("is absent", "is not seen", "not observed",
+  "none") follows it within 4 words;
 - laterality: "bilateral", "both hemispheres", "both sides" or "crossing the midline" → bilateral; otherwise
   the side named in the first sentence that names one (the location sentence comes first in radiology
   reports); both sides in that sentence → bilateral; sides in negated phrases do not count;
