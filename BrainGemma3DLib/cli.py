@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="model grid size (default 64 128 128)",
     )
 
+    p = sub.add_parser("train", help="train one phase (contrastive, warmup, lora) on a BraTS-layout folder")
+    p.add_argument("--phase", required=True, choices=["contrastive", "warmup", "lora"])
+    p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (re-run to resume)")
+    p.add_argument("--init", help="checkpoint of the previous phase")
+    p.add_argument("--preset", default="demo", choices=["demo", "seed", "medgemma"])
+    p.add_argument("--vision", help="MedSigLIP folder (medgemma preset, contrastive text tower)")
+    p.add_argument("--lm", help="MedGemma folder (medgemma preset)")
+    p.add_argument("--sequences", default="flair", help="comma-separated, FLAIR first (default flair)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", default="sigmoid", choices=["sigmoid", "infonce"], help="contrastive loss")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-targets", default="q_proj,v_proj")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--max-cases", type=int, default=0, help="use at most this many training cases (smoke runs)"
+    )
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
     p.add_argument("suite", choices=["io", "model"], help="which benchmark")
     p.add_argument(
@@ -115,6 +139,39 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainOptions, train
+
+    opts = TrainOptions(
+        phase=args.phase,
+        data=args.data,
+        out=args.out,
+        init=args.init,
+        preset=args.preset,
+        vision=args.vision,
+        lm=args.lm,
+        sequences=tuple(s.strip() for s in args.sequences.split(",") if s.strip()),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        seed=args.seed,
+        loss=args.loss,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+        device=args.device,
+        max_cases=args.max_cases,
+        progress=not args.quiet,
+    )
+    state = train(opts)
+    print(
+        f"{args.phase}: {state['epoch']} epoch(s) done; best validation loss {state['best_val_loss']:.4f}; "
+        f"checkpoints in {args.out} (best/ is the one to pass on)"
+    )
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import print_table, run_io, run_model
 
@@ -141,7 +198,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"phantoms": _cmd_phantoms, "preprocess": _cmd_preprocess, "bench": _cmd_bench}
+COMMANDS = {
+    "phantoms": _cmd_phantoms,
+    "preprocess": _cmd_preprocess,
+    "train": _cmd_train,
+    "bench": _cmd_bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

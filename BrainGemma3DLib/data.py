@@ -132,18 +132,23 @@ def make_split(
     strata: dict[str, list[str]] = {}
     for pid, recs in sorted(patients.items()):
         strata.setdefault(recs[0].stratum, []).append(pid)
-    parts: dict[str, list[str]] = {name: [] for name in SPLITS}
+    assigned: dict[str, list[str]] = {name: [] for name in SPLITS}  # patient ids per part
     for _stratum, pids in sorted(strata.items()):
         order = [pids[i] for i in rng.permutation(len(pids))]
         n_val = int(round(fractions[1] * len(order)))
         n_test = int(round(fractions[2] * len(order)))
         n_train = len(order) - n_val - n_test
-        for name, chunk in zip(
-            SPLITS, (order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]), strict=True
-        ):
-            for pid in chunk:
-                parts[name].extend(sorted(c.case_id for c in patients[pid]))
-    split = {name: sorted(ids) for name, ids in parts.items()}
+        assigned["train"] += order[:n_train]
+        assigned["val"] += order[n_train : n_train + n_val]
+        assigned["test"] += order[n_train + n_val :]
+    # Small data sets: strata too small to round to one case still leave val/test a patient each.
+    for name, fraction in zip(("val", "test"), fractions[1:], strict=True):
+        if fraction > 0 and not assigned[name] and len(assigned["train"]) > 1:
+            assigned[name].append(assigned["train"].pop(int(rng.integers(len(assigned["train"])))))
+    split = {
+        name: sorted(cid for pid in pids for cid in (c.case_id for c in patients[pid]))
+        for name, pids in assigned.items()
+    }
     check_split(split, cases)
     return {"seed": int(seed), "fractions": list(fractions), **split}
 

@@ -1,0 +1,306 @@
+"""Three training phases, each one CLI call whose output checkpoint the next one loads (``--init``).
+
+1. ``contrastive``: the 3D image embedding (mean of the compressed tokens, projected) against MedSigLIP's
+   own text-tower embedding of the report; SigLIP's sigmoid loss (InfoNCE selectable). Trains the inflated
+   patch embedding, the positions and the compressor.
+2. ``warmup``: next-token cross-entropy of the report; trains the compressor, projector and its scale.
+3. ``lora``: peft LoRA on the LM's attention projections, plus the projector.
+
+Runs through Hugging Face ``accelerate`` (CPU, one GPU, or several with ``accelerate launch``; bf16 on GPU).
+Every epoch writes ``epoch-NNN/`` (a full checkpoint, loadable by ``--init`` and ``--model``) and
+``train_state.json``; the best epoch by validation loss is copied to ``best/``; ``metrics.jsonl`` logs every
+epoch. Re-running the same command resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import make_split, scan
+from .errors import InputError
+
+PHASES = ("contrastive", "warmup", "lora")
+
+
+@dataclass
+class TrainOptions:
+    """Command-line options of ``braingemma3d train``."""
+
+    phase: str
+    data: Path
+    out: Path
+    init: str | None = None
+    preset: str = "demo"
+    vision: str | None = None
+    lm: str | None = None
+    sequences: tuple[str, ...] = ("flair",)
+    epochs: int = 3
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-3
+    seed: int = 0
+    loss: str = "sigmoid"  # contrastive: sigmoid or infonce
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    device: str = "auto"
+    max_cases: int = 0  # 0 = all
+    progress: bool = True
+
+
+class ContrastiveHead(nn.Module):
+    """Image embedding vs MedSigLIP text-tower embedding (the text tower stays frozen)."""
+
+    def __init__(self, vision_dim: int, text_model, loss: str):
+        super().__init__()
+        self.text_model = text_model.requires_grad_(False)
+        text_dim = text_model.config.projection_size or text_model.config.hidden_size
+        self.image_projection = nn.Linear(vision_dim, text_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0 if loss == "sigmoid" else 0.0))
+        self.loss_kind = loss
+
+    def forward(self, image_tokens: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.image_projection(image_tokens.mean(dim=1)), dim=-1)
+        with torch.no_grad():
+            txt = F.normalize(self.text_model(input_ids=text_ids).pooler_output, dim=-1)
+        logits = img @ txt.t() * self.logit_scale.exp() + self.logit_bias
+        n = logits.shape[0]
+        if self.loss_kind == "infonce":
+            target = torch.arange(n, device=logits.device)
+            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+        labels = 2 * torch.eye(n, device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+        return -F.logsigmoid(labels * logits).sum() / n
+
+
+def _text_tower(model, opts: TrainOptions):
+    """MedSigLIP's text tower (from --vision) or, for the demo preset, a small one of the same class."""
+    from transformers import SiglipTextConfig, SiglipTextModel
+
+    if opts.vision:
+        from .model.loading import resolve_local
+
+        folder = resolve_local(opts.vision, "MedSigLIP")
+        from transformers import AutoTokenizer, SiglipModel
+
+        siglip = SiglipModel.from_pretrained(str(folder))
+        return siglip.text_model, AutoTokenizer.from_pretrained(str(folder)), 64
+    cfg = dict(model.cfg.text_tower)
+    cfg["vocab_size"] = len(model.tokenizer)
+    torch.manual_seed(opts.seed)
+    tower = SiglipTextModel(SiglipTextConfig(**cfg, bos_token_id=None, eos_token_id=None, pad_token_id=0))
+    return tower, model.tokenizer, int(cfg.get("max_position_embeddings", 64))
+
+
+def _load_model(opts: TrainOptions):
+    from .model import build, from_base_models, load_checkpoint, preset
+
+    if opts.init:
+        return load_checkpoint(opts.init, vision=opts.vision, lm=opts.lm, device="cpu")
+    if opts.preset == "medgemma":
+        if not (opts.vision and opts.lm):
+            raise InputError("--preset medgemma needs --vision and --lm folders (or --init)")
+        return from_base_models(preset("medgemma"), opts.vision, opts.lm, device="cpu")
+    torch.manual_seed(opts.seed)
+    return build(preset(opts.preset))
+
+
+def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
+    model.requires_grad_(False)
+    if phase == "contrastive":
+        parts = [model.encoder.patch_embedding, model.compressor]
+        if hasattr(model.encoder, "depth_position"):
+            model.encoder.depth_position.requires_grad_(True)
+            model.encoder.plane_position.requires_grad_(True)
+    elif phase == "warmup":
+        parts = [model.compressor, model.projector]
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        if not hasattr(model.lm, "peft_config"):
+            model.lm = get_peft_model(
+                model.lm,
+                LoraConfig(
+                    r=opts.lora_rank,
+                    lora_alpha=opts.lora_alpha,
+                    target_modules=list(opts.lora_targets),
+                    lora_dropout=0.0,
+                ),
+            )
+        for name, p in model.lm.named_parameters():
+            p.requires_grad_("lora_" in name)
+        parts = [model.projector]
+    for part in parts:
+        part.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _prepare_cases(records, grid, progress: bool) -> tuple[torch.Tensor, list[str]]:
+    """Every case on the model grid once (kept in memory: a demo grid is 0.5 MB per case)."""
+    from tqdm import tqdm
+
+    from .volume import load_study
+
+    arrays, texts = [], []
+    for rec in tqdm(records, desc="preprocess", unit="case", disable=not progress, file=sys.stderr):
+        study = load_study([rec.images[s] for s in rec.images])
+        arr, _ = study.to_model_grid(grid)
+        arrays.append(torch.from_numpy(arr))
+        texts.append(rec.report)
+    return torch.stack(arrays), texts
+
+
+def train(opts: TrainOptions) -> dict:
+    """Run one phase (see the module docstring); returns the final training state."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from .model.loading import save
+
+    if opts.phase not in PHASES:
+        raise InputError(f"--phase must be one of {', '.join(PHASES)}")
+    if opts.epochs < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
+        raise InputError("--epochs, --batch-size and --grad-accum must be >= 1 and --lr > 0")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "train_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state and state.get("phase") != opts.phase:
+        raise InputError(
+            f"folder holds a {state.get('phase')} run; use a new --out for phase {opts.phase}", out
+        )
+    resume_from = state.get("last_checkpoint")
+    if resume_from:
+        opts.init = str(out / resume_from)
+
+    model = _load_model(opts)
+    found = scan(opts.data, opts.sequences)
+    if model.cfg.in_channels != len(opts.sequences):
+        raise InputError(
+            f"the model takes {model.cfg.in_channels} channel(s); --sequences gives {len(opts.sequences)}"
+        )
+    saved_split = getattr(model, "split", None) or _split_of(opts.init)
+    split = saved_split or make_split(found.cases, seed=opts.seed)
+    by_id = {c.case_id: c for c in found.cases}
+    train_recs = [by_id[c] for c in split["train"] if c in by_id]
+    val_recs = [by_id[c] for c in split["val"] if c in by_id]
+    if opts.max_cases:
+        train_recs, val_recs = train_recs[: opts.max_cases], val_recs[: max(1, opts.max_cases // 4)]
+    if not train_recs or not val_recs:
+        raise InputError("the split has no training or no validation case; add cases", opts.data)
+    train_x, train_t = _prepare_cases(train_recs, model.cfg.grid, opts.progress)
+    val_x, val_t = _prepare_cases(val_recs, model.cfg.grid, opts.progress)
+
+    accelerator = Accelerator(
+        cpu=opts.device == "cpu",
+        gradient_accumulation_steps=opts.grad_accum,
+        mixed_precision="bf16" if torch.cuda.is_available() and opts.device != "cpu" else "no",
+    )
+    params = _trainable(model, opts.phase, opts)
+    head = None
+    if opts.phase == "contrastive":
+        tower, text_tok, max_len = _text_tower(model, opts)
+        head = ContrastiveHead(model.cfg.vision_hidden, tower, opts.loss)
+        params += [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if head is not None:
+        head = accelerator.prepare(head)
+    core = accelerator.unwrap_model(model)
+
+    def batch_loss(x: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        x = x.to(accelerator.device)
+        if opts.phase == "contrastive":
+            ids = text_tok(
+                texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+            )["input_ids"].to(accelerator.device)
+            tokens = core.compressor(core.encoder(x), core.encoder.positions())
+            return head(tokens, ids)
+        return core.loss(x, texts)
+
+    log_path = out / "metrics.jsonl"
+    start_epoch = int(state.get("epoch", 0))
+    best = float(state.get("best_val_loss", math.inf))
+    rng = np.random.default_rng(opts.seed)
+    for _ in range(start_epoch):  # keep the shuffles identical after a resume
+        rng.permutation(len(train_recs))
+    for epoch in range(start_epoch + 1, opts.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        order = rng.permutation(len(train_recs))
+        losses = []
+        batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
+        if opts.phase == "contrastive":
+            batches = [b for b in batches if len(b) > 1] or batches  # contrastive needs negatives
+        bar = tqdm(
+            batches,
+            desc=f"{opts.phase} epoch {epoch}/{opts.epochs}",
+            disable=not opts.progress,
+            file=sys.stderr,
+        )
+        for idx in bar:
+            with accelerator.accumulate(model):
+                loss = batch_loss(train_x[idx], [train_t[i] for i in idx])
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        model.eval()
+        with torch.no_grad():
+            val_losses = []
+            for i in range(0, len(val_recs), opts.batch_size):
+                idx = list(range(i, min(i + opts.batch_size, len(val_recs))))
+                if opts.phase == "contrastive" and len(idx) < 2:
+                    idx = list(range(max(0, len(val_recs) - 2), len(val_recs)))
+                val_losses.append(float(batch_loss(val_x[idx], [val_t[j] for j in idx])))
+        val_loss = float(np.mean(val_losses))
+        seconds = time.perf_counter() - started
+        name = f"epoch-{epoch:03d}"
+        core.split = split
+        save(core, out / name, include_base=core.cfg.preset in ("demo", "seed"))
+        (out / name / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+        if val_loss < best:
+            best = val_loss
+            shutil.rmtree(out / "best", ignore_errors=True)
+            shutil.copytree(out / name, out / "best")
+        record = {
+            "phase": opts.phase,
+            "epoch": epoch,
+            "train_loss": round(float(np.mean(losses)), 5),
+            "val_loss": round(val_loss, 5),
+            "seconds": round(seconds, 2),
+            "samples_per_s": round(len(order) / seconds, 2),
+            "cases": len(train_recs),
+        }
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        state = {
+            "phase": opts.phase,
+            "epoch": epoch,
+            "last_checkpoint": name,
+            "best_val_loss": best,
+            "options": {k: str(v) for k, v in vars(opts).items()},
+        }
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, state_path)
+    return state
+
+
+def _split_of(init: str | None) -> dict | None:
+    if init and (Path(init) / "split.json").is_file():
+        return json.loads((Path(init) / "split.json").read_text())
+    return None
