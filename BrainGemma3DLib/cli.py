@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("evaluate", help="generate reports for a split and score them")
+    p.add_argument("--model", default="demo", help="demo or a checkpoint folder")
+    p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--out", required=True, type=Path, help="folder for metrics.json, metrics.md, cases.csv")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
     p.add_argument("suite", choices=["io", "model"], help="which benchmark")
     p.add_argument(
@@ -172,6 +182,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, metrics_markdown
+
+    result = evaluate(
+        args.model,
+        args.data,
+        args.split,
+        args.out,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.quiet,
+        limit=args.limit,
+    )
+    print(metrics_markdown(result), end="")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import print_table, run_io, run_model
 
@@ -202,6 +229,7 @@ COMMANDS = {
     "phantoms": _cmd_phantoms,
     "preprocess": _cmd_preprocess,
     "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
     "bench": _cmd_bench,
 }
 

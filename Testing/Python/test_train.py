@@ -68,6 +68,31 @@ def test_three_phases_chain_and_resume(data, tmp_path):
         model.generate(torch.rand(1, *model.cfg.grid[:0], 1, *model.cfg.grid), max_new_tokens=5)[0].num_tokens
         > 0
     )
+    # evaluate writes its three files, with the three kinds of scores.
+    result = cli(
+        "evaluate",
+        "--model",
+        str(tmp_path / "lora" / "best"),
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "eval"),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["cases"] == 3 and {"BLEU-4", "ROUGE-L", "CIDEr", "METEOR"} <= set(metrics["text"])
+    assert set(metrics["keyword_f1"]) == {"laterality", "anatomy", "pathology"}
+    assert "hemisphere_accuracy" in metrics["strict"] and "finding_f1" in metrics["strict"]
+    rows = (tmp_path / "eval" / "cases.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("case_id,")
+    assert "| strict score" in (tmp_path / "eval" / "metrics.md").read_text()
     # Resume: asking for 2 epochs continues after epoch 1 instead of starting again.
     result = cli(
         "train",

@@ -1,0 +1,153 @@
+"""``braingemma3d evaluate``: generate reports for a split and score them three ways.
+
+1. Text metrics with the scorers of the report-generation literature (R2Gen, TextBraTS), from the
+   ``pycocoevalcap`` package, which ships everything it needs (no download at run time): BLEU-1..4, ROUGE-L,
+   CIDEr, and METEOR (its bundled METEOR 1.5 jar runs on Java; without Java, METEOR is reported as null).
+   Texts are lower-cased and split into words and punctuation, as those papers do.
+2. The published keyword protocol (:func:`BrainGemma3DLib.metrics.keyword_f1`), for comparability.
+3. Our strict, negation-aware scores against each case's ``truth.json`` with 95% bootstrap intervals.
+
+Writes ``metrics.json``, ``metrics.md`` and ``cases.csv`` into ``--out``, all or none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .data import scan
+from .errors import InputError
+from .metrics import KEYWORD_SETS, keyword_f1, strict_scores
+
+SEQUENCES_BY_CHANNELS = {1: ("flair",), 2: ("flair", "t1ce"), 3: ("flair", "t1ce", "t2")}
+
+
+def _tokens(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower()))
+
+
+def text_metrics(generated: list[str], references: list[str]) -> dict[str, float | None]:
+    """BLEU-1..4, ROUGE-L, CIDEr and METEOR with pycocoevalcap (see the module docstring)."""
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError as exc:
+        raise InputError("text metrics need pycocoevalcap: pip install 'braingemma3d[eval]'") from exc
+    gts = {i: [_tokens(r)] for i, r in enumerate(references)}
+    res = {i: [_tokens(g) or "."] for i, g in enumerate(generated)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    out: dict[str, float | None] = {f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)}
+    out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    out["METEOR"] = None
+    if shutil.which("java"):
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        out["METEOR"] = float(Meteor().compute_score(gts, res)[0])
+    return out
+
+
+def evaluate(
+    model_ref: str,
+    data: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+    limit: int = 0,
+) -> dict:
+    """Generate, score and write the three files; returns metrics.json's content."""
+    from tqdm import tqdm
+
+    from .atomic import staging_dir
+    from .data import make_split
+    from .model import load
+    from .volume import load_study
+
+    model = load(model_ref, device=device)
+    sequences = SEQUENCES_BY_CHANNELS[model.cfg.in_channels]
+    found = scan(data, sequences)
+    ckpt = Path(getattr(model, "checkpoint_path", "") or ".")
+    split_file = ckpt / "split.json"
+    parts = json.loads(split_file.read_text()) if split_file.is_file() else make_split(found.cases)
+    if split not in ("train", "val", "test", "all"):
+        raise InputError(f"--split must be train, val, test or all (got {split!r})")
+    by_id = {c.case_id: c for c in found.cases}
+    ids = sorted(by_id) if split == "all" else [c for c in parts[split] if c in by_id]
+    if limit:
+        ids = ids[:limit]
+    if not ids:
+        raise InputError(f"no case of the {split} split is in this data folder", data)
+    rows, generated, references, truths = [], [], [], []
+    for cid in tqdm(ids, desc="evaluate", unit="case", disable=not progress, file=sys.stderr):
+        rec = by_id[cid]
+        study = load_study([rec.images[s] for s in sequences])
+        draft = model.generate(study, max_new_tokens=max_new_tokens)[0]
+        generated.append(draft.text)
+        references.append(rec.report)
+        truths.append(rec.truth)
+        kw = keyword_f1(draft.text, rec.report)
+        rows.append(
+            {
+                "case_id": cid,
+                "healthy": rec.healthy,
+                **{f"kw_{k}": round(v, 4) for k, v in kw.items()},
+                "generated": draft.text,
+                "reference": rec.report,
+            }
+        )
+    result: dict = {
+        "model": model_ref,
+        "checkpoint_sha256": getattr(model, "checkpoint_sha256", None),
+        "split": split,
+        "cases": len(ids),
+        "text": text_metrics(generated, references),
+        "keyword_f1": {k: round(float(np.mean([r[f"kw_{k}"] for r in rows])), 4) for k in KEYWORD_SETS},
+    }
+    if all(t is not None for t in truths):
+        result["strict"] = strict_scores(generated, truths)
+        from .entities import extract
+
+        for row, text in zip(rows, generated, strict=True):
+            ent = extract(text)
+            row.update(
+                pred_laterality=ent.laterality,
+                pred_lobes=";".join(ent.lobes),
+                **{f"pred_{k}": v for k, v in ent.findings.items()},
+            )
+        for row, truth in zip(rows, truths, strict=True):
+            row.update(true_hemisphere=truth["hemisphere"], true_lobes=";".join(truth["lobes"]))
+    with staging_dir(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        (tmp / "metrics.md").write_text(metrics_markdown(result), encoding="utf-8")
+        buf = io.StringIO()
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        (tmp / "cases.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return result
+
+
+def metrics_markdown(result: dict) -> str:
+    """A readable summary of metrics.json."""
+    lines = [f"# Evaluation: {result['model']} on the {result['split']} split ({result['cases']} cases)", ""]
+    lines += ["| text metric | value |", "|---|---|"]
+    lines += [f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |" for k, v in result["text"].items()]
+    lines += ["", "| published keyword F1 | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in result["keyword_f1"].items()]
+    if "strict" in result:
+        lines += ["", "| strict score (vs truth.json) | value | 95% CI |", "|---|---|---|"]
+        for k, v in result["strict"].items():
+            lines.append(f"| {k} | {v['value']:.4f} | {v['ci_low']:.4f} – {v['ci_high']:.4f} |")
+    return "\n".join(lines) + "\n"
