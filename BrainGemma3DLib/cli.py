@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-cases", type=int, default=0, help="use at most this many training cases (smoke runs)"
     )
+    p.add_argument("--train-lm", action="store_true", help="warmup: also train the LM (demo preset only)")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="generate reports for a split and score them")
@@ -172,6 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
         device=args.device,
         max_cases=args.max_cases,
+        train_lm=args.train_lm,
         progress=not args.quiet,
     )
     state = train(opts)

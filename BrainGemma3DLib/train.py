@@ -3,7 +3,9 @@
 1. ``contrastive``: the 3D image embedding (mean of the compressed tokens, projected) against MedSigLIP's
    own text-tower embedding of the report; SigLIP's sigmoid loss (InfoNCE selectable). Trains the inflated
    patch embedding, the positions and the compressor.
-2. ``warmup``: next-token cross-entropy of the report; trains the compressor, projector and its scale.
+2. ``warmup``: next-token cross-entropy of the report; trains the compressor, projector and its scale
+   (``--train-lm`` also trains the whole LM: only for the demo preset, whose tiny LM starts untrained,
+   never for MedGemma, which stays frozen).
 3. ``lora``: peft LoRA on the LM's attention projections, plus the projector.
 
 Runs through Hugging Face ``accelerate`` (CPU, one GPU, or several with ``accelerate launch``; bf16 on GPU).
@@ -57,6 +59,7 @@ class TrainOptions:
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     device: str = "auto"
     max_cases: int = 0  # 0 = all
+    train_lm: bool = False  # warmup: also train the whole LM (the demo preset's LM has no pretraining)
     progress: bool = True
 
 
@@ -126,6 +129,8 @@ def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
             model.encoder.plane_position.requires_grad_(True)
     elif phase == "warmup":
         parts = [model.compressor, model.projector]
+        if opts.train_lm:
+            parts.append(model.lm)
     else:
         from peft import LoraConfig, get_peft_model
 
