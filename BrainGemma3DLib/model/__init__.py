@@ -8,7 +8,16 @@ and :mod:`.loading` (build, save, load; never downloads).
 
 from .brain_model import BrainGemma3D, Draft
 from .config import ModelConfig, preset
-from .loading import build, from_base_models, load, load_checkpoint, pick_device, save, weights_sha256
+from .loading import (
+    build,
+    from_base_models,
+    load,
+    load_checkpoint,
+    load_published,
+    pick_device,
+    save,
+    weights_sha256,
+)
 
 __all__ = [
     "BrainGemma3D",
@@ -18,6 +27,7 @@ __all__ = [
     "from_base_models",
     "load",
     "load_checkpoint",
+    "load_published",
     "pick_device",
     "preset",
     "save",

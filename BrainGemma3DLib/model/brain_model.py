@@ -50,8 +50,15 @@ class BrainGemma3D(nn.Module):
         self.compressor = build_compressor(
             cfg.compressor, cfg.vision_hidden, cfg.num_latents, cfg.compressor_layers, cfg.compressor_heads
         )
-        init_scale = text_embedding_rms(lm) if projector_scale is None else projector_scale
-        self.projector = Projector(cfg.vision_hidden, cfg.lm_hidden, cfg.projector_hidden, init_scale)
+        if projector_scale is None:
+            projector_scale = text_embedding_rms(lm) if cfg.projector_norm else 1.0
+        self.projector = Projector(
+            cfg.vision_hidden,
+            cfg.lm_hidden,
+            cfg.projector_hidden,
+            projector_scale,
+            normalise=cfg.projector_norm,
+        )
         self.lm = lm
         self.tokenizer = tokenizer
         self.prompt = ChatPrompt.build(tokenizer, cfg.prompt) if tokenizer is not None else None

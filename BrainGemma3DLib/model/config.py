@@ -67,6 +67,16 @@ MEDGEMMA_TEXT = {
 }
 
 
+#: The published system's design choices, reproducible on top of any preset.
+SEED_DESIGN = {
+    "position": "linspace",
+    "compressor": "pool1d",
+    "tubelet": 3,
+    "depth_stride": 1,
+    "projector_norm": False,
+}
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a BrainGemma3D model (weights aside)."""
@@ -86,6 +96,7 @@ class ModelConfig:
     compressor_layers: int = 2
     compressor_heads: int = 4
     projector_hidden: int = 0  # 0 = the LM hidden size
+    projector_norm: bool = True  # unit-RMS visual tokens before the scale (the published design: False)
     prompt: str = DEFAULT_PROMPT
     max_new_tokens: int = 160
     vision_base: str = ""  # folder or HF id of the MedSigLIP weights ("" = built from `vision`)
@@ -235,7 +246,7 @@ def preset(name: str, **overrides) -> ModelConfig:
             compressor_heads=4,
         )
         if name == "seed":
-            base.update(position="linspace", compressor="pool1d", tubelet=3, depth_stride=1)
+            base.update(SEED_DESIGN)
     else:
         raise ValueError(f"unknown preset {name!r} (expected medgemma, demo or seed)")
     base.update(overrides)

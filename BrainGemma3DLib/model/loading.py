@@ -282,7 +282,7 @@ def load_checkpoint(
 
 
 def load(model: str = "demo", **kwargs) -> BrainGemma3D:
-    """``demo`` (the bundled weights) or a checkpoint folder."""
+    """``demo`` (the bundled weights), a BrainGemma3D checkpoint folder, or the published layout."""
     if model == "demo":
         if not (DEMO_WEIGHTS / CONFIG_NAME).is_file():
             raise InputError(
@@ -290,6 +290,8 @@ def load(model: str = "demo", **kwargs) -> BrainGemma3D:
                 "pass a checkpoint folder",
             )
         return load_checkpoint(DEMO_WEIGHTS, **kwargs)
+    if (Path(model) / "projector_vis_scale.pt").is_file() and not (Path(model) / CONFIG_NAME).is_file():
+        return load_published(model, **kwargs)
     return load_checkpoint(model, **kwargs)
 
 
@@ -298,8 +300,84 @@ __all__ = [
     "from_base_models",
     "load",
     "load_checkpoint",
+    "load_published",
     "pick_device",
     "preset",
     "save",
     "weights_sha256",
 ]
+
+
+PUBLISHED_WEIGHTS = "projector_vis_scale.pt"
+
+
+def read_published_projector(path: Path) -> tuple[dict, float]:
+    """The published `projector_vis_scale.pt`: `{"vision_projector": state_dict, "vis_scale": float}`.
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain values only, never arbitrary pickled code.
+    """
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+        raise InputError(
+            f"not a plain weights file (refused by torch.load(weights_only=True): {exc})"[:300], path
+        ) from exc
+    if not isinstance(raw, dict) or "vision_projector" not in raw or "vis_scale" not in raw:
+        raise InputError("expected a dict with 'vision_projector' and 'vis_scale'", path)
+    state = raw["vision_projector"]
+    needed = {"0.weight", "0.bias", "2.weight", "2.bias"}
+    if not isinstance(state, dict) or set(state) != needed:
+        raise InputError(f"the projector must hold {sorted(needed)}, found {sorted(state)[:6]}", path)
+    scale = raw["vis_scale"]
+    return state, float(scale.item() if isinstance(scale, torch.Tensor) else scale)
+
+
+def load_published(
+    folder: str | os.PathLike,
+    *,
+    vision: str | None = None,
+    lm: str | None = None,
+    device: str = "auto",
+    quantize: str | None = None,
+    base_preset: str = "medgemma",
+) -> BrainGemma3D:
+    """A checkpoint in the published system's layout, read into the published design by configuration.
+
+    Layout: ``projector_vis_scale.pt`` (projector MLP and scalar scale), optional ``lora_adapters/`` (peft),
+    ``vision_model/`` (the 2D MedSigLIP folder) and ``language_model/`` (MedGemma), or ``--vision``/``--lm``.
+    The published code never saves its inflated patch embedding; like its own loader, it is re-inflated from
+    MedSigLIP here. Its 16-pixel tubelet kernel and its prompt without a chat template are not reproduced, so
+    outputs are comparable with the published system's, not bit-identical.
+    """
+    from .config import SEED_DESIGN
+
+    folder = Path(folder)
+    weights = folder / PUBLISHED_WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"not a published BrainGemma3D checkpoint (no {PUBLISHED_WEIGHTS})", folder)
+    state, scale = read_published_projector(weights)
+    vision = vision or (str(folder / "vision_model") if (folder / "vision_model").is_dir() else None)
+    lm = lm or (str(folder / "language_model") if (folder / "language_model").is_dir() else None)
+    if not vision or not lm:
+        raise InputError(
+            "the published checkpoint needs MedSigLIP and MedGemma folders (--vision, --lm)", folder
+        )
+    cfg = preset(base_preset, **SEED_DESIGN)
+    model = from_base_models(cfg, vision, lm, device=device, quantize=quantize)
+    mapped = {f"mlp.{k}": v for k, v in state.items()}
+    expected = {k: tuple(v.shape) for k, v in model.projector.mlp.state_dict().items()}
+    found = {k[4:]: tuple(v.shape) for k, v in mapped.items()}
+    if expected != found:
+        raise InputError(f"projector shapes {found} do not fit these base models {expected}", weights)
+    dtype = model.projector.scale.dtype
+    model.projector.mlp.load_state_dict({k[4:]: v.to(dtype) for k, v in mapped.items()})
+    with torch.no_grad():
+        model.projector.scale.fill_(scale)
+    adapters = folder / "lora_adapters"
+    if (adapters / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model.lm = PeftModel.from_pretrained(model.lm, str(adapters))
+    model.checkpoint_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    model.checkpoint_path = str(folder)
+    return model.eval()

@@ -15,13 +15,17 @@ from torch import nn
 class Projector(nn.Module):
     """2-layer MLP to the LM width, unit-RMS normalisation, learned scale."""
 
-    def __init__(self, vision_dim: int, lm_dim: int, hidden: int = 0, init_scale: float = 1.0):
+    def __init__(
+        self, vision_dim: int, lm_dim: int, hidden: int = 0, init_scale: float = 1.0, normalise: bool = True
+    ):
         super().__init__()
         hidden = hidden or lm_dim
         self.mlp = nn.Sequential(nn.Linear(vision_dim, hidden), nn.GELU(), nn.Linear(hidden, lm_dim))
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
+        self.normalise = normalise  # False reproduces the published projector (MLP, then a bare scale)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.mlp(tokens)
-        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
+        if self.normalise:
+            x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + 1e-6)
         return x * self.scale

@@ -323,3 +323,47 @@ def test_lora_adapter_round_trip(tokenizer, tmp_path):
     again = load_checkpoint(folder, device="cpu")
     with torch.no_grad():
         assert torch.allclose(again.score(vol, text), expected, atol=1e-5)
+
+
+def test_published_layout_is_read_with_weights_only(base_folders, tmp_path):
+    """The published layout: projector_vis_scale.pt, lora_adapters/, vision_model/, language_model/."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    from BrainGemma3DLib.model import load, load_published
+
+    vision_dir, lm_dir, _ = base_folders
+    pub = tmp_path / "published"
+    shutil.copytree(vision_dir, pub / "vision_model")
+    shutil.copytree(lm_dir, pub / "language_model")
+    torch.manual_seed(7)
+    proj = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
+    torch.save({"vision_projector": proj.state_dict(), "vis_scale": 3.5}, pub / "projector_vis_scale.pt")
+    from transformers import Gemma3ForCausalLM
+
+    from BrainGemma3DLib.model.language import KEY_MAPPING
+
+    text_lm = Gemma3ForCausalLM.from_pretrained(str(lm_dir), key_mapping=KEY_MAPPING)
+    get_peft_model(text_lm, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        pub / "lora_adapters"
+    )
+
+    model = load(str(pub), device="cpu")
+    assert (
+        model.cfg.position == "linspace" and model.cfg.compressor == "pool1d" and not model.cfg.projector_norm
+    )
+    assert torch.equal(model.projector.mlp[0].weight, proj[0].weight)
+    assert model.projector.scale.item() == pytest.approx(3.5)
+    assert hasattr(model.lm, "peft_config")
+    assert model.generate(torch.rand(1, 1, *model.cfg.grid), max_new_tokens=4)[0].num_tokens > 0
+
+    # A pickle that carries code is refused by torch.load(weights_only=True), with the file named.
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"vision_projector": Evil(), "vis_scale": 1.0}, pub / "projector_vis_scale.pt")
+    with pytest.raises(InputError, match="weights_only") as err:
+        load_published(pub, device="cpu")
+    assert "projector_vis_scale.pt" in str(err.value)
