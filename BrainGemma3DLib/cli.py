@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cases", type=int, default=0, help="use at most this many training cases (smoke runs)"
     )
     p.add_argument("--train-lm", action="store_true", help="warmup: also train the LM (demo preset only)")
+    p.add_argument(
+        "--train-encoder", action="store_true", help="warmup: also train the 3D encoder (demo only)"
+    )
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="generate reports for a split and score them")
@@ -174,6 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         max_cases=args.max_cases,
         train_lm=args.train_lm,
+        train_encoder=args.train_encoder,
         progress=not args.quiet,
     )
     state = train(opts)

@@ -90,30 +90,21 @@ def scan(root: str | os.PathLike, sequences: tuple[str, ...] = ("flair",)) -> Sc
         raise InputError(
             f"no {BRATS_DIR}/ or {HEALTHY_DIR}/ folder (expected the BraTS + TextBraTS layout)", root
         )
-    for folder in sorted(p for p in brats.iterdir() if p.is_dir()) if brats.is_dir() else []:
-        cid = folder.name
-        report = root / TEXT_DIR / cid / f"{cid}_flair_text.txt"
-        images = _case_images(folder, cid, sequences)
-        if images is None:
-            skipped[cid] = f"missing sequence(s) {', '.join(sequences)}"
-        elif not report.is_file():
-            skipped[cid] = "no TextBraTS report"
-        else:
-            cases.append(
-                CaseRecord(cid, False, images, report.read_text(encoding="utf-8").strip(), _truth(folder))
-            )
-    for folder in sorted(p for p in healthy_dir.iterdir() if p.is_dir()) if healthy_dir.is_dir() else []:
-        cid = folder.name
-        report = folder / f"{cid}_flair_text.txt"
-        images = _case_images(folder, cid, sequences)
-        if images is None:
-            skipped[cid] = f"missing sequence(s) {', '.join(sequences)}"
-        elif not report.is_file():
-            skipped[cid] = "no report"
-        else:
-            cases.append(
-                CaseRecord(cid, True, images, report.read_text(encoding="utf-8").strip(), _truth(folder))
-            )
+    sources = [
+        (brats, False, lambda f: root / TEXT_DIR / f.name / f"{f.name}_flair_text.txt"),
+        (healthy_dir, True, lambda f: f / f"{f.name}_flair_text.txt"),
+    ]
+    for parent, healthy, report_of in sources:
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []:
+            cid, report = folder.name, report_of(folder)
+            images = _case_images(folder, cid, sequences)
+            if images is None:
+                skipped[cid] = f"missing sequence(s) {', '.join(sequences)}"
+            elif not report.is_file():
+                skipped[cid] = "no report"
+            else:
+                text = report.read_text(encoding="utf-8").strip()
+                cases.append(CaseRecord(cid, healthy, images, text, _truth(folder)))
     if not cases:
         raise InputError(f"no usable case (skipped {len(skipped)})", root)
     return Scan(cases, skipped)

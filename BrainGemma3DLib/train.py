@@ -60,6 +60,7 @@ class TrainOptions:
     device: str = "auto"
     max_cases: int = 0  # 0 = all
     train_lm: bool = False  # warmup: also train the whole LM (the demo preset's LM has no pretraining)
+    train_encoder: bool = False  # warmup: also train the 3D encoder (the demo preset's tower is untrained)
     progress: bool = True
 
 
@@ -131,6 +132,8 @@ def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
         parts = [model.compressor, model.projector]
         if opts.train_lm:
             parts.append(model.lm)
+        if opts.train_encoder:
+            parts.append(model.encoder)
     else:
         from peft import LoraConfig, get_peft_model
 
@@ -190,6 +193,8 @@ def train(opts: TrainOptions) -> dict:
     if resume_from:
         opts.init = str(out / resume_from)
 
+    if (opts.train_lm or opts.train_encoder) and (opts.phase != "warmup" or opts.preset == "medgemma"):
+        raise InputError("--train-lm/--train-encoder are for the warmup phase of the demo preset")
     model = _load_model(opts)
     found = scan(opts.data, opts.sequences)
     if model.cfg.in_channels != len(opts.sequences):

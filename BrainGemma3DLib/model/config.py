@@ -47,10 +47,12 @@ MEDSIGLIP_TEXT = {
     "num_attention_heads": 16,
     "vocab_size": 32000,
     "max_position_embeddings": 64,
+    "projection_size": 1152,
     "layer_norm_eps": 1e-6,
     "hidden_act": "gelu_pytorch_tanh",
 }
-# MedGemma 1.5 4B IT language model (Gemma 3 4B text).
+# MedGemma 1.5 4B IT language model (Gemma 3 4B text: every 6th layer global, the others 1024-token sliding
+# windows; the real folder's config, read at load time, also brings its RoPE settings).
 MEDGEMMA_TEXT = {
     "hidden_size": 2560,
     "intermediate_size": 10240,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,16 @@ def write_dicom_series(
         writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
         writer.Execute(sl)
     return folder
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m BrainGemma3DLib ARGS`` as a user would, offline."""
+    return subprocess.run(
+        [sys.executable, "-m", "BrainGemma3DLib", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture(scope="session")

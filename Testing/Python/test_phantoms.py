@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from BrainGemma3DLib.phantoms import make_case
 from BrainGemma3DLib.phantoms.dataset import STORAGE_VARIANTS
 
 SEQ = ("flair", "t1", "t1ce", "t2")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 from BrainGemma3DLib.model import load_checkpoint
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("t") / "data"
-    assert (
-        cli("phantoms", "--out", str(out), "--n", "8", "--healthy", "2", "--seed", "9", "--quiet").returncode
-        == 0
-    )
+    result = run_cli("phantoms", "--out", str(out), "--n", "8", "--healthy", "2", "--seed", "9", "--quiet")
+    assert result.returncode == 0, result.stderr
     return out
 
 
@@ -50,7 +37,7 @@ def test_three_phases_chain_and_resume(data, tmp_path):
         ]
         if previous:
             args += ["--init", str(tmp_path / previous / "best")]
-        result = cli(*args)
+        result = run_cli(*args)
         assert result.returncode == 0, result.stderr
         log = [json.loads(line) for line in (tmp_path / phase / "metrics.jsonl").read_text().splitlines()]
         assert len(log) == 1 and log[0]["phase"] == phase and log[0]["val_loss"] > 0
@@ -69,7 +56,7 @@ def test_three_phases_chain_and_resume(data, tmp_path):
         > 0
     )
     # evaluate writes its three files, with the three kinds of scores.
-    result = cli(
+    result = run_cli(
         "evaluate",
         "--model",
         str(tmp_path / "lora" / "best"),
@@ -94,7 +81,7 @@ def test_three_phases_chain_and_resume(data, tmp_path):
     assert len(rows) == 4 and rows[0].startswith("case_id,")
     assert "| strict score" in (tmp_path / "eval" / "metrics.md").read_text()
     # Resume: asking for 2 epochs continues after epoch 1 instead of starting again.
-    result = cli(
+    result = run_cli(
         "train",
         "--phase",
         "warmup",
@@ -116,11 +103,11 @@ def test_three_phases_chain_and_resume(data, tmp_path):
 
 
 def test_train_bad_usage(data, tmp_path):
-    result = cli(
+    result = run_cli(
         "train", "--phase", "warmup", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")
     )
     assert result.returncode == 2 and "data folder not found" in result.stderr
-    result = cli(
+    result = run_cli(
         "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "o2"), "--epochs", "0"
     )
     assert result.returncode == 2 and "--epochs" in result.stderr

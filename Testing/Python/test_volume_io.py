@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import sample_head, variant_affine, write_dicom_series, write_nifti, write_nrrd
+from conftest import run_cli, sample_head, variant_affine, write_dicom_series, write_nifti, write_nrrd
 
 from BrainGemma3DLib.errors import InputError
 from BrainGemma3DLib.volume import Volume, load_study, load_volume
@@ -24,16 +21,6 @@ def head(tmp_path_factory):
     affine, shape = variant_affine("LPS", spacing=(2.0, 2.0, 2.5))
     data = sample_head(affine, shape)
     return root, affine, data
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
 
 
 # --- good files ---------------------------------------------------------------------------------------
