@@ -48,7 +48,13 @@ class BrainGemma3D(nn.Module):
         self.cfg = cfg
         self.encoder = encoder
         self.compressor = build_compressor(
-            cfg.compressor, cfg.vision_hidden, cfg.num_latents, cfg.compressor_layers, cfg.compressor_heads
+            cfg.compressor,
+            cfg.vision_hidden,
+            cfg.num_latents,
+            cfg.compressor_layers,
+            cfg.compressor_heads,
+            cfg.token_grid,
+            tuple(cfg.regions) if cfg.regions else None,
         )
         if projector_scale is None:
             projector_scale = text_embedding_rms(lm) if cfg.projector_norm else 1.0

@@ -97,6 +97,11 @@ class ModelConfig:
     num_latents: int = 32  # K visual tokens handed to the language model
     compressor_layers: int = 2
     compressor_heads: int = 4
+    regions: tuple[int, int, int] | None = (
+        4,
+        4,
+        2,
+    )  # perceiver latents anchored to (D, H, W) blocks; None = global
     projector_hidden: int = 0  # 0 = the LM hidden size
     projector_norm: bool = True  # unit-RMS visual tokens before the scale (the published design: False)
     prompt: str = DEFAULT_PROMPT
@@ -106,6 +111,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.grid = tuple(int(g) for g in self.grid)  # type: ignore[assignment]
+        if self.regions is not None:
+            self.regions = tuple(int(r) for r in self.regions)  # type: ignore[assignment]
         self.validate()
 
     # --- derived sizes ----------------------------------------------------------------------------
@@ -158,12 +165,19 @@ class ModelConfig:
             problems.append("need 1 <= depth_stride <= tubelet")
         if self.num_latents < 1:
             problems.append("num_latents must be at least 1")
+        if self.compressor == "perceiver" and self.regions is not None and self.vision:
+            kd, kh, kw = self.regions
+            if kd * kh * kw != self.num_latents:
+                problems.append(f"regions {self.regions} must multiply to num_latents {self.num_latents}")
+            elif any(r > t for r, t in zip(self.regions, self.token_grid, strict=True)):
+                problems.append(f"regions {self.regions} exceed the token grid {self.token_grid}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
 
     # --- files ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"grid": list(self.grid)}
+        regions = list(self.regions) if self.regions else None
+        return dataclasses.asdict(self) | {"grid": list(self.grid), "regions": regions}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
