@@ -67,9 +67,11 @@ class TrainOptions:
 class ContrastiveHead(nn.Module):
     """Image embedding vs MedSigLIP text-tower embedding (the text tower stays frozen)."""
 
-    def __init__(self, vision_dim: int, text_model, loss: str):
+    def __init__(self, vision_dim: int, text_model, loss: str, train_text: bool = False):
         super().__init__()
-        self.text_model = text_model.requires_grad_(False)
+        # MedSigLIP's text tower stays frozen; the demo preset's tiny one has no pretraining and learns.
+        self.text_model = text_model.requires_grad_(train_text)
+        self.train_text = train_text
         text_dim = text_model.config.projection_size or text_model.config.hidden_size
         self.image_projection = nn.Linear(vision_dim, text_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
@@ -78,7 +80,7 @@ class ContrastiveHead(nn.Module):
 
     def forward(self, image_tokens: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
         img = F.normalize(self.image_projection(image_tokens.mean(dim=1)), dim=-1)
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
             txt = F.normalize(self.text_model(input_ids=text_ids).pooler_output, dim=-1)
         logits = img @ txt.t() * self.logit_scale.exp() + self.logit_bias
         n = logits.shape[0]
@@ -222,7 +224,7 @@ def train(opts: TrainOptions) -> dict:
     head = None
     if opts.phase == "contrastive":
         tower, text_tok, max_len = _text_tower(model, opts)
-        head = ContrastiveHead(model.cfg.vision_hidden, tower, opts.loss)
+        head = ContrastiveHead(model.cfg.vision_hidden, tower, opts.loss, train_text=not opts.vision)
         params += [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
