@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-encoder", action="store_true", help="warmup: also train the 3D encoder (demo only)"
     )
+    p.add_argument("--mirror", type=float, default=0.5, help="left-right mirror augmentation probability")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="generate reports for a split and score them")
@@ -178,6 +179,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_cases=args.max_cases,
         train_lm=args.train_lm,
         train_encoder=args.train_encoder,
+        mirror=args.mirror,
         progress=not args.quiet,
     )
     state = train(opts)

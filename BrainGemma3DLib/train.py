@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -61,6 +62,7 @@ class TrainOptions:
     max_cases: int = 0  # 0 = all
     train_lm: bool = False  # warmup: also train the whole LM (the demo preset's LM has no pretraining)
     train_encoder: bool = False  # warmup: also train the 3D encoder (the demo preset's tower is untrained)
+    mirror: float = 0.5  # probability of the left-right mirror augmentation (0 = off)
     progress: bool = True
 
 
@@ -108,6 +110,32 @@ def _text_tower(model, opts: TrainOptions):
     torch.manual_seed(opts.seed)
     tower = SiglipTextModel(SiglipTextConfig(**cfg, bos_token_id=None, eos_token_id=None, pad_token_id=0))
     return tower, model.tokenizer, int(cfg.get("max_position_embeddings", 64))
+
+
+_SIDE = re.compile(r"\b(left|right|Left|Right)\b")
+
+
+def swap_sides(text: str) -> str:
+    """The report of the mirrored volume: left and right exchanged (case kept)."""
+    swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
+    return _SIDE.sub(lambda m: swap[m.group(1)], text)
+
+
+def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Generator):
+    """Left-right mirror augmentation: flip W (the patient's right-left axis) and swap the side words.
+
+    Pairs that differ only in the side force the model to read the side from the image instead of learning
+    the text's prior; brains are near-symmetric, so a mirrored case is a plausible case.
+    """
+    if p <= 0:
+        return x, texts
+    flips = rng.random(len(texts)) < p
+    if not flips.any():
+        return x, texts
+    x = x.clone()
+    idx = torch.from_numpy(np.flatnonzero(flips))
+    x[idx] = x[idx].flip(-1)
+    return x, [swap_sides(t) if f else t for t, f in zip(texts, flips, strict=True)]
 
 
 def _load_model(opts: TrainOptions):
@@ -264,7 +292,8 @@ def train(opts: TrainOptions) -> dict:
         )
         for idx in bar:
             with accelerator.accumulate(model):
-                loss = batch_loss(train_x[idx], [train_t[i] for i in idx])
+                xb, tb = mirror_batch(train_x[idx], [train_t[i] for i in idx], opts.mirror, rng)
+                loss = batch_loss(xb, tb)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()

@@ -111,3 +111,22 @@ def test_train_bad_usage(data, tmp_path):
         "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "o2"), "--epochs", "0"
     )
     assert result.returncode == 2 and "--epochs" in result.stderr
+
+
+def test_mirror_augmentation_flips_the_side_in_image_and_text():
+    import numpy as np
+    import torch
+
+    from BrainGemma3DLib.train import mirror_batch, swap_sides
+
+    assert swap_sides("Left frontal lesion; the right ventricle is compressed.") == (
+        "Right frontal lesion; the left ventricle is compressed."
+    )
+    assert swap_sides("bright lesion, leftover") == "bright lesion, leftover"  # whole words only
+    x = torch.zeros(2, 1, 4, 8, 8)
+    x[:, :, :, :, 6:] = 1.0  # bright on the high-W side: the patient's left
+    out, texts = mirror_batch(x, ["left lesion", "left lesion"], 1.0, np.random.default_rng(0))
+    assert texts == ["right lesion", "right lesion"]
+    assert out[:, :, :, :, :2].sum() > 0 and out[:, :, :, :, 6:].sum() == 0
+    same, kept = mirror_batch(x, ["left lesion", "left lesion"], 0.0, np.random.default_rng(0))
+    assert torch.equal(same, x) and kept == ["left lesion", "left lesion"]
