@@ -209,6 +209,8 @@ def train(opts: TrainOptions) -> dict:
 
     if opts.phase not in PHASES:
         raise InputError(f"--phase must be one of {', '.join(PHASES)}")
+    if not 0.0 <= opts.mirror <= 1.0:
+        raise InputError(f"--mirror is a probability between 0 and 1 (got {opts.mirror})")
     if opts.epochs < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
         raise InputError("--epochs, --batch-size and --grad-accum must be >= 1 and --lr > 0")
     out = Path(opts.out)
