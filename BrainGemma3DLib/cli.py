@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-encoder", action="store_true", help="warmup: also train the 3D encoder (demo only)"
     )
     p.add_argument("--mirror", type=float, default=0.5, help="left-right mirror augmentation probability")
+    p.add_argument(
+        "--new-split", action="store_true", help="split this data afresh instead of --init's split"
+    )
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("evaluate", help="generate reports for a split and score them")
@@ -180,6 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_lm=args.train_lm,
         train_encoder=args.train_encoder,
         mirror=args.mirror,
+        new_split=args.new_split,
         progress=not args.quiet,
     )
     state = train(opts)

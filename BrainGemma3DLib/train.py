@@ -63,6 +63,7 @@ class TrainOptions:
     train_lm: bool = False  # warmup: also train the whole LM (the demo preset's LM has no pretraining)
     train_encoder: bool = False  # warmup: also train the 3D encoder (the demo preset's tower is untrained)
     mirror: float = 0.5  # probability of the left-right mirror augmentation (0 = off)
+    new_split: bool = False  # ignore the --init checkpoint's split (a different data folder)
     progress: bool = True
 
 
@@ -233,7 +234,17 @@ def train(opts: TrainOptions) -> dict:
         raise InputError(
             f"the model takes {model.cfg.in_channels} channel(s); --sequences gives {len(opts.sequences)}"
         )
-    saved_split = getattr(model, "split", None) or _split_of(opts.init)
+    saved_split = None if opts.new_split else (getattr(model, "split", None) or _split_of(opts.init))
+    if saved_split:
+        listed = {c for name in ("train", "val", "test") for c in saved_split.get(name, [])}
+        present = {c.case_id for c in found.cases}
+        if listed != present:
+            raise InputError(
+                f"the --init checkpoint's split lists {len(listed)} cases, this folder has {len(present)} "
+                f"({len(listed & present)} in common): pass --new-split to split this data afresh "
+                "(never to evaluate on cases the earlier phase trained on)",
+                opts.data,
+            )
     split = saved_split or make_split(found.cases, seed=opts.seed)
     by_id = {c.case_id: c for c in found.cases}
     train_recs = [by_id[c] for c in split["train"] if c in by_id]

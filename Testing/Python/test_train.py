@@ -100,6 +100,29 @@ def test_three_phases_chain_and_resume(data, tmp_path):
         json.loads(x)["epoch"] for x in (tmp_path / "warmup" / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 2]
+    # A checkpoint's split does not silently apply to another data folder.
+    other = tmp_path / "other"
+    assert (
+        run_cli(
+            "phantoms", "--out", str(other), "--n", "3", "--healthy", "1", "--seed", "2", "--quiet"
+        ).returncode
+        == 0
+    )
+    result = run_cli(
+        "train",
+        "--phase",
+        "warmup",
+        "--data",
+        str(other),
+        "--out",
+        str(tmp_path / "w-other"),
+        "--init",
+        str(tmp_path / "contrastive" / "best"),
+        "--epochs",
+        "1",
+        "--quiet",
+    )
+    assert result.returncode == 2 and "--new-split" in result.stderr
 
 
 def test_train_bad_usage(data, tmp_path):
