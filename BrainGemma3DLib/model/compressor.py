@@ -83,7 +83,9 @@ def region_mask(token_grid: tuple[int, int, int], regions: tuple[int, int, int])
     d, h, w = token_grid
     kd, kh, kw = regions
     dd, hh, ww = torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij")
-    block = ((dd * kd // d) * kh + (hh * kh // h)) * kw + (ww * kw // w)  # (d, h, w) -> block index
+    # Block index with W (right -> left) slowest: the first half of the visual tokens is the patient's right
+    # hemisphere, the second half the left, so the side is a coarse position the LM can read, not a parity.
+    block = ((ww * kw // w) * kh + (hh * kh // h)) * kd + (dd * kd // d)
     k = kd * kh * kw
     allowed = block.reshape(1, -1) == torch.arange(k).reshape(-1, 1)  # (K, N)
     return ~torch.cat([allowed, torch.ones(k, k, dtype=torch.bool)], dim=1)
