@@ -29,22 +29,23 @@ def full_suffix(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
-def _check_writable_dir(folder: Path, target: Path) -> None:
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and check that it can be written to."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output folder ({exc.strerror or exc})", folder) from exc
     if not os.access(folder, os.W_OK):
         raise InputError("output folder is not writable", folder)
-    if target.is_dir():
-        raise InputError("output path is a folder, expected a file", target)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
-    _check_writable_dir(target.parent, target)
+    _writable_folder(target.parent)
+    if target.is_dir():
+        raise InputError("output path is a folder, expected a file", target)
     suffix = full_suffix(target)
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
     tmp = target.parent / f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
@@ -72,7 +73,7 @@ def staging_dir(out: str | os.PathLike) -> Iterator[Path]:
     Used for commands that write several files: either all of them appear, or none does.
     """
     target = Path(out)
-    _check_writable_dir(target.parent, target / ".probe")
+    _writable_folder(target.parent)
     if target.exists() and not target.is_dir():
         raise InputError("output path exists and is not a folder", target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))

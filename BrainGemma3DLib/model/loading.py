@@ -24,9 +24,47 @@ from ..errors import InputError
 from .brain_model import BrainGemma3D
 from .config import CONFIG_NAME, ModelConfig, preset
 from .encoder import InflatedSiglipEncoder, vision_config
-from .language import build_language_model, check_weights_present, load_language_model, load_tokenizer
+from .language import (
+    build_language_model,
+    check_weights_present,
+    load_language_model,
+    load_tokenizer,
+    text_config_from_folder,
+)
 
 WEIGHTS_NAME = "model.safetensors"
+#: Config entries read from the real folders into ModelConfig (sizes and behaviour, not bookkeeping).
+VISION_KEYS = frozenset(
+    {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "patch_size",
+        "image_size",
+        "num_channels",
+        "layer_norm_eps",
+        "hidden_act",
+    }
+)
+LM_KEYS = frozenset(
+    {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "sliding_window",
+        "query_pre_attn_scalar",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "hidden_activation",
+        "layer_types",
+        "rope_parameters",
+    }
+)
 #: Parameters that belong to the base models (not stored unless include_base).
 BASE_PREFIXES = ("encoder.layers.", "encoder.post_layernorm.", "lm.")
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "Resources" / "DemoWeights"
@@ -75,15 +113,14 @@ def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
     check_weights_present(folder, "MedSigLIP")
     if raw.get("model_type") == "siglip":
         vcfg = SiglipConfig(**raw).vision_config
-        mapping = {r"^vision_model\.": ""}
     elif raw.get("model_type") == "siglip_vision_model":
-        vcfg, mapping = SiglipVisionConfig(**raw), {r"^vision_model\.": ""}
+        vcfg = SiglipVisionConfig(**raw)
     else:
         raise InputError(
             f"expected a MedSigLIP / SigLIP folder, found model_type {raw.get('model_type')!r}", folder
         )
     model, info = SiglipVisionModel.from_pretrained(
-        str(folder), config=vcfg, key_mapping=mapping, output_loading_info=True, dtype=dtype
+        str(folder), config=vcfg, key_mapping={r"^vision_model\.": ""}, output_loading_info=True, dtype=dtype
     )
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("text_model.", "logit_"))]
@@ -127,43 +164,8 @@ def from_base_models(
     vision_dir = resolve_local(str(vision), "MedSigLIP")
     lm_dir = resolve_local(str(lm), "MedGemma")
     siglip, vision_sizes = _load_siglip_vision(vision_dir, dev, dtype)
-    from .language import text_config_from_folder
-
-    keep = {
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "patch_size",
-        "image_size",
-        "num_channels",
-        "layer_norm_eps",
-        "hidden_act",
-    }
-    cfg.vision = {k: v for k, v in vision_sizes.items() if k in keep}
-    lm_sizes = text_config_from_folder(lm_dir)
-    cfg.lm = {
-        k: v
-        for k, v in lm_sizes.items()
-        if k in cfg.lm
-        or k
-        in (
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "head_dim",
-            "vocab_size",
-            "sliding_window",
-            "query_pre_attn_scalar",
-            "max_position_embeddings",
-            "rms_norm_eps",
-            "hidden_activation",
-            "layer_types",
-            "rope_parameters",
-        )
-    }
+    cfg.vision = {k: v for k, v in vision_sizes.items() if k in VISION_KEYS}
+    cfg.lm = {k: v for k, v in text_config_from_folder(lm_dir).items() if k in LM_KEYS}
     cfg.vision_base, cfg.lm_base = str(vision), str(lm)
     cfg.validate()
     language = load_language_model(lm_dir, device=dev, dtype=dtype, quantize=quantize)
@@ -218,10 +220,22 @@ def _lm_base_state(lm) -> dict:
     }
 
 
-def weights_sha256(folder: str | os.PathLike) -> str:
-    """SHA-256 of a checkpoint's weights file (goes into every report)."""
+def _finish(model: BrainGemma3D, folder: Path, weights: Path, adapter: Path) -> BrainGemma3D:
+    """Common end of every checkpoint loader: LoRA adapter if present, provenance, eval mode."""
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model.lm = PeftModel.from_pretrained(model.lm, str(adapter))
+    model.checkpoint_sha256 = weights_sha256(weights)
+    model.checkpoint_path = str(folder)
+    return model.eval()
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a weights file, or of a checkpoint folder's weights file (goes into every report)."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(Path(folder) / WEIGHTS_NAME, "rb") as fh:
+    with open(path / WEIGHTS_NAME if path.is_dir() else path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -272,13 +286,7 @@ def load_checkpoint(
         raise InputError(
             f"checkpoint does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}", folder
         )
-    if (folder / "adapter").is_dir():
-        from peft import PeftModel
-
-        model.lm = PeftModel.from_pretrained(model.lm, str(folder / "adapter"))
-    model.checkpoint_sha256 = weights_sha256(folder)
-    model.checkpoint_path = str(folder)
-    return model.to(dev).eval()
+    return _finish(model, folder, folder / WEIGHTS_NAME, folder / "adapter").to(dev)
 
 
 def load(model: str = "demo", **kwargs) -> BrainGemma3D:
@@ -293,19 +301,6 @@ def load(model: str = "demo", **kwargs) -> BrainGemma3D:
     if (Path(model) / "projector_vis_scale.pt").is_file() and not (Path(model) / CONFIG_NAME).is_file():
         return load_published(model, **kwargs)
     return load_checkpoint(model, **kwargs)
-
-
-__all__ = [
-    "build",
-    "from_base_models",
-    "load",
-    "load_checkpoint",
-    "load_published",
-    "pick_device",
-    "preset",
-    "save",
-    "weights_sha256",
-]
 
 
 PUBLISHED_WEIGHTS = "projector_vis_scale.pt"
@@ -373,11 +368,4 @@ def load_published(
     model.projector.mlp.load_state_dict({k[4:]: v.to(dtype) for k, v in mapped.items()})
     with torch.no_grad():
         model.projector.scale.fill_(scale)
-    adapters = folder / "lora_adapters"
-    if (adapters / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model.lm = PeftModel.from_pretrained(model.lm, str(adapters))
-    model.checkpoint_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
-    model.checkpoint_path = str(folder)
-    return model.eval()
+    return _finish(model, folder, weights, folder / "lora_adapters")
