@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
     p.add_argument("--out", required=True, type=Path, help="output folder (re-run to resume)")
     p.add_argument("--init", help="checkpoint of the previous phase")
-    p.add_argument("--preset", default="demo", choices=["demo", "seed", "medgemma"])
+    p.add_argument("--preset", default="demo", choices=["demo", "seed", "slices", "medgemma"])
     p.add_argument("--vision", help="MedSigLIP folder (medgemma preset, contrastive text tower)")
     p.add_argument("--lm", help="MedGemma folder (medgemma preset)")
     p.add_argument("--sequences", default="flair", help="comma-separated, FLAIR first (default flair)")
@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mirror", type=float, default=0.5, help="left-right mirror augmentation probability")
     p.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=["cosine", "constant"],
+        help="learning rate over the run (default cosine decay after a short warm-up)",
+    )
+    p.add_argument(
+        "--grounding",
+        type=float,
+        default=1.0,
+        help="weight of the lesion-grounding loss on cases with tumour labels (0 = off; default 1)",
+    )
+    p.add_argument(
         "--new-split", action="store_true", help="split this data afresh instead of --init's split"
     )
     p.add_argument("--quiet", action="store_true")
@@ -98,16 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("compare", help="one table from several evaluate folders (the README comparison)")
+    p.add_argument("runs", nargs="+", help="NAME=FOLDER, a folder written by evaluate")
+    p.add_argument("--out", type=Path, help="also write the table to this markdown file")
+
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
-    p.add_argument("suite", choices=["io", "model"], help="which benchmark")
+    p.add_argument("suite", choices=["io", "model", "train"], help="which benchmark")
     p.add_argument(
-        "--preset", default="demo", choices=["demo", "medgemma"], help="model preset (bench model)"
+        "--preset",
+        default="demo",
+        choices=["demo", "seed", "slices", "medgemma"],
+        help="model preset (bench model, bench train)",
     )
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model)")
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model, bench train)"
+    )
     p.add_argument("--quantize", default=None, choices=["4bit"], help="4-bit NF4 LM (bench model, CUDA)")
     p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
-    p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median is reported)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repetitions or epochs (median is reported)")
     return parser
 
 
@@ -183,6 +204,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_lm=args.train_lm,
         train_encoder=args.train_encoder,
         mirror=args.mirror,
+        grounding=args.grounding,
+        schedule=args.schedule,
         new_split=args.new_split,
         progress=not args.quiet,
     )
@@ -211,13 +234,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .evaluate import comparison_markdown
+
+    runs = []
+    for item in args.runs:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"expected NAME=FOLDER, got {item!r}")
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise InputError("no metrics.json (run braingemma3d evaluate first)", Path(folder))
+        try:
+            runs.append((name, json.loads(path.read_text(encoding="utf-8"))))
+        except ValueError as exc:
+            raise InputError(f"unreadable metrics.json ({exc})", path) from None
+    table = comparison_markdown(runs)
+    print(table, end="")
+    if args.out:
+        from .atomic import write_text_atomic
+
+        write_text_atomic(args.out, table)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import print_table, run_io, run_model
+    from .bench import print_table, run_io, run_model, run_train
 
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
     if args.suite == "io":
         rows = run_io(repeat=args.repeat)
+    elif args.suite == "train":
+        if args.preset == "medgemma":
+            raise InputError("bench train runs the CPU-sized presets (demo, seed, slices)")
+        rows = run_train(preset_name=args.preset, epochs=max(2, args.repeat), device=args.device)
     else:
         from .model import pick_device
 
@@ -242,6 +293,7 @@ COMMANDS = {
     "preprocess": _cmd_preprocess,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
     "bench": _cmd_bench,
 }
 

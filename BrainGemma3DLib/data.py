@@ -2,12 +2,14 @@
 
 The layout is the one real BraTS/TextBraTS downloads have and ``braingemma3d phantoms`` writes::
 
-    ROOT/MICCAI_BraTS2020_TrainingData/<id>/<id>_{flair,t1,t1ce,t2}.nii.gz   (+ truth.json for phantoms)
+    ROOT/MICCAI_BraTS2020_TrainingData/<id>/<id>_{flair,t1,t1ce,t2,seg}.nii.gz   (+ truth.json for phantoms)
     ROOT/TextBraTSData/<id>/<id>_flair_text.txt
     ROOT/HealthyControls/<id>/<id>_{flair,...}.nii.gz, <id>_flair_text.txt
 
 Folders are found by these fixed names, never by guessing from strings. A case without a report, or without
 one of the requested sequences, is skipped and counted, so a user sees how much of the data set was used.
+The tumour labels (``_seg``) are optional: where present, training uses them to ground the visual tokens
+(see :mod:`BrainGemma3DLib.model.grounding`); healthy controls count as "no lesion anywhere".
 
 Splits are by patient (one BraTS case is one patient; a ``patient_id`` in truth.json overrides), stratified by
 healthy/pathological and hemisphere, with a fixed seed, and saved into the checkpoint; a split that would put
@@ -41,6 +43,7 @@ class CaseRecord:
     report: str
     truth: dict | None = None
     patient_id: str = ""
+    seg: Path | None = None  # BraTS tumour labels (any label > 0 = lesion); None for healthy controls
 
     def __post_init__(self) -> None:
         if not self.patient_id:
@@ -104,7 +107,10 @@ def scan(root: str | os.PathLike, sequences: tuple[str, ...] = ("flair",)) -> Sc
                 skipped[cid] = "no report"
             else:
                 text = report.read_text(encoding="utf-8").strip()
-                cases.append(CaseRecord(cid, healthy, images, text, _truth(folder)))
+                seg = _case_images(folder, cid, ("seg",))
+                cases.append(
+                    CaseRecord(cid, healthy, images, text, _truth(folder), seg=seg["seg"] if seg else None)
+                )
     if not cases:
         raise InputError(f"no usable case (skipped {len(skipped)})", root)
     return Scan(cases, skipped)

@@ -151,3 +151,33 @@ def metrics_markdown(result: dict) -> str:
         for k, v in result["strict"].items():
             lines.append(f"| {k} | {v['value']:.4f} | {v['ci_low']:.4f} – {v['ci_high']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+#: Columns of the design comparison (README): (heading, section of metrics.json, key).
+COMPARISON_COLUMNS = (
+    ("BLEU-4", "text", "BLEU-4"),
+    ("ROUGE-L", "text", "ROUGE-L"),
+    ("kw F1 laterality", "keyword_f1", "laterality"),
+    ("kw F1 anatomy", "keyword_f1", "anatomy"),
+    ("kw F1 pathology", "keyword_f1", "pathology"),
+    ("hemisphere acc.", "strict", "hemisphere_accuracy"),
+    ("L/R flips", "strict", "flip_rate"),
+    ("lobe F1", "strict", "lobe_f1"),
+    ("finding F1", "strict", "finding_f1"),
+    ("healthy spec.", "strict", "healthy_specificity"),
+)
+
+
+def comparison_markdown(runs: list[tuple[str, dict]]) -> str:
+    """One row per evaluated design (``metrics.json`` contents), the README's comparison columns."""
+    head = "| design | cases | " + " | ".join(c[0] for c in COMPARISON_COLUMNS) + " |"
+    lines = [head, "|---" * (len(COMPARISON_COLUMNS) + 2) + "|"]
+    for name, result in runs:
+        cells = []
+        for _, section, key in COMPARISON_COLUMNS:
+            value = result.get(section, {}).get(key)
+            if isinstance(value, dict):
+                value = value.get("value")
+            cells.append("n/a" if value is None else f"{value:.3f}")
+        lines.append(f"| {name} | {result.get('cases', '?')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

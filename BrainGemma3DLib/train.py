@@ -8,6 +8,10 @@
    never for MedGemma, which stays frozen).
 3. ``lora``: peft LoRA on the LM's attention projections, plus the projector.
 
+Contrastive and warmup add the lesion-grounding loss (:mod:`BrainGemma3DLib.model.grounding`) on every case
+whose lesion mask is known (BraTS tumour labels; healthy controls have none): without it the model learns the
+words' prior for "where" instead of reading the image. ``--grounding 0`` turns it off.
+
 Runs through Hugging Face ``accelerate`` (CPU, one GPU, or several with ``accelerate launch``; bf16 on GPU).
 Every epoch writes ``epoch-NNN/`` (a full checkpoint, loadable by ``--init`` and ``--model``) and
 ``train_state.json``; the best epoch by validation loss is copied to ``best/``; ``metrics.jsonl`` logs every
@@ -33,6 +37,7 @@ from torch.nn import functional as F
 
 from .data import make_split, scan
 from .errors import InputError
+from .model.grounding import HEAD_FILE, GroundingHead
 
 PHASES = ("contrastive", "warmup", "lora")
 
@@ -63,6 +68,8 @@ class TrainOptions:
     train_lm: bool = False  # warmup: also train the whole LM (the demo preset's LM has no pretraining)
     train_encoder: bool = False  # warmup: also train the 3D encoder (the demo preset's tower is untrained)
     mirror: float = 0.5  # probability of the left-right mirror augmentation (0 = off)
+    grounding: float = 1.0  # weight of the lesion-grounding loss where tumour labels exist (0 = off)
+    schedule: str = "cosine"  # learning rate over the run: cosine decay after a short warm-up, or constant
     new_split: bool = False  # ignore the --init checkpoint's split (a different data folder)
     progress: bool = True
 
@@ -122,21 +129,25 @@ def swap_sides(text: str) -> str:
     return _SIDE.sub(lambda m: swap[m.group(1)], text)
 
 
-def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Generator):
+def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Generator, lesion=None):
     """Left-right mirror augmentation: flip W (the patient's right-left axis) and swap the side words.
 
     Pairs that differ only in the side force the model to read the side from the image instead of learning
     the text's prior; brains are near-symmetric, so a mirrored case is a plausible case.
+    ``lesion`` (B, D, H, W), when given, is flipped with its volumes and returned third.
     """
     if p <= 0:
-        return x, texts
+        return (x, texts) if lesion is None else (x, texts, lesion)
     flips = rng.random(len(texts)) < p
-    if not flips.any():
-        return x, texts
-    x = x.clone()
+    texts = [swap_sides(t) if f else t for t, f in zip(texts, flips, strict=True)]
     idx = torch.from_numpy(np.flatnonzero(flips))
-    x[idx] = x[idx].flip(-1)
-    return x, [swap_sides(t) if f else t for t, f in zip(texts, flips, strict=True)]
+    if len(idx):
+        x = x.clone()
+        x[idx] = x[idx].flip(-1)
+        if lesion is not None:
+            lesion = lesion.clone()
+            lesion[idx] = lesion[idx].flip(-1)
+    return (x, texts) if lesion is None else (x, texts, lesion)
 
 
 def _load_model(opts: TrainOptions):
@@ -156,9 +167,9 @@ def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
     model.requires_grad_(False)
     if phase == "contrastive":
         parts = [model.encoder.patch_embedding, model.compressor]
-        if hasattr(model.encoder, "depth_position"):
-            model.encoder.depth_position.requires_grad_(True)
-            model.encoder.plane_position.requires_grad_(True)
+        for name in ("depth_position", "plane_position"):
+            if hasattr(model.encoder, name):
+                getattr(model.encoder, name).requires_grad_(True)
     elif phase == "warmup":
         parts = [model.compressor, model.projector]
         if opts.train_lm:
@@ -186,19 +197,35 @@ def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _prepare_cases(records, grid, progress: bool) -> tuple[torch.Tensor, list[str]]:
-    """Every case on the model grid once (kept in memory: a demo grid is 0.5 MB per case)."""
+@dataclass
+class Prepared:
+    """Cases on the model grid, kept in memory (a demo grid is 0.5 MB per case, its lesion mask 0.25 MB)."""
+
+    x: torch.Tensor  # (N, C, D, H, W) float32 in [0, 1]
+    texts: list[str]
+    lesion: torch.Tensor  # (N, D, H, W) float16 lesion fraction (0 for healthy controls)
+    labelled: torch.Tensor  # (N,) bool: lesion mask known (tumour labels, or a healthy control)
+
+
+def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True) -> Prepared:
+    """Every case on the model grid once, with its lesion mask on the same grid where one is known."""
     from tqdm import tqdm
 
+    from .model.grounding import lesion_on_grid
     from .volume import load_study
 
-    arrays, texts = [], []
+    arrays, texts, masks, known = [], [], [], []
     for rec in tqdm(records, desc="preprocess", unit="case", disable=not progress, file=sys.stderr):
         study = load_study([rec.images[s] for s in rec.images])
-        arr, _ = study.to_model_grid(grid)
+        arr, mapping = study.to_model_grid(grid)
         arrays.append(torch.from_numpy(arr))
         texts.append(rec.report)
-    return torch.stack(arrays), texts
+        mask = np.zeros(tuple(grid), np.float32)
+        if lesions and rec.seg is not None:
+            mask = lesion_on_grid(rec.seg, mapping)
+        masks.append(torch.from_numpy(mask).half())
+        known.append(lesions and (rec.seg is not None or rec.healthy))
+    return Prepared(torch.stack(arrays), texts, torch.stack(masks), torch.tensor(known, dtype=torch.bool))
 
 
 def train(opts: TrainOptions) -> dict:
@@ -210,6 +237,10 @@ def train(opts: TrainOptions) -> dict:
 
     if opts.phase not in PHASES:
         raise InputError(f"--phase must be one of {', '.join(PHASES)}")
+    if opts.schedule not in ("cosine", "constant"):
+        raise InputError(f"--schedule must be cosine or constant (got {opts.schedule!r})")
+    if opts.grounding < 0:
+        raise InputError(f"--grounding is a loss weight >= 0 (got {opts.grounding})")
     if not 0.0 <= opts.mirror <= 1.0:
         raise InputError(f"--mirror is a probability between 0 and 1 (got {opts.mirror})")
     if opts.epochs < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
@@ -253,8 +284,10 @@ def train(opts: TrainOptions) -> dict:
         train_recs, val_recs = train_recs[: opts.max_cases], val_recs[: max(1, opts.max_cases // 4)]
     if not train_recs or not val_recs:
         raise InputError("the split has no training or no validation case; add cases", opts.data)
-    train_x, train_t = _prepare_cases(train_recs, model.cfg.grid, opts.progress)
-    val_x, val_t = _prepare_cases(val_recs, model.cfg.grid, opts.progress)
+    grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
+    train_set = _prepare_cases(train_recs, model.cfg.grid, opts.progress, lesions=grounded)
+    val_set = _prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded)
+    grounded = grounded and bool(train_set.labelled.any())
 
     accelerator = Accelerator(
         cpu=opts.device == "cpu",
@@ -267,21 +300,41 @@ def train(opts: TrainOptions) -> dict:
         tower, text_tok, max_len = _text_tower(model, opts)
         head = ContrastiveHead(model.cfg.vision_hidden, tower, opts.loss, train_text=not opts.vision)
         params += [p for p in head.parameters() if p.requires_grad]
+    grounder = None
+    if grounded:
+        grounder = GroundingHead(model.cfg)
+        _load_grounding_head(grounder, opts.init)
+        params += list(grounder.parameters())
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     if head is not None:
         head = accelerator.prepare(head)
+    if grounder is not None:
+        grounder = accelerator.prepare(grounder)
     core = accelerator.unwrap_model(model)
 
-    def batch_loss(x: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    def batch_loss(x: torch.Tensor, texts: list[str], lesion=None, labelled=None):
+        """(the phase's own loss, the grounding loss or None) for one batch."""
         x = x.to(accelerator.device)
+        if opts.phase == "lora":
+            return core.loss(x, texts), None
+        patches, compressed = core.encode(x)
         if opts.phase == "contrastive":
             ids = text_tok(
                 texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
             )["input_ids"].to(accelerator.device)
-            tokens = core.compressor(core.encoder(x), core.encoder.positions())
-            return head(tokens, ids)
-        return core.loss(x, texts)
+            main = head(compressed, ids)
+        else:
+            main = core.text_loss(core.project(compressed), texts)
+        ground = None
+        if grounder is not None and labelled is not None and bool(labelled.any()):
+            keep = labelled.to(x.device)
+            ground = grounder(
+                patches[keep] if patches is not None else None,
+                compressed[keep],
+                lesion.to(x.device, torch.float32)[keep],
+            )
+        return main, ground
 
     log_path = out / "metrics.jsonl"
     start_epoch = int(state.get("epoch", 0))
@@ -293,7 +346,7 @@ def train(opts: TrainOptions) -> dict:
         model.train()
         started = time.perf_counter()
         order = rng.permutation(len(train_recs))
-        losses = []
+        losses, ground_losses = [], []
         batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
         if opts.phase == "contrastive":
             batches = [b for b in batches if len(b) > 1] or batches  # contrastive needs negatives
@@ -303,29 +356,44 @@ def train(opts: TrainOptions) -> dict:
             disable=not opts.progress,
             file=sys.stderr,
         )
-        for idx in bar:
+        for step, idx in enumerate(bar):
+            rate = learning_rate(opts, (epoch - 1) * len(batches) + step, opts.epochs * len(batches))
+            for group in optimizer.param_groups:
+                group["lr"] = rate
             with accelerator.accumulate(model):
-                xb, tb = mirror_batch(train_x[idx], [train_t[i] for i in idx], opts.mirror, rng)
-                loss = batch_loss(xb, tb)
+                texts = [train_set.texts[i] for i in idx]
+                xb, tb, lb = mirror_batch(train_set.x[idx], texts, opts.mirror, rng, train_set.lesion[idx])
+                loss, ground = batch_loss(xb, tb, lb, train_set.labelled[idx])
+                losses.append(float(loss.detach()))  # the phase's own loss, comparable with val_loss
+                if ground is not None:
+                    ground_losses.append(float(ground.detach()))
+                    loss = loss + opts.grounding * ground
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
-            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         model.eval()
         with torch.no_grad():
-            val_losses = []
+            val_losses, val_ground = [], []
             for i in range(0, len(val_recs), opts.batch_size):
                 idx = list(range(i, min(i + opts.batch_size, len(val_recs))))
                 if opts.phase == "contrastive" and len(idx) < 2:
                     idx = list(range(max(0, len(val_recs) - 2), len(val_recs)))
-                val_losses.append(float(batch_loss(val_x[idx], [val_t[j] for j in idx])))
-        val_loss = float(np.mean(val_losses))
+                texts = [val_set.texts[j] for j in idx]
+                main, ground = batch_loss(val_set.x[idx], texts, val_set.lesion[idx], val_set.labelled[idx])
+                val_losses.append(float(main))
+                if ground is not None:
+                    val_ground.append(float(ground))
+        val_loss = float(np.mean(val_losses))  # the phase's own loss picks the best epoch
         seconds = time.perf_counter() - started
         name = f"epoch-{epoch:03d}"
         core.split = split
-        save(core, out / name, include_base=core.cfg.preset in ("demo", "seed"))
+        save(core, out / name, include_base=core.cfg.preset != "medgemma")
         (out / name / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+        if grounder is not None:
+            from safetensors.torch import save_file
+
+            save_file(accelerator.unwrap_model(grounder).state_dict(), str(out / name / HEAD_FILE))
         if val_loss < best:
             best = val_loss
             shutil.rmtree(out / "best", ignore_errors=True)
@@ -339,6 +407,10 @@ def train(opts: TrainOptions) -> dict:
             "samples_per_s": round(len(order) / seconds, 2),
             "cases": len(train_recs),
         }
+        if ground_losses:
+            record["train_grounding"] = round(float(np.mean(ground_losses)), 5)
+        if val_ground:
+            record["val_grounding"] = round(float(np.mean(val_ground)), 5)
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         state = {
@@ -352,6 +424,28 @@ def train(opts: TrainOptions) -> dict:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, state_path)
     return state
+
+
+def learning_rate(opts: TrainOptions, step: int, total: int) -> float:
+    """The rate at a global step: a function of the step alone, so a resumed run continues on the same curve.
+
+    ``cosine``: linear warm-up over the first 3 % of the steps, then half a cosine down to 2 % of ``--lr``.
+    """
+    if opts.schedule == "constant" or total <= 1:
+        return opts.lr
+    warm = max(1, int(0.03 * total))
+    if step < warm:
+        return opts.lr * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return opts.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _load_grounding_head(head: nn.Module, init: str | None) -> None:
+    """Continue the grounding head of the --init checkpoint (a resumed run, or the previous phase)."""
+    if init and (Path(init) / HEAD_FILE).is_file():
+        from safetensors.torch import load_file
+
+        head.load_state_dict(load_file(str(Path(init) / HEAD_FILE)))
 
 
 def _split_of(init: str | None) -> dict | None:

@@ -15,7 +15,6 @@ from torch import nn
 
 from .compressor import build_compressor
 from .config import ModelConfig
-from .encoder import InflatedSiglipEncoder
 from .language import ChatPrompt
 from .projector import Projector
 
@@ -43,7 +42,7 @@ def text_embedding_rms(lm) -> float:
 class BrainGemma3D(nn.Module):
     """BrainGemma3D: see the module docstring. ``lm`` stays frozen (LoRA adapters aside)."""
 
-    def __init__(self, cfg: ModelConfig, encoder: InflatedSiglipEncoder, lm, tokenizer, projector_scale=None):
+    def __init__(self, cfg: ModelConfig, encoder: nn.Module, lm, tokenizer, projector_scale=None):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
@@ -64,10 +63,17 @@ class BrainGemma3D(nn.Module):
             cfg.projector_hidden,
             projector_scale,
             normalise=cfg.projector_norm,
+            regions=cfg.location_regions,
         )
         self.lm = lm
         self.tokenizer = tokenizer
         self.prompt = ChatPrompt.build(tokenizer, cfg.prompt) if tokenizer is not None else None
+        # The slice baseline labels each slice's tokens in text, as MedGemma is shown a series of images.
+        self.slice_labels: list[list[int]] = []
+        if cfg.encoder == "slices" and tokenizer is not None:
+            self.slice_labels = [
+                tokenizer(f"slice {k + 1}:", add_special_tokens=False)["input_ids"] for k in range(cfg.slices)
+            ]
         lm.requires_grad_(False)
 
     @property
@@ -75,12 +81,36 @@ class BrainGemma3D(nn.Module):
         return self.projector.scale.device
 
     # --- vision side ----------------------------------------------------------------------------------
-    def visual_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> (B, K, E_lm), in the LM's dtype."""
+    def encode(self, volumes: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(B, C, D, H, W) -> (patch tokens (B, N, E_vision) or None, compressed tokens (B, K, E_vision)).
+
+        The slice baseline pools inside its encoder, so it has no separate patch tokens to return.
+        """
         tokens = self.encoder(volumes)
-        compressed = self.compressor(tokens, self.encoder.positions())
+        if self.cfg.encoder == "slices":
+            return None, tokens
+        return tokens, self.compressor(tokens, self.encoder.positions())
+
+    def compressed_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> (B, K, E_vision): what the projector turns into the LM's visual tokens."""
+        return self.encode(volumes)[1]
+
+    def visual_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> (B, K, E_lm) (slice baseline: with its slice labels), in the LM's dtype."""
+        return self.project(self.compressed_tokens(volumes))
+
+    def project(self, compressed: torch.Tensor) -> torch.Tensor:
+        """Compressed tokens (B, K, E_vision) -> the LM's visual tokens (slice baseline: labels inserted)."""
         projected = self.projector(compressed)
-        return projected.to(self.lm.get_input_embeddings().weight.dtype)
+        projected = projected.to(self.lm.get_input_embeddings().weight.dtype)
+        if not self.slice_labels:
+            return projected
+        per_slice = projected.shape[1] // len(self.slice_labels)
+        parts = []
+        for k, label in enumerate(self.slice_labels):
+            own = projected[:, k * per_slice : (k + 1) * per_slice]
+            parts += [self._embed_ids(label, projected.shape[0]), own]
+        return torch.cat(parts, dim=1)
 
     def _embed_ids(self, ids: list[int], batch: int) -> torch.Tensor:
         tensor = torch.tensor([ids], dtype=torch.long, device=self.device).expand(batch, -1)
@@ -190,8 +220,11 @@ class BrainGemma3D(nn.Module):
 
     def loss(self, volumes, texts: list[str]) -> torch.Tensor:
         """Mean next-token cross-entropy of ``texts`` given their volumes (training; texts may differ)."""
-        batch = self.as_batch(volumes)
-        prompt = self.prompt_embeddings(self.visual_tokens(batch))
+        return self.text_loss(self.visual_tokens(self.as_batch(volumes)), texts)
+
+    def text_loss(self, visual: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """:meth:`loss` from already computed visual tokens (training adds other losses on the same pass)."""
+        prompt = self.prompt_embeddings(visual)
         seqs = [self.target_ids(t)[0] for t in texts]
         length = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id

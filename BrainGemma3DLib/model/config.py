@@ -22,6 +22,7 @@ CONFIG_NAME = "braingemma3d_config.json"
 POSITIONS = ("pretrained3d", "linspace")
 COMPRESSORS = ("perceiver", "pool1d")
 PATCH_INITS = ("centre", "mean")
+ENCODERS = ("inflated", "slices")
 
 DEFAULT_PROMPT = (
     "You are a neuroradiologist. Write the FLAIR MRI report for this brain volume: location of any lesion "
@@ -69,6 +70,14 @@ MEDGEMMA_TEXT = {
 }
 
 
+#: The slice-based baseline (how a 2D model reads a volume), for the comparison table.
+SLICE_BASELINE = {
+    "encoder": "slices",
+    "slices": 8,
+    "regions": None,
+    "location_code": False,
+}
+
 #: The published system's design choices, reproducible on top of any preset.
 SEED_DESIGN = {
     "position": "linspace",
@@ -76,6 +85,7 @@ SEED_DESIGN = {
     "tubelet": 3,
     "depth_stride": 1,
     "projector_norm": False,
+    "location_code": False,
 }
 
 
@@ -88,6 +98,8 @@ class ModelConfig:
     text_tower: dict = field(default_factory=dict)  # SiglipTextConfig keyword arguments (contrastive phase)
     lm: dict = field(default_factory=dict)  # Gemma3TextConfig keyword arguments
     in_channels: int = 1  # 1 = FLAIR; 3 = FLAIR/T1ce/T2 as channels
+    encoder: str = "inflated"  # "slices" = the slice-based baseline (2D tower over N labelled axial slices)
+    slices: int = 8  # slice baseline: number of axial slices (num_latents / slices tokens each)
     grid: tuple[int, int, int] = (32, 64, 64)  # model grid (D, H, W), see BrainGemma3DLib.volume
     tubelet: int = 4  # depth of the Conv3d patch kernel
     depth_stride: int = 4  # = tubelet (non-overlapping); the seed uses 1 with an overlapping kernel
@@ -104,6 +116,7 @@ class ModelConfig:
     )  # perceiver latents anchored to (D, H, W) blocks; None = global
     projector_hidden: int = 0  # 0 = the LM hidden size
     projector_norm: bool = True  # unit-RMS visual tokens before the scale (the published design: False)
+    location_code: bool = True  # add each anchored token's block centre to its content (needs regions)
     prompt: str = DEFAULT_PROMPT
     max_new_tokens: int = 160
     vision_base: str = ""  # folder or HF id of the MedSigLIP weights ("" = built from `vision`)
@@ -142,6 +155,23 @@ class ModelConfig:
         return d * h * w
 
     @property
+    def location_regions(self) -> tuple[int, int, int] | None:
+        """The anchored blocks whose centres the projector encodes, or None (no location code)."""
+        if (
+            self.location_code
+            and self.encoder == "inflated"
+            and self.compressor == "perceiver"
+            and self.regions is not None
+        ):
+            return tuple(self.regions)
+        return None
+
+    @property
+    def slice_pool(self) -> int:
+        """Slice baseline: each slice is pooled to slice_pool x slice_pool tokens."""
+        return int(round((self.num_latents // max(self.slices, 1)) ** 0.5))
+
+    @property
     def num_visual_tokens(self) -> int:
         """Tokens the language model sees for one volume."""
         return self.num_latents
@@ -153,6 +183,14 @@ class ModelConfig:
             problems.append(f"in_channels must be 1, 2 or 3 (got {self.in_channels})")
         if self.position not in POSITIONS:
             problems.append(f"position must be one of {POSITIONS} (got {self.position!r})")
+        if self.encoder not in ENCODERS:
+            problems.append(f"encoder must be one of {ENCODERS} (got {self.encoder!r})")
+        slices_fit = 1 <= self.slices <= self.grid[0] and self.slices * self.slice_pool**2 == self.num_latents
+        if self.encoder == "slices" and not slices_fit:
+            problems.append(
+                f"the slice baseline needs 1 <= slices <= depth {self.grid[0]} and num_latents "
+                f"({self.num_latents}) = slices ({self.slices}) x a square number of tokens per slice"
+            )
         if self.compressor not in COMPRESSORS:
             problems.append(f"compressor must be one of {COMPRESSORS} (got {self.compressor!r})")
         if self.patch_init not in PATCH_INITS:
@@ -165,7 +203,7 @@ class ModelConfig:
             problems.append("need 1 <= depth_stride <= tubelet")
         if self.num_latents < 1:
             problems.append("num_latents must be at least 1")
-        if self.compressor == "perceiver" and self.regions is not None and self.vision:
+        if self.encoder == "inflated" and self.compressor == "perceiver" and self.regions and self.vision:
             kd, kh, kw = self.regions
             if kd * kh * kw != self.num_latents:
                 problems.append(f"regions {self.regions} must multiply to num_latents {self.num_latents}")
@@ -199,7 +237,7 @@ class ModelConfig:
 
 
 def preset(name: str, **overrides) -> ModelConfig:
-    """A named preset (``medgemma``, ``demo`` or ``seed``), with field overrides."""
+    """A named preset (``medgemma``, ``demo``, ``seed`` or ``slices``), with field overrides."""
     if name == "medgemma":
         base = dict(
             preset="medgemma",
@@ -215,7 +253,7 @@ def preset(name: str, **overrides) -> ModelConfig:
             vision_base="google/medsiglip-448",
             lm_base="google/medgemma-1.5-4b-it",
         )
-    elif name in ("demo", "seed"):
+    elif name in ("demo", "seed", "slices"):
         base = dict(
             preset=name,
             vision=dict(
@@ -263,7 +301,9 @@ def preset(name: str, **overrides) -> ModelConfig:
         )
         if name == "seed":
             base.update(SEED_DESIGN)
+        if name == "slices":
+            base.update(SLICE_BASELINE)
     else:
-        raise ValueError(f"unknown preset {name!r} (expected medgemma, demo or seed)")
+        raise ValueError(f"unknown preset {name!r} (expected medgemma, demo, seed or slices)")
     base.update(overrides)
     return ModelConfig(**base)

@@ -136,3 +136,75 @@ class InflatedSiglipEncoder(nn.Module):
             else:
                 hidden = layer(hidden, None)
         return self.post_layernorm(hidden)
+
+
+def slice_positions(cfg: ModelConfig) -> list[int]:
+    """Depth indices of the slice baseline's N axial slices: the centres of N equal slabs, inferior first."""
+    return [int((i + 0.5) * cfg.grid[0] / cfg.slices) for i in range(cfg.slices)]
+
+
+class SliceSiglipEncoder(nn.Module):
+    """The slice-based baseline: the *uninflated* 2D tower applied to N axial slices, one image each.
+
+    This is how a 2D vision-language model such as MedGemma reads a volume: a series of images, each with its
+    own 2D position table and no depth position, each pooled to s x s tokens (s^2 = K / N) so the language
+    model receives the same number of visual tokens as from the 3D encoder. The slice labels are added by the
+    model around each slice's tokens (see :meth:`BrainGemma3D.visual_tokens`). Kept only for comparison.
+    """
+
+    def __init__(self, cfg: ModelConfig, siglip_vision=None):
+        super().__init__()
+        from transformers import SiglipVisionModel
+
+        self.cfg = cfg
+        if siglip_vision is None:
+            siglip_vision = SiglipVisionModel(vision_config(cfg))
+        emb = siglip_vision.embeddings
+        dim, p = cfg.vision_hidden, cfg.patch_size
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=(1, p, p), stride=(1, p, p))
+        _, h, w = cfg.token_grid
+        with torch.no_grad():
+            w2d = emb.patch_embedding.weight
+            if w2d.device.type != "meta":  # a 1-frame "inflation" is exactly the 2D (grey) patch embedding
+                self.patch_embedding.weight.copy_(inflate_patch_kernel(w2d, cfg.in_channels, 1, "centre"))
+                self.patch_embedding.bias.copy_(emb.patch_embedding.bias)
+        table = emb.position_embedding.weight
+        if table.device.type == "meta":
+            plane = torch.empty(h * w, dim, device="meta")
+        else:
+            plane = resample_position_table(table.detach(), (h, w))
+        self.plane_position = nn.Parameter(plane)
+        self.register_buffer("slice_index", torch.tensor(slice_positions(cfg)), persistent=False)
+        self.side = cfg.slice_pool
+        self.layers = siglip_vision.encoder.layers
+        self.post_layernorm = siglip_vision.post_layernorm
+        self.gradient_checkpointing = False
+
+    def positions(self) -> None:
+        """Slices carry no 3D position (only their labels say which slice they are)."""
+        return None
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) in [0, 1] -> (B, N * s * s, E), slice by slice (inferior first)."""
+        expected = (self.cfg.in_channels, *self.cfg.grid)
+        if tuple(volume.shape[1:]) != expected:
+            raise ValueError(f"expected volumes of shape (B, {expected}), got {tuple(volume.shape)}")
+        slices = volume.index_select(2, self.slice_index).to(self.patch_embedding.weight.dtype) * 2.0 - 1.0
+        x = self.patch_embedding(slices)  # (B, E, N, h, w)
+        b, e, n, h, w = x.shape
+        hidden = x.permute(0, 2, 3, 4, 1).reshape(b * n, h * w, e) + self.plane_position.to(x.dtype)
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
+            else:
+                hidden = layer(hidden, None)
+        hidden = self.post_layernorm(hidden).reshape(b * n, h, w, e).permute(0, 3, 1, 2)
+        pooled = F.adaptive_avg_pool2d(hidden, self.side)  # (B * N, E, s, s)
+        return pooled.flatten(2).transpose(1, 2).reshape(b, n * self.side * self.side, e)
+
+
+def build_encoder(cfg: ModelConfig, siglip_vision=None) -> nn.Module:
+    """The encoder ``cfg.encoder`` names: the inflated 3D tower (ours) or the slice-based baseline."""
+    if cfg.encoder == "slices":
+        return SliceSiglipEncoder(cfg, siglip_vision)
+    return InflatedSiglipEncoder(cfg, siglip_vision)

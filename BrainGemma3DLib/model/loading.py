@@ -23,7 +23,7 @@ import torch
 from ..errors import InputError
 from .brain_model import BrainGemma3D
 from .config import CONFIG_NAME, ModelConfig, preset
-from .encoder import InflatedSiglipEncoder, vision_config
+from .encoder import build_encoder, vision_config
 from .language import (
     build_language_model,
     check_weights_present,
@@ -137,7 +137,7 @@ def build(cfg: ModelConfig, tokenizer=None, *, device: str | torch.device = "cpu
 
     with torch.device(device):
         siglip = SiglipVisionModel(vision_config(cfg))
-        encoder = InflatedSiglipEncoder(cfg, siglip)
+        encoder = build_encoder(cfg, siglip)
     lm = build_language_model(cfg.lm, device=device)
     if tokenizer is None and str(device) != "meta":
         from .tokenizer import build_demo_tokenizer, report_corpus
@@ -171,7 +171,7 @@ def from_base_models(
     language = load_language_model(lm_dir, device=dev, dtype=dtype, quantize=quantize)
     tokenizer = load_tokenizer(lm_dir)
     with torch.device(dev):
-        encoder = InflatedSiglipEncoder(cfg, siglip).to(dtype)
+        encoder = build_encoder(cfg, siglip).to(dtype)
         model = BrainGemma3D(cfg, encoder, language, tokenizer)
     model.compressor.to(dev, dtype)
     model.projector.to(dev, dtype)

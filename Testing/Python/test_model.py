@@ -9,7 +9,9 @@ import torch
 
 from BrainGemma3DLib.errors import InputError
 from BrainGemma3DLib.model import build, from_base_models, load_checkpoint, preset, save
-from BrainGemma3DLib.model.encoder import InflatedSiglipEncoder, resample_position_table
+from BrainGemma3DLib.model.compressor import region_mask
+from BrainGemma3DLib.model.encoder import InflatedSiglipEncoder, SliceSiglipEncoder, resample_position_table
+from BrainGemma3DLib.model.projector import block_centres
 from BrainGemma3DLib.model.tokenizer import build_demo_tokenizer, report_corpus
 
 
@@ -92,6 +94,51 @@ def test_seed_options_build_and_differ():
     assert seed.token_grid[0] == seed.grid[0]  # depth stride 1: one token row per slice (the seed's cost)
     ours = preset("demo")
     assert seed.num_patch_tokens > 3 * ours.num_patch_tokens
+
+
+def test_location_code_names_the_block_each_anchored_token_reads():
+    """Token k's location code is the centre of the brain block its latent attends to (W>0 = left)."""
+    cfg = preset("demo")
+    d, h, w = cfg.token_grid
+    mask = region_mask(cfg.token_grid, cfg.regions)[:, : d * h * w]  # True = blocked
+    grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in (d, h, w)), indexing="ij"), -1).float()
+    normalised = (2 * grid + 1) / torch.tensor([d, h, w], dtype=torch.float32) - 1  # token centres in [-1, 1]
+    centres = block_centres(cfg.regions)
+    for k in range(cfg.num_latents):
+        seen = normalised.reshape(-1, 3)[~mask[k]]
+        assert torch.allclose(seen.mean(0), centres[k], atol=1e-6)
+    assert (centres[:16, 2] < 0).all() and (centres[16:, 2] > 0).all()  # right hemisphere first, then left
+    model = build(cfg)
+    assert model.projector.location is not None
+    flat = torch.zeros(1, cfg.num_latents, cfg.vision_hidden)  # identical content in every block ...
+    tokens = model.projector(flat)[0]
+    assert not torch.allclose(tokens[0], tokens[16])  # ... still tells the right block from the left one
+    assert build(preset("seed")).projector.location is None  # the published design has no such code
+
+
+def test_slice_baseline_reads_labelled_2d_slices(siglip, tokenizer):
+    cfg = small_cfg(**{"encoder": "slices", "slices": 4, "regions": None, "num_latents": 16})
+    enc = SliceSiglipEncoder(cfg, siglip).eval()
+    assert enc.slice_index.tolist() == [2, 6, 10, 14]
+    volume = torch.rand(1, 1, 32, 48).unsqueeze(2).expand(1, 1, 16, 32, 48)  # identical slices
+    tokens = enc(volume)
+    assert tokens.shape == (1, 16, 32)
+    per_slice = tokens.reshape(4, 4, 32)
+    assert torch.allclose(per_slice[0], per_slice[3], atol=1e-5)  # no depth position: slices are alike
+    x = volume * 2 - 1  # the 1-frame patch embedding is the 2D one on a grey slice
+    conv2d = torch.nn.functional.conv2d(
+        x[:, :, 0].expand(1, 3, 32, 48),
+        siglip.embeddings.patch_embedding.weight,
+        siglip.embeddings.patch_embedding.bias,
+        stride=8,
+    )
+    assert torch.allclose(enc.patch_embedding(x[:, :, :1])[:, :, 0], conv2d, atol=1e-4)
+    model = build(preset("slices"), tokenizer)
+    visual = model.visual_tokens(torch.rand(1, 1, 32, 64, 64))
+    labels = sum(len(ids) for ids in model.slice_labels)
+    assert len(model.slice_labels) == 8 and visual.shape[1] == 32 + labels
+    with pytest.raises(ValueError, match="slice baseline"):
+        preset("slices", slices=5)
 
 
 def test_medgemma_preset_shapes_on_meta_device():

@@ -41,6 +41,8 @@ def test_three_phases_chain_and_resume(data, tmp_path):
         assert result.returncode == 0, result.stderr
         log = [json.loads(line) for line in (tmp_path / phase / "metrics.jsonl").read_text().splitlines()]
         assert len(log) == 1 and log[0]["phase"] == phase and log[0]["val_loss"] > 0
+        # Phantoms carry tumour labels: contrastive and warmup ground the visual tokens on them.
+        assert ("train_grounding" in log[0]) == (phase != "lora")
         assert (tmp_path / phase / "best" / "split.json").is_file()
     # The split chains unchanged from phase to phase.
     splits = [json.loads((tmp_path / p / "best" / "split.json").read_text()) for p, _ in phases]
@@ -153,3 +155,64 @@ def test_mirror_augmentation_flips_the_side_in_image_and_text():
     assert out[:, :, :, :, :2].sum() > 0 and out[:, :, :, :, 6:].sum() == 0
     same, kept = mirror_batch(x, ["left lesion", "left lesion"], 0.0, np.random.default_rng(0))
     assert torch.equal(same, x) and kept == ["left lesion", "left lesion"]
+    lesion = x[:, 0].clone()
+    out, _, flipped = mirror_batch(x, ["left", "left"], 1.0, np.random.default_rng(0), lesion)
+    assert torch.equal(flipped, out[:, 0])  # the lesion mask follows its image
+
+
+def test_grounding_targets_name_the_tokens_that_hold_the_lesion(data):
+    """A lesion in the left hemisphere lights the left half of the visual tokens, in the LM's order."""
+    import torch
+
+    from BrainGemma3DLib.data import scan
+    from BrainGemma3DLib.model import preset
+    from BrainGemma3DLib.model.grounding import GroundingHead, token_targets, visual_targets
+
+    found = scan(data)
+    assert all((c.seg is not None) != c.healthy for c in found.cases)
+    cfg = preset("demo")
+    lesion = torch.zeros(1, *cfg.grid)
+    lesion[:, 20:24, 4:12, 44:52] = 1.0  # superior, anterior, patient's left (high W)
+    blocks = visual_targets(cfg, lesion)[0]
+    lit = torch.nonzero(blocks > 0).flatten().tolist()
+    assert lit and all(k >= 16 for k in lit)  # second half of the visual tokens = left hemisphere
+    kd, kh, _ = cfg.regions
+    assert all(k % kd == 2 and (k // kd) % kh == 0 for k in lit)  # its height block and its front block
+    tokens = token_targets(cfg, lesion)[0].reshape(cfg.token_grid)
+    assert tokens[5, 0:2, 5:7].min() > 0 and tokens[:, :, :4].max() == 0
+    seed = visual_targets(preset("seed"), lesion)[0]
+    slices = visual_targets(preset("slices"), lesion)[0]
+    assert seed.shape == slices.shape == (32,) and slices.reshape(8, 2, 2)[5, 0, 1] > 0
+    head = GroundingHead(cfg)
+    loss = head(torch.zeros(1, cfg.num_patch_tokens, 64), torch.zeros(1, 32, 64), lesion)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_bench_train_reports_every_phase():
+    from BrainGemma3DLib.bench import run_train
+
+    rows = run_train(cases=5, epochs=2)
+    rates = {r["name"].split(": ")[1]: r["value"] for r in rows if r["unit"] == "samples/s"}
+    assert set(rates) == {"contrastive", "warmup", "lora"} and all(v > 0 for v in rates.values())
+
+
+def test_compare_builds_the_readme_table(tmp_path):
+    runs = []
+    for name, hemi in (("ours", 0.97), ("seed", 0.5)):
+        folder = tmp_path / name
+        folder.mkdir()
+        metrics = {
+            "cases": 10,
+            "text": {"BLEU-4": 0.2, "ROUGE-L": 0.4},
+            "keyword_f1": {"laterality": hemi, "anatomy": 0.8, "pathology": 0.9},
+            "strict": {"hemisphere_accuracy": {"value": hemi, "ci_low": 0, "ci_high": 1}},
+        }
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(f"{name}={folder}")
+    result = run_cli("compare", *runs, "--out", str(tmp_path / "table.md"))
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "table.md").read_text().splitlines()
+    assert rows[2].startswith("| ours | 10 | 0.200 | 0.400 | 0.970") and "0.500" in rows[3]
+    assert rows[2].endswith("n/a |")  # a score the evaluation did not have is said, not invented
+    result = run_cli("compare", f"x={tmp_path / 'missing'}")
+    assert result.returncode == 2 and "no metrics.json" in result.stderr

@@ -257,7 +257,7 @@ def test_cli_preprocess_writes_summary_and_grid(head, tmp_path):
     assert grid_img.shape == (32, 64, 64)
     # The written grid is a proper image: its world coordinates put the blob on the patient's left.
     arr = grid_img.get_fdata()
-    idx = np.argwhere(arr > 0.9).mean(axis=0)
+    idx = np.argwhere(arr > 0.7).mean(axis=0)
     world = grid_img.affine[:3, :3] @ idx + grid_img.affine[:3, 3]
     assert world[0] < -20
 
@@ -273,9 +273,11 @@ def test_foreground_fills_dark_ventricles_and_normalises_inside_it(head):
     centre = np.round(mapping.world_to_grid(affine[:3, :3] @ ijk + affine[:3, 3])).astype(int)
     assert mapping.foreground[tuple(centre)], "an interior dark region must count as foreground"
     assert grid[0][tuple(centre)] == 0.0
-    # Background is exactly 0 and the foreground spans the full intensity range.
+    # Background is exactly 0; the 99.5th percentile of the foreground sits at 0.75, leaving headroom
+    # for hyperintensities up to 1.
     assert (grid[0][~mapping.foreground] == 0).all()
-    assert grid[0][mapping.foreground].max() == pytest.approx(1.0)
+    inside = grid[0][mapping.foreground]
+    assert np.percentile(inside, 99.5) == pytest.approx(0.75, abs=0.02) and inside.max() <= 1.0
 
 
 def test_bench_io_json(tmp_path):
