@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from .data import make_split, scan
 from .errors import InputError
-from .model.grounding import HEAD_FILE, GroundingHead
+from .model.grounding import CLASSES, HEAD_FILE, GroundingHead
 
 PHASES = ("contrastive", "warmup", "lora")
 
@@ -134,7 +134,7 @@ def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Gen
 
     Pairs that differ only in the side force the model to read the side from the image instead of learning
     the text's prior; brains are near-symmetric, so a mirrored case is a plausible case.
-    ``lesion`` (B, D, H, W), when given, is flipped with its volumes and returned third.
+    ``lesion`` (B, ..., W), when given, is flipped with its volumes and returned third.
     """
     if p <= 0:
         return (x, texts) if lesion is None else (x, texts, lesion)
@@ -203,7 +203,7 @@ class Prepared:
 
     x: torch.Tensor  # (N, C, D, H, W) float32 in [0, 1]
     texts: list[str]
-    lesion: torch.Tensor  # (N, D, H, W) float16 lesion fraction (0 for healthy controls)
+    lesion: torch.Tensor  # (N, L, D, H, W) float16 grounding-class fractions (0 for healthy controls)
     labelled: torch.Tensor  # (N,) bool: lesion mask known (tumour labels, or a healthy control)
 
 
@@ -220,7 +220,7 @@ def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True) -> Pr
         arr, mapping = study.to_model_grid(grid)
         arrays.append(torch.from_numpy(arr))
         texts.append(rec.report)
-        mask = np.zeros(tuple(grid), np.float32)
+        mask = np.zeros((len(CLASSES), *grid), np.float32)
         if lesions and rec.seg is not None:
             mask = lesion_on_grid(rec.seg, mapping)
         masks.append(torch.from_numpy(mask).half())

@@ -1,5 +1,5 @@
-"""Lesion grounding: an auxiliary training loss that makes every visual token say whether its part of the
-brain holds lesion, using the tumour labels BraTS ships with every case (and healthy controls: none).
+"""Lesion grounding: an auxiliary training loss that makes every visual token say which tumour tissue its part
+of the brain holds, using the tumour labels BraTS ships with every case (and healthy controls: none).
 
 Why: the report's words give a weak, indirect signal about *where* (one side word and one or two lobe words
 per report), and a model trained on them alone learns the words' prior ("left" for every lesion) instead of
@@ -7,13 +7,16 @@ reading the image. We measured it: the demo model trained on 1,000 phantoms stay
 hemisphere, and so did a model trained on nothing but "the lesion is in the left/right hemisphere". With this
 loss the same model reads the side (see README, "Training"). Two small linear heads, used only in training:
 
-- token level: each encoder patch token predicts "lesion in my patch" (the inflated 3D encoder);
-- visual level: each visual token the language model reads predicts "lesion in the part I summarise":
+- token level: each encoder patch token predicts, for each of the :data:`CLASSES`, "present in my patch"
+  (the inflated 3D encoder);
+- visual level: each visual token the language model reads predicts the same for "the part I summarise":
   its anchored block (Perceiver with regions), its chunk of the flattened sequence (the published pool1d), or
   its pooled square of its slice (the slice baseline).
 
-Targets are the fraction of lesion voxels under each token, thresholded; both losses are binary
-cross-entropy. The heads are saved next to the checkpoint only so that a resumed run continues exactly.
+Targets are the fraction of each class's voxels under each token, thresholded; both losses are binary
+cross-entropy. The classes are BraTS' own labels, so the tokens learn to tell edema from enhancing tumour
+from the tumour core - the findings the report must name - and not only where the lesion is.
+The heads are saved next to the checkpoint only so that a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -32,40 +35,44 @@ VISUAL_THRESHOLD = 0.005
 
 HEAD_FILE = "grounding_head.safetensors"
 
+#: Grounding classes: channel -> BraTS labels (1 necrotic / non-enhancing core, 2 edema, 4 enhancing).
+CLASSES = {"lesion": (1, 2, 4), "core": (1,), "edema": (2,), "enhancing": (4,)}
+
 
 def lesion_on_grid(seg_path, mapping) -> np.ndarray:
-    """The lesion mask of a BraTS label file (any label > 0) as fractions on the model grid (D, H, W)."""
+    """A BraTS label file as per-class fractions on the model grid, (len(CLASSES), D, H, W) float32."""
     from ..volume import load_volume
 
     seg = load_volume(seg_path)
-    seg.data = (seg.data[:1] > 0).astype(np.float32)
-    return seg.resample_to(mapping.grid_affine, mapping.grid_shape, order=1).data[0]
+    labels = np.rint(seg.data[0])
+    seg.data = np.stack([np.isin(labels, values) for values in CLASSES.values()]).astype(np.float32)
+    return seg.resample_to(mapping.grid_affine, mapping.grid_shape, order=1).data
 
 
 def token_targets(cfg: ModelConfig, lesion: torch.Tensor) -> torch.Tensor | None:
-    """(B, D, H, W) lesion fractions -> (B, N) per encoder patch token, in the encoder's order; or None."""
+    """(B, L, D, H, W) class fractions -> (B, N, L) per encoder patch token (encoder order), or None."""
     if cfg.encoder != "inflated":
         return None
-    pooled = F.adaptive_avg_pool3d(lesion.unsqueeze(1), cfg.token_grid)  # (B, 1, D', H', W')
-    return pooled.flatten(1)
+    pooled = F.adaptive_avg_pool3d(lesion, cfg.token_grid)  # (B, L, D', H', W')
+    return pooled.flatten(2).transpose(1, 2)
 
 
 def visual_targets(cfg: ModelConfig, lesion: torch.Tensor) -> torch.Tensor | None:
-    """(B, D, H, W) lesion fractions -> (B, K) per visual token, in the order the LM reads them; or None."""
+    """(B, L, D, H, W) class fractions -> (B, K, L) per visual token (the LM's order), or None."""
+    b, n_cls = lesion.shape[:2]
     if cfg.encoder == "slices":
         from .encoder import slice_positions
 
-        picked = lesion[:, slice_positions(cfg)]  # (B, N, H, W)
-        pooled = F.adaptive_avg_pool2d(picked, cfg.slice_pool)  # (B, N, s, s)
-        return pooled.flatten(1)
+        picked = lesion[:, :, slice_positions(cfg)]  # (B, L, N, H, W)
+        pooled = F.adaptive_avg_pool2d(picked.flatten(1, 2), cfg.slice_pool)  # (B, L * N, s, s)
+        return pooled.reshape(b, n_cls, -1).transpose(1, 2)  # slice by slice, row by row
     if cfg.compressor == "pool1d":
-        per_token = token_targets(cfg, lesion)
-        return F.adaptive_avg_pool1d(per_token.unsqueeze(1), cfg.num_latents).squeeze(1)
+        per_token = token_targets(cfg, lesion).transpose(1, 2)  # (B, L, N)
+        return F.adaptive_avg_pool1d(per_token, cfg.num_latents).transpose(1, 2)
     if cfg.regions is None:
         return None  # free latents: no fixed part of the brain to ground them to
-    kd, kh, kw = cfg.regions
-    blocks = F.adaptive_avg_pool3d(lesion.unsqueeze(1), (kd, kh, kw))[:, 0]  # (B, kd, kh, kw)
-    return blocks.permute(0, 3, 2, 1).flatten(1)  # block order of region_mask: D fastest, W slowest
+    blocks = F.adaptive_avg_pool3d(lesion, tuple(cfg.regions))  # (B, L, kd, kh, kw)
+    return blocks.permute(0, 4, 3, 2, 1).reshape(b, -1, n_cls)  # region_mask's order: D fastest, W slowest
 
 
 class GroundingHead(nn.Module):
@@ -74,21 +81,21 @@ class GroundingHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.token = nn.Linear(cfg.vision_hidden, 1)
-        self.visual = nn.Linear(cfg.vision_hidden, 1)
+        self.token = nn.Linear(cfg.vision_hidden, len(CLASSES))
+        self.visual = nn.Linear(cfg.vision_hidden, len(CLASSES))
 
     def forward(
         self, patch_tokens: torch.Tensor | None, visual_tokens: torch.Tensor, lesion: torch.Tensor
     ) -> torch.Tensor:
-        """Mean BCE over the levels that apply; ``lesion`` (B, D, H, W) fractions on the model grid."""
+        """Mean BCE over the levels that apply; ``lesion``: (B, L, D, H, W) class fractions on the grid."""
         losses = []
         targets = token_targets(self.cfg, lesion)
         if targets is not None and patch_tokens is not None:
-            logits = self.token(patch_tokens).squeeze(-1)
+            logits = self.token(patch_tokens)
             losses.append(F.binary_cross_entropy_with_logits(logits, (targets >= TOKEN_THRESHOLD).to(logits)))
         targets = visual_targets(self.cfg, lesion)
         if targets is not None:
-            logits = self.visual(visual_tokens).squeeze(-1)
+            logits = self.visual(visual_tokens)
             losses.append(
                 F.binary_cross_entropy_with_logits(logits, (targets >= VISUAL_THRESHOLD).to(logits))
             )

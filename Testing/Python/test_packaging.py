@@ -391,3 +391,34 @@ def test_sample_case_is_small_and_complete():
     for seq in ("flair", "t1", "t1ce", "t2", "seg"):
         assert f"BraTS20_Training_001_{seq}.nii.gz" in names
     assert {"truth.json", "BraTS20_Training_001_flair_text.txt", "phantoms.json"} <= names
+
+
+def test_demo_weights_are_small_safe_and_documented():
+    weights = REPO / "Resources" / "DemoWeights"
+    files = [p for p in weights.rglob("*") if p.is_file()]
+    assert files, "Resources/DemoWeights is missing: run `make demo-weights`"
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    assert not [p for p in files if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt")]  # safetensors only
+    import json
+
+    held = json.loads((weights / "heldout_metrics.json").read_text())
+    assert held["split"] == "all" and held["cases"] >= 100
+    assert "synthetic phantoms" in (REPO / "README.md").read_text()
+
+
+def test_demo_weights_write_the_sample_case_report():
+    """`--model demo` reads the bundled sample case: its side and its lobe, as its truth.json says."""
+    import json
+
+    from BrainGemma3DLib.entities import extract
+    from BrainGemma3DLib.model import load
+    from BrainGemma3DLib.volume import load_volume
+
+    case = REPO / "Resources" / "Samples" / "BrainGemma3DSample" / "MICCAI_BraTS2020_TrainingData"
+    case = case / "BraTS20_Training_001"
+    truth = json.loads((case / "truth.json").read_text())
+    model = load("demo", device="cpu")
+    draft = model.generate(load_volume(case / "BraTS20_Training_001_flair.nii.gz"))[0]
+    found = extract(draft.text)
+    assert found.laterality == truth["hemisphere"], draft.text
+    assert set(found.lobes) & set(truth["lobes"]), draft.text

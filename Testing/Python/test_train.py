@@ -162,30 +162,48 @@ def test_mirror_augmentation_flips_the_side_in_image_and_text():
 
 def test_grounding_targets_name_the_tokens_that_hold_the_lesion(data):
     """A lesion in the left hemisphere lights the left half of the visual tokens, in the LM's order."""
+    import numpy as np
     import torch
 
     from BrainGemma3DLib.data import scan
     from BrainGemma3DLib.model import preset
-    from BrainGemma3DLib.model.grounding import GroundingHead, token_targets, visual_targets
+    from BrainGemma3DLib.model.grounding import (
+        CLASSES,
+        GroundingHead,
+        lesion_on_grid,
+        token_targets,
+        visual_targets,
+    )
+    from BrainGemma3DLib.volume import load_volume
 
     found = scan(data)
     assert all((c.seg is not None) != c.healthy for c in found.cases)
     cfg = preset("demo")
-    lesion = torch.zeros(1, *cfg.grid)
-    lesion[:, 20:24, 4:12, 44:52] = 1.0  # superior, anterior, patient's left (high W)
-    blocks = visual_targets(cfg, lesion)[0]
-    lit = torch.nonzero(blocks > 0).flatten().tolist()
+    lesion = torch.zeros(1, len(CLASSES), *cfg.grid)
+    lesion[:, 0, 20:24, 4:12, 44:52] = 1.0  # superior, anterior, patient's left (high W)
+    lesion[:, 2, 20:24, 4:12, 48:52] = 1.0  # its edema part
+    blocks = visual_targets(cfg, lesion)[0]  # (K, L)
+    lit = torch.nonzero(blocks[:, 0] > 0).flatten().tolist()
     assert lit and all(k >= 16 for k in lit)  # second half of the visual tokens = left hemisphere
     kd, kh, _ = cfg.regions
     assert all(k % kd == 2 and (k // kd) % kh == 0 for k in lit)  # its height block and its front block
-    tokens = token_targets(cfg, lesion)[0].reshape(cfg.token_grid)
+    assert torch.equal(blocks[:, 2] > 0, blocks[:, 0] > 0) and blocks[:, 1].max() == 0  # edema, no core
+    tokens = token_targets(cfg, lesion)[0, :, 0].reshape(cfg.token_grid)
     assert tokens[5, 0:2, 5:7].min() > 0 and tokens[:, :, :4].max() == 0
     seed = visual_targets(preset("seed"), lesion)[0]
     slices = visual_targets(preset("slices"), lesion)[0]
-    assert seed.shape == slices.shape == (32,) and slices.reshape(8, 2, 2)[5, 0, 1] > 0
+    assert seed.shape == slices.shape == (32, len(CLASSES)) and slices.reshape(8, 2, 2, -1)[5, 0, 1, 0] > 0
     head = GroundingHead(cfg)
     loss = head(torch.zeros(1, cfg.num_patch_tokens, 64), torch.zeros(1, 32, 64), lesion)
     assert torch.isfinite(loss) and loss > 0
+    # A phantom's BraTS labels land on the model grid class by class, where its FLAIR is bright.
+    case = next(c for c in found.cases if c.seg is not None)
+    grid, mapping = load_volume(case.images["flair"]).to_model_grid(cfg.grid)
+    classes = lesion_on_grid(case.seg, mapping)
+    assert classes.shape == (len(CLASSES), *cfg.grid)
+    whole = classes[0] > 0.5
+    assert whole.any() and (classes[1:].sum(0)[whole] > 0.5).all()  # every lesion voxel has a class
+    assert np.median(grid[0][whole]) > np.percentile(grid[0][mapping.foreground & ~whole], 99)
 
 
 def test_bench_train_reports_every_phase():
