@@ -65,7 +65,46 @@ def resample_position_table(table2d: torch.Tensor, grid_hw: tuple[int, int]) -> 
     return resized.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], dim).to(table2d.dtype)
 
 
-class InflatedSiglipEncoder(nn.Module):
+def inflated_conv(cfg: ModelConfig, emb, tubelet: int, stride: int, pad: int, init: str) -> nn.Conv3d:
+    """The Conv3d patch embedding, inflated from ``emb`` (SigLIP's embeddings) unless it sits on ``meta``."""
+    p = cfg.patch_size
+    conv = nn.Conv3d(
+        cfg.in_channels, cfg.vision_hidden, (tubelet, p, p), stride=(stride, p, p), padding=(pad, 0, 0)
+    )
+    with torch.no_grad():
+        w2d = emb.patch_embedding.weight
+        if w2d.device.type != "meta":
+            conv.weight.copy_(inflate_patch_kernel(w2d, cfg.in_channels, tubelet, init))
+            conv.bias.copy_(emb.patch_embedding.bias)
+    return conv
+
+
+def plane_table(emb, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """SigLIP's 2D position table resampled to the in-plane patch grid (empty on ``meta``)."""
+    table = emb.position_embedding.weight
+    if table.device.type == "meta":
+        return torch.empty(grid_hw[0] * grid_hw[1], table.shape[1], device="meta")
+    return resample_position_table(table.detach(), grid_hw)
+
+
+class _SiglipLayers(nn.Module):
+    """SigLIP's encoder layers and post-layernorm, run with optional gradient checkpointing."""
+
+    def _init_layers(self, siglip_vision) -> None:
+        self.layers = siglip_vision.encoder.layers
+        self.post_layernorm = siglip_vision.post_layernorm
+        self.gradient_checkpointing = False
+
+    def run_layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
+            else:
+                hidden = layer(hidden, None)
+        return self.post_layernorm(hidden)
+
+
+class InflatedSiglipEncoder(_SiglipLayers):
     """The 3D encoder: tubelet embedding, 3D positions, SigLIP layers (see the module docstring)."""
 
     def __init__(self, cfg: ModelConfig, siglip_vision=None):
@@ -77,27 +116,14 @@ class InflatedSiglipEncoder(nn.Module):
         if siglip_vision is None:
             siglip_vision = SiglipVisionModel(vision_config(cfg))
         emb = siglip_vision.embeddings
-        dim, p, t = cfg.vision_hidden, cfg.patch_size, cfg.tubelet
+        dim, t = cfg.vision_hidden, cfg.tubelet
         self.token_grid = cfg.token_grid
         pad = t // 2 if cfg.depth_stride < t else 0
-        self.patch_embedding = nn.Conv3d(
-            cfg.in_channels, dim, kernel_size=(t, p, p), stride=(cfg.depth_stride, p, p), padding=(pad, 0, 0)
-        )
-        with torch.no_grad():
-            w2d = emb.patch_embedding.weight
-            if w2d.device.type != "meta":
-                self.patch_embedding.weight.copy_(
-                    inflate_patch_kernel(w2d, cfg.in_channels, t, cfg.patch_init)
-                )
-                self.patch_embedding.bias.copy_(emb.patch_embedding.bias)
+        self.patch_embedding = inflated_conv(cfg, emb, t, cfg.depth_stride, pad, cfg.patch_init)
 
         d, h, w = self.token_grid
         if cfg.position == "pretrained3d":
-            table = emb.position_embedding.weight
-            if table.device.type == "meta":
-                plane = torch.empty(h * w, dim, device="meta")
-            else:
-                plane = resample_position_table(table.detach(), (h, w))
+            plane = plane_table(emb, (h, w))
             self.plane_position = nn.Parameter(plane)
             self.depth_position = nn.Parameter(torch.zeros(d, dim, device=plane.device))
         else:  # the published scheme: zeros with a linspace in two of the dimensions, fixed
@@ -105,9 +131,7 @@ class InflatedSiglipEncoder(nn.Module):
             fixed[:, :, 0] = torch.linspace(0.0, 1.0, d)[:, None]
             fixed[:, :, 1] = torch.linspace(0.0, 1.0, h * w)[None, :]
             self.register_buffer("linspace_position", fixed.reshape(d * h * w, dim), persistent=False)
-        self.layers = siglip_vision.encoder.layers
-        self.post_layernorm = siglip_vision.post_layernorm
-        self.gradient_checkpointing = False
+        self._init_layers(siglip_vision)
 
     def positions(self) -> torch.Tensor:
         """(N, E) position of every patch token, in (d, h, w) flattening order."""
@@ -130,12 +154,7 @@ class InflatedSiglipEncoder(nn.Module):
         if tuple(volume.shape[1:]) != expected:
             raise ValueError(f"expected volumes of shape (B, {expected}), got {tuple(volume.shape)}")
         hidden = self.embed(volume) + self.positions().to(self.patch_embedding.weight.dtype)
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
-            else:
-                hidden = layer(hidden, None)
-        return self.post_layernorm(hidden)
+        return self.run_layers(hidden)
 
 
 def slice_positions(cfg: ModelConfig) -> list[int]:
@@ -143,7 +162,7 @@ def slice_positions(cfg: ModelConfig) -> list[int]:
     return [int((i + 0.5) * cfg.grid[0] / cfg.slices) for i in range(cfg.slices)]
 
 
-class SliceSiglipEncoder(nn.Module):
+class SliceSiglipEncoder(_SiglipLayers):
     """The slice-based baseline: the *uninflated* 2D tower applied to N axial slices, one image each.
 
     This is how a 2D vision-language model such as MedGemma reads a volume: a series of images, each with its
@@ -160,25 +179,12 @@ class SliceSiglipEncoder(nn.Module):
         if siglip_vision is None:
             siglip_vision = SiglipVisionModel(vision_config(cfg))
         emb = siglip_vision.embeddings
-        dim, p = cfg.vision_hidden, cfg.patch_size
-        self.patch_embedding = nn.Conv3d(cfg.in_channels, dim, kernel_size=(1, p, p), stride=(1, p, p))
-        _, h, w = cfg.token_grid
-        with torch.no_grad():
-            w2d = emb.patch_embedding.weight
-            if w2d.device.type != "meta":  # a 1-frame "inflation" is exactly the 2D (grey) patch embedding
-                self.patch_embedding.weight.copy_(inflate_patch_kernel(w2d, cfg.in_channels, 1, "centre"))
-                self.patch_embedding.bias.copy_(emb.patch_embedding.bias)
-        table = emb.position_embedding.weight
-        if table.device.type == "meta":
-            plane = torch.empty(h * w, dim, device="meta")
-        else:
-            plane = resample_position_table(table.detach(), (h, w))
-        self.plane_position = nn.Parameter(plane)
+        # A 1-frame "inflation" is exactly the 2D (grey) patch embedding.
+        self.patch_embedding = inflated_conv(cfg, emb, 1, 1, 0, "centre")
+        self.plane_position = nn.Parameter(plane_table(emb, cfg.token_grid[1:]))
         self.register_buffer("slice_index", torch.tensor(slice_positions(cfg)), persistent=False)
         self.side = cfg.slice_pool
-        self.layers = siglip_vision.encoder.layers
-        self.post_layernorm = siglip_vision.post_layernorm
-        self.gradient_checkpointing = False
+        self._init_layers(siglip_vision)
 
     def positions(self) -> None:
         """Slices carry no 3D position (only their labels say which slice they are)."""
@@ -193,12 +199,7 @@ class SliceSiglipEncoder(nn.Module):
         x = self.patch_embedding(slices)  # (B, E, N, h, w)
         b, e, n, h, w = x.shape
         hidden = x.permute(0, 2, 3, 4, 1).reshape(b * n, h * w, e) + self.plane_position.to(x.dtype)
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
-            else:
-                hidden = layer(hidden, None)
-        hidden = self.post_layernorm(hidden).reshape(b * n, h, w, e).permute(0, 3, 1, 2)
+        hidden = self.run_layers(hidden).reshape(b * n, h, w, e).permute(0, 3, 1, 2)
         pooled = F.adaptive_avg_pool2d(hidden, self.side)  # (B * N, E, s, s)
         return pooled.flatten(2).transpose(1, 2).reshape(b, n * self.side * self.side, e)
 
