@@ -335,7 +335,7 @@ def run_train(
             )
             train(opts)
             log = [json.loads(x) for x in (root / phase / "metrics.jsonl").read_text().splitlines()]
-            rate = statistics.median(r["samples_per_s"] for r in log)
+            rate = round(statistics.median(r["samples_per_s"] for r in log), 1)
             rows.append(
                 {"name": f"train[{preset_name}, {device}]: {phase}", "value": rate, "unit": "samples/s"}
             )
