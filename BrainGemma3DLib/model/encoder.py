@@ -87,10 +87,22 @@ def plane_table(emb, grid_hw: tuple[int, int]) -> torch.Tensor:
     return resample_position_table(table.detach(), grid_hw)
 
 
+def siglip_tower(cfg: ModelConfig, siglip_vision=None):
+    """The given ``SiglipVisionModel`` (pretrained weights), or a fresh one of ``cfg.vision``."""
+    if siglip_vision is not None:
+        return siglip_vision
+    from transformers import SiglipVisionModel
+
+    return SiglipVisionModel(vision_config(cfg))
+
+
 class _SiglipLayers(nn.Module):
     """SigLIP's encoder layers and post-layernorm, run with optional gradient checkpointing."""
 
-    def _init_layers(self, siglip_vision) -> None:
+    def __init__(self, cfg: ModelConfig, siglip_vision):
+        """Keep ``cfg`` and the tower's layers (its 2D embeddings are the subclass's to inflate)."""
+        super().__init__()
+        self.cfg = cfg
         self.layers = siglip_vision.encoder.layers
         self.post_layernorm = siglip_vision.post_layernorm
         self.gradient_checkpointing = False
@@ -109,12 +121,8 @@ class InflatedSiglipEncoder(_SiglipLayers):
 
     def __init__(self, cfg: ModelConfig, siglip_vision=None):
         """Build from ``cfg``; ``siglip_vision`` (a ``SiglipVisionModel``) supplies pretrained weights."""
-        super().__init__()
-        from transformers import SiglipVisionModel
-
-        self.cfg = cfg
-        if siglip_vision is None:
-            siglip_vision = SiglipVisionModel(vision_config(cfg))
+        siglip_vision = siglip_tower(cfg, siglip_vision)
+        super().__init__(cfg, siglip_vision)
         emb = siglip_vision.embeddings
         dim, t = cfg.vision_hidden, cfg.tubelet
         self.token_grid = cfg.token_grid
@@ -131,7 +139,6 @@ class InflatedSiglipEncoder(_SiglipLayers):
             fixed[:, :, 0] = torch.linspace(0.0, 1.0, d)[:, None]
             fixed[:, :, 1] = torch.linspace(0.0, 1.0, h * w)[None, :]
             self.register_buffer("linspace_position", fixed.reshape(d * h * w, dim), persistent=False)
-        self._init_layers(siglip_vision)
 
     def positions(self) -> torch.Tensor:
         """(N, E) position of every patch token, in (d, h, w) flattening order."""
@@ -172,19 +179,14 @@ class SliceSiglipEncoder(_SiglipLayers):
     """
 
     def __init__(self, cfg: ModelConfig, siglip_vision=None):
-        super().__init__()
-        from transformers import SiglipVisionModel
-
-        self.cfg = cfg
-        if siglip_vision is None:
-            siglip_vision = SiglipVisionModel(vision_config(cfg))
+        siglip_vision = siglip_tower(cfg, siglip_vision)
+        super().__init__(cfg, siglip_vision)
         emb = siglip_vision.embeddings
         # A 1-frame "inflation" is exactly the 2D (grey) patch embedding.
         self.patch_embedding = inflated_conv(cfg, emb, 1, 1, 0, "centre")
         self.plane_position = nn.Parameter(plane_table(emb, cfg.token_grid[1:]))
         self.register_buffer("slice_index", torch.tensor(slice_positions(cfg)), persistent=False)
         self.side = cfg.slice_pool
-        self._init_layers(siglip_vision)
 
     def positions(self) -> None:
         """Slices carry no 3D position (only their labels say which slice they are)."""
