@@ -329,8 +329,8 @@ def run_train(
                 epochs=epochs,
                 batch_size=8,
                 device=device,
-                train_lm=phase == "warmup" and preset_name != "medgemma",
-                train_encoder=phase == "warmup" and preset_name != "medgemma",
+                train_lm=phase == "warmup",  # the CPU-sized presets' LM and tower start untrained
+                train_encoder=phase == "warmup",
                 progress=False,
             )
             train(opts)

@@ -129,15 +129,17 @@ def swap_sides(text: str) -> str:
     return _SIDE.sub(lambda m: swap[m.group(1)], text)
 
 
-def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Generator, lesion=None):
+def mirror_batch(
+    x: torch.Tensor, texts: list[str], p: float, rng: np.random.Generator, lesion: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
     """Left-right mirror augmentation: flip W (the patient's right-left axis) and swap the side words.
 
     Pairs that differ only in the side force the model to read the side from the image instead of learning
     the text's prior; brains are near-symmetric, so a mirrored case is a plausible case.
-    ``lesion`` (B, ..., W), when given, is flipped with its volumes and returned third.
+    ``lesion`` (B, ..., W), when given, is flipped with its volumes; returns ``(x, texts, lesion)``.
     """
     if p <= 0:
-        return (x, texts) if lesion is None else (x, texts, lesion)
+        return x, texts, lesion
     flips = rng.random(len(texts)) < p
     texts = [swap_sides(t) if f else t for t, f in zip(texts, flips, strict=True)]
     idx = torch.from_numpy(np.flatnonzero(flips))
@@ -147,7 +149,7 @@ def mirror_batch(x: torch.Tensor, texts: list[str], p: float, rng: np.random.Gen
         if lesion is not None:
             lesion = lesion.clone()
             lesion[idx] = lesion[idx].flip(-1)
-    return (x, texts) if lesion is None else (x, texts, lesion)
+    return x, texts, lesion
 
 
 def _load_model(opts: TrainOptions):
@@ -199,12 +201,17 @@ def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
 
 @dataclass
 class Prepared:
-    """Cases on the model grid, kept in memory (a demo grid is 0.5 MB per case, its lesion mask 0.25 MB)."""
+    """Cases on the model grid, kept in memory (demo grid: 0.5 MB a case, plus 1 MB of class masks)."""
 
     x: torch.Tensor  # (N, C, D, H, W) float32 in [0, 1]
     texts: list[str]
-    lesion: torch.Tensor  # (N, L, D, H, W) float16 grounding-class fractions (0 for healthy controls)
+    lesion: (
+        torch.Tensor | None
+    )  # (N, L, D, H, W) float16 class fractions (0 for healthy); None = not grounded
     labelled: torch.Tensor  # (N,) bool: lesion mask known (tumour labels, or a healthy control)
+
+    def lesions_of(self, idx) -> torch.Tensor | None:
+        return None if self.lesion is None else self.lesion[idx]
 
 
 def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True) -> Prepared:
@@ -220,12 +227,14 @@ def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True) -> Pr
         arr, mapping = study.to_model_grid(grid)
         arrays.append(torch.from_numpy(arr))
         texts.append(rec.report)
-        mask = np.zeros((len(CLASSES), *grid), np.float32)
-        if lesions and rec.seg is not None:
-            mask = lesion_on_grid(rec.seg, mapping)
-        masks.append(torch.from_numpy(mask).half())
         known.append(lesions and (rec.seg is not None or rec.healthy))
-    return Prepared(torch.stack(arrays), texts, torch.stack(masks), torch.tensor(known, dtype=torch.bool))
+        if lesions:
+            mask = np.zeros((len(CLASSES), *grid), np.float32)
+            if rec.seg is not None:
+                mask = lesion_on_grid(rec.seg, mapping)
+            masks.append(torch.from_numpy(mask).half())
+    lesion = torch.stack(masks) if lesions else None  # no masks held when nothing is grounded
+    return Prepared(torch.stack(arrays), texts, lesion, torch.tensor(known, dtype=torch.bool))
 
 
 def train(opts: TrainOptions) -> dict:
@@ -327,7 +336,7 @@ def train(opts: TrainOptions) -> dict:
         else:
             main = core.text_loss(core.project(compressed), texts)
         ground = None
-        if grounder is not None and labelled is not None and bool(labelled.any()):
+        if grounder is not None and lesion is not None and bool(labelled.any()):
             keep = labelled.to(x.device)
             ground = grounder(
                 patches[keep] if patches is not None else None,
@@ -362,7 +371,9 @@ def train(opts: TrainOptions) -> dict:
                 group["lr"] = rate
             with accelerator.accumulate(model):
                 texts = [train_set.texts[i] for i in idx]
-                xb, tb, lb = mirror_batch(train_set.x[idx], texts, opts.mirror, rng, train_set.lesion[idx])
+                xb, tb, lb = mirror_batch(
+                    train_set.x[idx], texts, opts.mirror, rng, train_set.lesions_of(idx)
+                )
                 loss, ground = batch_loss(xb, tb, lb, train_set.labelled[idx])
                 losses.append(float(loss.detach()))  # the phase's own loss, comparable with val_loss
                 if ground is not None:
@@ -380,7 +391,9 @@ def train(opts: TrainOptions) -> dict:
                 if opts.phase == "contrastive" and len(idx) < 2:
                     idx = list(range(max(0, len(val_recs) - 2), len(val_recs)))
                 texts = [val_set.texts[j] for j in idx]
-                main, ground = batch_loss(val_set.x[idx], texts, val_set.lesion[idx], val_set.labelled[idx])
+                main, ground = batch_loss(
+                    val_set.x[idx], texts, val_set.lesions_of(idx), val_set.labelled[idx]
+                )
                 val_losses.append(float(main))
                 if ground is not None:
                     val_ground.append(float(ground))

@@ -91,13 +91,9 @@ class BrainGemma3D(nn.Module):
             return None, tokens
         return tokens, self.compressor(tokens, self.encoder.positions())
 
-    def compressed_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> (B, K, E_vision): what the projector turns into the LM's visual tokens."""
-        return self.encode(volumes)[1]
-
     def visual_tokens(self, volumes: torch.Tensor) -> torch.Tensor:
         """(B, C, D, H, W) -> (B, K, E_lm) (slice baseline: with its slice labels), in the LM's dtype."""
-        return self.project(self.compressed_tokens(volumes))
+        return self.project(self.encode(volumes)[1])
 
     def project(self, compressed: torch.Tensor) -> torch.Tensor:
         """Compressed tokens (B, K, E_vision) -> the LM's visual tokens (slice baseline: labels inserted)."""

@@ -150,10 +150,11 @@ def test_mirror_augmentation_flips_the_side_in_image_and_text():
     assert swap_sides("bright lesion, leftover") == "bright lesion, leftover"  # whole words only
     x = torch.zeros(2, 1, 4, 8, 8)
     x[:, :, :, :, 6:] = 1.0  # bright on the high-W side: the patient's left
-    out, texts = mirror_batch(x, ["left lesion", "left lesion"], 1.0, np.random.default_rng(0))
+    out, texts, none = mirror_batch(x, ["left lesion", "left lesion"], 1.0, np.random.default_rng(0))
+    assert none is None
     assert texts == ["right lesion", "right lesion"]
     assert out[:, :, :, :, :2].sum() > 0 and out[:, :, :, :, 6:].sum() == 0
-    same, kept = mirror_batch(x, ["left lesion", "left lesion"], 0.0, np.random.default_rng(0))
+    same, kept, _ = mirror_batch(x, ["left lesion", "left lesion"], 0.0, np.random.default_rng(0))
     assert torch.equal(same, x) and kept == ["left lesion", "left lesion"]
     lesion = x[:, 0].clone()
     out, _, flipped = mirror_batch(x, ["left", "left"], 1.0, np.random.default_rng(0), lesion)
