@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also explain each pathological draft (3D LIME) and score it against the tumour labels",
+    )
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("compare", help="one table from several evaluate folders (the README comparison)")
@@ -115,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write the table to this markdown file")
 
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
-    p.add_argument("suite", choices=["io", "model", "train"], help="which benchmark")
+    p.add_argument("suite", choices=["io", "model", "train", "explain"], help="which benchmark")
     p.add_argument(
         "--preset",
         default="demo",
@@ -229,6 +234,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         progress=not args.quiet,
         limit=args.limit,
+        explain=args.explain,
     )
     print(metrics_markdown(result), end="")
     return 0
@@ -259,12 +265,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import print_table, run_io, run_model, run_train
+    from .bench import print_table, run_explain, run_io, run_model, run_train
 
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
     if args.suite == "io":
         rows = run_io(repeat=args.repeat)
+    elif args.suite == "explain":
+        rows = run_explain(device=args.device, repeat=args.repeat)
     elif args.suite == "train":
         if args.preset == "medgemma":
             raise InputError("bench train runs the CPU-sized presets (demo, seed, slices)")

@@ -1,0 +1,378 @@
+"""3D LIME: which parts of the brain made the model write its report (or one statement in it).
+
+A radiologist signs only what they can check, so every draft comes with the regions that drove it:
+
+1. **Supervoxels** on the model grid with :func:`skimage.segmentation.slic`, inside the brain only and
+   spacing-aware (the grid is anisotropic: thicker along D), so they follow intensity edges such as a
+   hyperintense lesion's border instead of cutting through it. ~50 by default.
+2. **Perturbations**: random keep/drop masks over the supervoxels (the first one keeps all: the original).
+   Dropped supervoxels are filled with a baseline that carries no finding: the brain's mean intensity
+   (default), zero, or a heavily blurred copy of the volume.
+3. **Target**: the teacher-forced log-likelihood of the report (or of a character span of it, e.g. the
+   laterality sentence or "necrosis") under each perturbed volume, from :meth:`BrainGemma3D.score`.
+   Scoring is **batched**: many perturbed volumes share one forward pass (the published implementation
+   scores one volume per pass), with the batch size chosen from free memory.
+4. **Fit**: ``lime``'s :class:`~lime.lime_base.LimeBase` with LIME's exponential kernel on the cosine
+   distance to the original (what ``LimeImageExplainer`` does for images), not a hand-written regression.
+5. **Back to the patient**: the weights become a float map and a top-k labelmap on the grid, mapped onto the
+   input's own voxels through the volume's :class:`~BrainGemma3DLib.volume.GridMapping`, and written as
+   ``attribution.nii.gz`` and ``attribution.seg.nrrd`` (one named, coloured segment per top supervoxel,
+   written with ``slicerio``, the Slicer team's reader/writer of that format).
+
+Same seed, same inputs -> the same explanation (perturbations come from a seeded generator and LIME's
+regressor is deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+BASELINES = ("mean", "zero", "blur")
+
+#: Segment colours of the top supervoxels (rank 1 first): warm and distinct, as Slicer shows them.
+TOP_COLOURS = (
+    (0.95, 0.20, 0.10),
+    (1.00, 0.55, 0.05),
+    (1.00, 0.85, 0.10),
+    (0.85, 0.35, 0.75),
+    (0.30, 0.75, 0.95),
+    (0.45, 0.85, 0.35),
+    (0.95, 0.60, 0.60),
+    (0.60, 0.45, 0.95),
+    (0.75, 0.75, 0.30),
+    (0.40, 0.90, 0.80),
+)
+
+
+class Cancelled(Exception):
+    """Raised when the caller's ``cancel`` callback asks to stop (nothing is written)."""
+
+
+@dataclass
+class ExplainOptions:
+    """Knobs of one explanation; the defaults give a full explanation in seconds with the demo weights."""
+
+    n_segments: int = 50  # supervoxels asked of SLIC (inside the brain)
+    compactness: float = 0.1  # SLIC: low = follow intensity edges, high = regular cubes
+    n_samples: int = 256  # perturbed volumes scored (the first is the unperturbed original)
+    keep_probability: float = 0.5  # chance that a supervoxel is kept in a perturbation
+    baseline: str = "mean"  # what fills a dropped supervoxel: mean, zero or blur
+    kernel_width: float = 0.25  # LIME's kernel width on the cosine distance (LIME's image default)
+    top_k: int = 5  # supervoxels in the labelmap / segmentation
+    batch_size: int = 0  # perturbed volumes per forward pass; 0 = from free memory
+    seed: int = 0
+
+    def check(self) -> None:
+        problems = []
+        if self.baseline not in BASELINES:
+            problems.append(f"baseline must be one of {', '.join(BASELINES)} (got {self.baseline!r})")
+        if self.n_segments < 2:
+            problems.append("n_segments must be at least 2")
+        if self.n_samples < 10:
+            problems.append("n_samples must be at least 10")
+        if not 0.0 < self.keep_probability < 1.0:
+            problems.append("keep_probability must be between 0 and 1")
+        if self.top_k < 1 or self.batch_size < 0:
+            problems.append("top_k must be >= 1 and batch_size >= 0")
+        if problems:
+            raise InputError("; ".join(problems))
+
+
+@dataclass
+class Explanation:
+    """One LIME explanation on the model grid (see the module docstring)."""
+
+    segments: np.ndarray  # (D, H, W) int32 supervoxel id, 0 outside the brain
+    weights: dict[int, float]  # supervoxel id -> LIME weight (log-likelihood per kept supervoxel)
+    intercept: float
+    fit_r2: float  # LIME's score of the local linear fit
+    target: str  # the text whose likelihood was explained
+    span: tuple[int, int] | None
+    baseline_loglik: float  # log-likelihood of the target for the unperturbed volume
+    n_samples: int
+    batch_size: int
+    seconds: float
+    options: dict = field(default_factory=dict)
+
+    def ranked(self, positive_only: bool = True) -> list[tuple[int, float]]:
+        """(supervoxel id, weight), strongest first."""
+        items = sorted(self.weights.items(), key=lambda kv: -kv[1])
+        return [(s, w) for s, w in items if w > 0] if positive_only else items
+
+    def attribution_map(self) -> np.ndarray:
+        """(D, H, W) float32: each voxel carries its supervoxel's weight (0 outside the brain)."""
+        table = np.zeros(int(self.segments.max()) + 1, np.float32)
+        for seg, w in self.weights.items():
+            table[seg] = w
+        return table[self.segments]
+
+    def top_labelmap(self, k: int) -> np.ndarray:
+        """(D, H, W) uint8: rank (1..k) of the top-k positive supervoxels, 0 elsewhere."""
+        out = np.zeros(self.segments.shape, np.uint8)
+        for rank, (seg, _w) in enumerate(self.ranked()[:k], start=1):
+            out[self.segments == seg] = rank
+        return out
+
+    def summary(self) -> dict:
+        """Plain data for report.json."""
+        return {
+            "method": "LIME (3D supervoxels)",
+            "target": "span" if self.span else "report",
+            "span": list(self.span) if self.span else None,
+            "supervoxels": int(len(self.weights)),
+            "n_samples": self.n_samples,
+            "batch_size": self.batch_size,
+            "fit_r2": round(self.fit_r2, 4),
+            "baseline_loglik": round(self.baseline_loglik, 4),
+            "top": [{"supervoxel": s, "weight": round(w, 5)} for s, w in self.ranked()[:10]],
+            "seconds": round(self.seconds, 2),
+            "options": self.options,
+        }
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pieces
+# ------------------------------------------------------------------------------------------------------
+def supervoxels(
+    grid: np.ndarray,
+    brain: np.ndarray,
+    spacing: tuple[float, float, float],
+    n_segments: int = 50,
+    *,
+    compactness: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """SLIC supervoxels of a model-grid volume (C, D, H, W) inside ``brain`` (D, H, W); ids 1..n, 0 outside.
+
+    ``spacing`` (mm along D, H, W) makes them roughly round in millimetres, not in voxels. Channels are
+    features (FLAIR/T1ce/T2 together draw the lesion's border).
+    """
+    from skimage.segmentation import slic
+
+    if not brain.any():
+        raise InputError("the brain mask is empty: nothing to explain")
+    image = np.moveaxis(np.asarray(grid, np.float32), 0, -1)  # (D, H, W, C)
+    labels = slic(
+        image,
+        n_segments=n_segments,
+        compactness=compactness,
+        spacing=np.asarray(spacing, float),
+        mask=brain,
+        channel_axis=-1,
+        start_label=1,
+        enforce_connectivity=True,
+    )
+    labels = np.where(brain, labels, 0).astype(np.int32)
+    # Renumber to 1..n without gaps (SLIC may skip ids).
+    ids = np.unique(labels[labels > 0])
+    table = np.zeros(int(labels.max()) + 1, np.int32)
+    table[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return table[labels]
+
+
+def baseline_volume(grid: np.ndarray, brain: np.ndarray, kind: str) -> np.ndarray:
+    """What dropped supervoxels are filled with, (C, D, H, W): no lesion, no structure."""
+    from scipy import ndimage
+
+    if kind == "zero":
+        return np.zeros_like(grid)
+    if kind == "mean":
+        means = [float(c[brain].mean()) if brain.any() else 0.0 for c in grid]
+        return np.stack([np.full(c.shape, m, c.dtype) for c, m in zip(grid, means, strict=True)])
+    if kind == "blur":
+        return np.stack([ndimage.gaussian_filter(c, sigma=6.0) for c in grid]).astype(grid.dtype)
+    raise InputError(f"baseline must be one of {', '.join(BASELINES)} (got {kind!r})")
+
+
+def perturbation_masks(n_features: int, n_samples: int, keep: float, seed: int) -> np.ndarray:
+    """(n_samples, n_features) 0/1; row 0 keeps everything (the original, LIME's reference row)."""
+    rng = np.random.default_rng(seed)
+    z = (rng.random((n_samples, n_features)) < keep).astype(np.uint8)
+    z[0] = 1
+    return z
+
+
+def auto_batch_size(model, device=None) -> int:
+    """Perturbed volumes per forward pass from the free memory of the model's device (1..64).
+
+    An estimate of one sample's peak activation memory (input, encoder tokens, LM sequence and its logits,
+    all layers, float32) against a quarter of what is free: generous enough to batch, never near the limit.
+    """
+    import torch
+
+    cfg = model.cfg
+    device = device or model.device
+    voxels = int(np.prod(cfg.grid)) * cfg.in_channels
+    vision_layers = int(cfg.vision.get("num_hidden_layers", 4)) if isinstance(cfg.vision, dict) else 4
+    lm_cfg = model.lm.config
+    seq = 256
+    per_sample = 4 * (
+        voxels * 4
+        + cfg.num_patch_tokens * cfg.vision_hidden * (vision_layers + 2) * 8
+        + seq * cfg.lm_hidden * (int(getattr(lm_cfg, "num_hidden_layers", 4)) + 2) * 8
+        + seq * int(getattr(lm_cfg, "vocab_size", 32000))
+    )
+    if torch.device(device).type == "cuda":
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 4 << 30
+    return int(max(1, min(64, (free // 4) // max(per_sample, 1))))
+
+
+def lime_fit(
+    z: np.ndarray, scores: np.ndarray, kernel_width: float, seed: int
+) -> tuple[dict[int, float], float, float]:
+    """LIME's weighted ridge fit of ``scores`` on keep/drop rows ``z``: (column weights, intercept, R²)."""
+    from lime.lime_base import LimeBase
+    from sklearn.metrics.pairwise import pairwise_distances
+
+    def kernel(d: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.exp(-(d**2) / kernel_width**2))
+
+    distances = pairwise_distances(z, z[0:1], metric="cosine").ravel()
+    labels = scores.reshape(-1, 1).astype(np.float64)
+    base = LimeBase(kernel, verbose=False, random_state=np.random.RandomState(seed))
+    intercept, features, r2, _local = base.explain_instance_with_data(
+        z.astype(np.float64), labels, distances, 0, z.shape[1], feature_selection="none"
+    )
+    return {int(f): float(w) for f, w in features}, float(intercept), float(r2)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The explanation
+# ------------------------------------------------------------------------------------------------------
+def explain(
+    model,
+    grid: np.ndarray,
+    brain: np.ndarray,
+    spacing: tuple[float, float, float],
+    text: str,
+    *,
+    span: tuple[int, int] | None = None,
+    options: ExplainOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Explanation:
+    """Explain ``text`` (or its ``span``) for one model-grid volume ``grid`` (C, D, H, W).
+
+    ``brain`` is the (D, H, W) mask supervoxels are drawn in (the grid mapping's foreground); ``progress``
+    gets (fraction 0..1, message) after each batch; ``cancel`` is polled between batches and stops the work
+    with :class:`Cancelled`.
+    """
+    import torch
+
+    opts = options or ExplainOptions()
+    opts.check()
+    started = time.perf_counter()
+    grid = np.asarray(grid, np.float32)
+    if grid.ndim != 4 or grid.shape[1:] != brain.shape:
+        raise InputError(f"volume {grid.shape} and brain mask {brain.shape} do not match")
+    if not text.strip():
+        raise InputError("nothing to explain: the report text is empty")
+    segments = supervoxels(
+        grid, brain, spacing, opts.n_segments, compactness=opts.compactness, seed=opts.seed
+    )
+    n_features = int(segments.max())
+    fill = baseline_volume(grid, brain, opts.baseline)
+    z = perturbation_masks(n_features, opts.n_samples, opts.keep_probability, opts.seed)
+    batch = opts.batch_size or auto_batch_size(model)
+    dev = model.device
+    x = torch.from_numpy(grid).to(dev)
+    f = torch.from_numpy(fill).to(dev)
+    seg = torch.from_numpy(segments.astype(np.int64)).to(dev)
+    scores = np.zeros(len(z), np.float64)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(z), batch):
+            if cancel is not None and cancel():
+                raise Cancelled("explanation cancelled")
+            rows = torch.from_numpy(z[start : start + batch]).to(dev)
+            # keep[b, voxel] = row b keeps that voxel's supervoxel (outside the brain: always kept)
+            table = torch.cat([torch.ones(len(rows), 1, dtype=rows.dtype, device=dev), rows], dim=1)
+            keep = table[:, seg].unsqueeze(1).to(x.dtype)  # (b, 1, D, H, W)
+            volumes = x.unsqueeze(0) * keep + f.unsqueeze(0) * (1 - keep)
+            scores[start : start + len(rows)] = model.score(volumes, text, span).float().cpu().numpy()
+            if progress is not None:
+                done = min(len(z), start + batch)
+                progress(done / len(z), f"scored {done}/{len(z)} perturbed volumes")
+    weights, intercept, r2 = lime_fit(z, scores, opts.kernel_width, opts.seed)
+    weights = {k + 1: w for k, w in weights.items()}  # columns -> supervoxel ids
+    return Explanation(
+        segments=segments,
+        weights=weights,
+        intercept=intercept,
+        fit_r2=r2 if math.isfinite(r2) else 0.0,
+        target=text if span is None else text[span[0] : span[1]],
+        span=span,
+        baseline_loglik=float(scores[0]),
+        n_samples=len(z),
+        batch_size=batch,
+        seconds=time.perf_counter() - started,
+        options={k: v for k, v in vars(opts).items()},
+    )
+
+
+def lesion_overlap(explanation: Explanation, lesion: np.ndarray) -> dict:
+    """How well an explanation points at the lesion (tumour + edema mask on the grid), for evaluation.
+
+    ``top_inside``: the strongest supervoxel lies inside (at least half of its voxels are lesion);
+    ``mass_inside``: the share of the positive attribution mass (weight x voxels) that falls on lesion voxels.
+    """
+    ranked = explanation.ranked()
+    if not ranked:
+        return {"top_inside": False, "top_fraction": 0.0, "mass_inside": 0.0}
+    top = explanation.segments == ranked[0][0]
+    fraction = float(lesion[top].mean())
+    positive = np.clip(explanation.attribution_map(), 0.0, None)
+    mass = float(positive[lesion].sum() / max(positive.sum(), 1e-12))
+    return {"top_inside": fraction >= 0.5, "top_fraction": round(fraction, 4), "mass_inside": round(mass, 4)}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Back onto the patient's voxels
+# ------------------------------------------------------------------------------------------------------
+def segment_name(rank: int, supervoxel: int, weight: float) -> str:
+    """How a top supervoxel is named in Slicer: rank, id and weight, readable in the segment list."""
+    return f"#{rank} supervoxel {supervoxel} (w={weight:+.3g})"
+
+
+def write_attribution(explanation: Explanation, mapping, folder: str | os.PathLike, top_k: int = 5) -> dict:
+    """Write ``attribution.nii.gz`` (float map) and ``attribution.seg.nrrd`` (top-k segments), input grid.
+
+    Both have exactly the input volume's shape and geometry (through ``mapping``), so they overlay the
+    radiologist's own images. Atomic: each file appears complete or not at all. Returns the paths.
+    """
+    import slicerio
+
+    from .atomic import atomic_path
+    from .volume import RAS_FROM_LPS
+
+    folder = Path(folder)
+    attribution = mapping.to_input(explanation.attribution_map(), kind="map")
+    map_path = folder / "attribution.nii.gz"
+    attribution.save(map_path, dtype=np.float32)
+
+    labels = mapping.to_input(explanation.top_labelmap(top_k), kind="label").data[0]
+    seg = slicerio.create_segmentation(labels.shape, RAS_FROM_LPS @ mapping.input_affine)
+    segments = []
+    for rank, (sv, w) in enumerate(explanation.ranked()[:top_k], start=1):
+        colour = TOP_COLOURS[(rank - 1) % len(TOP_COLOURS)]
+        name = segment_name(rank, sv, w)
+        slicerio.add_segment(seg, labels == rank, {"id": f"Segment_{rank}", "name": name, "color": colour})
+        segments.append({"rank": rank, "supervoxel": sv, "weight": w, "name": name, "color": list(colour)})
+    seg_path = folder / "attribution.seg.nrrd"
+    with atomic_path(seg_path) as tmp:
+        slicerio.write_segmentation(str(tmp), seg)
+    return {"map": str(map_path), "segmentation": str(seg_path), "segments": segments}
