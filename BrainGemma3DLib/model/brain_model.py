@@ -207,9 +207,10 @@ class BrainGemma3D(nn.Module):
         prompt = self.prompt_embeddings(visual)
         target = torch.tensor([ids], device=self.device).expand(batch.shape[0], -1)
         embeds = torch.cat([prompt, self.lm.get_input_embeddings()(target)], dim=1)
-        logits = self.lm(inputs_embeds=embeds).logits
-        start = prompt.shape[1] - 1  # the logit at position i predicts token i + 1
-        logp = torch.log_softmax(logits[:, start : start + len(ids)].float(), dim=-1)
+        # Vocabulary logits only where a target token is predicted (the last len(ids) + 1 positions; the
+        # logit at position i predicts token i + 1): the prompt's positions would cost as much and be unused.
+        logits = self.lm(inputs_embeds=embeds, logits_to_keep=len(ids) + 1).logits
+        logp = torch.log_softmax(logits[:, : len(ids)].float(), dim=-1)
         token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         mask = torch.tensor(chosen, device=self.device, dtype=token_logp.dtype)
         return (token_logp * mask).sum(dim=-1)

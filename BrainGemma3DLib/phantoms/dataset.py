@@ -241,6 +241,29 @@ def write_case(case: Case, root: Path) -> None:
     (folder / "truth.json").write_text(json.dumps(case.truth, indent=2) + "\n", encoding="utf-8")
 
 
+def _manifest_entry(truth: dict, case_id: str) -> dict:
+    return {
+        "case_id": case_id,
+        "healthy": truth["healthy"],
+        "hemisphere": truth["hemisphere"],
+        "lobes": truth["lobes"],
+        "findings": truth["findings"],
+        "storage": truth["storage"]["variant"],
+    }
+
+
+def _make_and_write(kind: str, index: int, seed: int, spacing: float, width: int, root: str) -> Case:
+    case = make_case(kind, index, seed, spacing=spacing, width=width)
+    write_case(case, Path(root))
+    return case
+
+
+def _make_and_write_entry(task: tuple) -> dict:
+    """One case in a worker process; only its manifest line travels back (the volumes are on disk)."""
+    case = _make_and_write(*task)
+    return _manifest_entry(case.truth, case.case_id)
+
+
 def generate(
     out: str | os.PathLike,
     n: int,
@@ -250,11 +273,15 @@ def generate(
     spacing: float = 1.5,
     progress: bool = True,
     on_case: Callable[[Case], None] | None = None,
+    workers: int = 1,
 ) -> dict:
     """Generate ``n`` lesion cases and ``healthy`` controls into ``out``; all appear or none does.
 
-    Returns the manifest that is also written as ``phantoms.json``.
+    ``workers`` > 1 generates cases in parallel processes; every case has its own random stream, so the
+    files are the same whatever the number of workers. Returns the manifest also written as ``phantoms.json``.
     """
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {workers})")
     if n < 0 or healthy < 0 or n + healthy == 0:
         raise InputError(f"nothing to generate (--n {n} --healthy {healthy}); ask for at least one case")
     out = Path(out)
@@ -270,23 +297,30 @@ def generate(
         print("preparing the template anatomy (MNI152 + AAL lobes)...", file=sys.stderr, flush=True)
     build_anatomy(spacing)
     with staging_dir(out) as tmp:
-        bar = tqdm(jobs, desc="phantoms", unit="case", disable=not progress, file=sys.stderr)
-        for kind, index in bar:
-            case = make_case(kind, index, seed, spacing=spacing, width=width)
-            write_case(case, tmp)
-            if on_case is not None:
-                on_case(case)
-            t = case.truth
-            cases.append(
-                {
-                    "case_id": case.case_id,
-                    "healthy": t["healthy"],
-                    "hemisphere": t["hemisphere"],
-                    "lobes": t["lobes"],
-                    "findings": t["findings"],
-                    "storage": t["storage"]["variant"],
-                }
-            )
+        tasks = [(kind, index, seed, spacing, width, str(tmp)) for kind, index in jobs]
+        if workers == 1:
+            for task in tqdm(tasks, desc="phantoms", unit="case", disable=not progress, file=sys.stderr):
+                case = _make_and_write(*task)
+                if on_case is not None:
+                    on_case(case)
+                cases.append(_manifest_entry(case.truth, case.case_id))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork shares the template anatomy already built above; elsewhere each worker builds its own.
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+                results = pool.map(_make_and_write_entry, tasks, chunksize=4)
+                for entry in tqdm(
+                    results,
+                    total=len(tasks),
+                    desc="phantoms",
+                    unit="case",
+                    disable=not progress,
+                    file=sys.stderr,
+                ):
+                    cases.append(entry)
         manifest = {
             "generator": "braingemma3d phantoms",
             "generator_version": GENERATOR_VERSION,

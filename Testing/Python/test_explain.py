@@ -150,6 +150,7 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
     # Slicer's own reader (slicer-core): segment count, names, colours and geometry.
     slicer = pytest.importorskip("slicer")
     import vtk
+
     scene = slicer.vtkMRMLScene()
     logic = slicer.vtkSlicerSegmentationsModuleLogic()
     logic.SetMRMLScene(scene)
@@ -202,3 +203,20 @@ def test_evaluate_explain_scores_attributions_against_the_tumour(tmp_path):
     for key in ("top_supervoxel_in_lesion", "positive_mass_in_lesion"):
         assert 0.0 <= explained[key]["ci_low"] <= explained[key]["value"] <= explained[key]["ci_high"] <= 1.0
     assert "3D LIME vs tumour + edema" in (out / "metrics.md").read_text()
+
+
+def test_standard_errors_belong_to_limes_own_fit():
+    """The significance filter uses LIME's regression: same coefficients, and noise weights are filtered."""
+    from BrainGemma3DLib.explain import lime_fit, perturbation_masks, standard_errors, weighted_ridge
+
+    z = perturbation_masks(30, 300, 0.5, seed=1)
+    true = np.zeros(30)
+    true[[3, 17]] = [2.0, 1.0]
+    scores = -20.0 + z @ true + np.random.default_rng(2).normal(0, 0.3, len(z))
+    weights, intercept, _r2 = lime_fit(z, scores, 0.25, seed=0)
+    coef, _cov = weighted_ridge(z, scores, 0.25)
+    assert np.allclose(coef[1:], [weights[i] for i in range(30)], atol=1e-6)
+    assert np.isclose(coef[0], intercept, atol=1e-6)
+    errors = standard_errors(z, scores, 0.25)
+    significant = {i for i in range(30) if weights[i] > 2 * errors[i]}
+    assert {3, 17} <= significant and len(significant) <= 4
