@@ -1,0 +1,460 @@
+"""Everything the Slicer module does with the MRML scene: volume node -> file, files -> nodes.
+
+This is the only library module that imports ``slicer``; nothing imports it at package import, so the rest
+of the library (and the worker process, which never sees the scene) runs without Slicer.  It needs only
+Slicer's MRML and logic classes, never ``slicer.app``, ``slicer.modules`` or Qt, so it runs the same inside
+Slicer and headless with the ``slicer-core`` wheel, where the tests exercise it.
+
+Geometry is the point of most of this file.  The worker reads files, not nodes, so a volume node must leave
+the scene with *everything* that places its voxels in the patient: the IJK-to-RAS matrix and any parent
+transform the user has applied (registration results often live there).  Results come back in the same
+world coordinates and are overlaid on the input without a transform of their own.
+
+Every function takes the scene as a parameter (default ``slicer.mrmlScene``) so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+except ImportError as exc:  # pragma: no cover - only without Slicer and without slicer-core
+    raise ImportError(
+        "BrainGemma3DLib.scene needs 3D Slicer's Python or the slicer-core wheel (pip install slicer-core)"
+    ) from exc
+
+from .atomic import atomic_path, full_suffix
+from .errors import InputError
+
+#: Single-file formats the worker reads (a .nhdr would leave a detached data file outside the atomic rename).
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
+
+#: ``#3 supervoxel 17 (w=+0.031)`` -> rank 3 (see ``explain.segment_name``).
+_RANK = re.compile(r"^\s*#(\d+)\b")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------------
+def _scene(scene=None):
+    """The scene to work in: the one given, else ``slicer.mrmlScene`` (set by the app, or by a test)."""
+    if scene is not None:
+        return scene
+    current = getattr(slicer, "mrmlScene", None)
+    if current is None:
+        raise RuntimeError("no MRML scene: pass scene=... or set slicer.mrmlScene = slicer.vtkMRMLScene()")
+    return current
+
+
+def _array_from_matrix(matrix) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=np.float64)
+
+
+def _matrix_from_array(array: np.ndarray):
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def _node_label(node) -> str:
+    return f"'{node.GetName()}'" if node is not None and node.GetName() else "(unnamed node)"
+
+
+def _is_sheared(ijk_to_ras: np.ndarray, tolerance: float = 1e-4) -> bool:
+    """True when the voxel axes in world space are not perpendicular to each other."""
+    directions = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    return bool(np.abs(directions.T @ directions - np.eye(3)).max() > tolerance)
+
+
+def world_ijk_to_ras(volume_node) -> np.ndarray:
+    """The volume's voxel-to-world (RAS) matrix with its parent transforms applied (hardened), as 4x4.
+
+    This is where the voxels really are in the scene, which is what the worker must see.  Only linear parent
+    transforms can be folded into a matrix; a non-linear one (a warp from deformable registration) would need
+    resampling, which is the user's decision, so it is refused with a clear error instead.
+    """
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    matrix = _array_from_matrix(ijk_to_ras)
+    parent = volume_node.GetParentTransformNode()
+    if parent is None:
+        return matrix
+    if not parent.IsTransformToWorldLinear():
+        raise InputError(
+            f"volume {_node_label(volume_node)} is under the non-linear transform {_node_label(parent)}; "
+            "harden it (Transforms module) or remove it before generating a report"
+        )
+    to_world = vtk.vtkMatrix4x4()
+    parent.GetMatrixTransformToWorld(to_world)
+    return _array_from_matrix(to_world) @ matrix
+
+
+# ------------------------------------------------------------------------------------------------------
+# Volume node -> file for the worker
+# ------------------------------------------------------------------------------------------------------
+def volume_node_to_file(volume_node, path: str | os.PathLike) -> Path:
+    """Write a scalar volume node to ``path`` (.nrrd, .mha, .nii.gz or .nii) with its geometry hardened.
+
+    The file carries the node's voxels and its IJK-to-RAS matrix combined with any linear parent transform,
+    so the worker sees the image where the user sees it.  The user's node is never modified: the voxels are
+    shared (read-only) with a temporary node outside any scene that gets the hardened matrix, and the
+    storage node that writes the file belongs to that temporary node, so the user's node keeps its own
+    storage node and "Save" still goes where it went before.  The write is atomic (temporary name with the
+    same suffix, then rename), so the worker never reads a half-written file.  Prefer .nrrd: it stores any
+    linear geometry exactly, including the sheared axes that an uneven scaling transform on an oblique image
+    gives, which NIfTI cannot (refused rather than silently moved).
+    """
+    if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
+        kind = volume_node.GetClassName() if volume_node is not None else "None"
+        raise InputError(f"a scalar volume node is needed, got {kind}")
+    image = volume_node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise InputError(f"volume {_node_label(volume_node)} has no voxels")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise InputError(
+            f"volume {_node_label(volume_node)} has {image.GetNumberOfScalarComponents()} components per "
+            "voxel; a scalar (grey-level) MRI is needed"
+        )
+    suffix = full_suffix(path)
+    if suffix not in VOLUME_SUFFIXES:
+        raise InputError(f"cannot write a volume as '{suffix}' (use {', '.join(VOLUME_SUFFIXES)})", path)
+    hardened = world_ijk_to_ras(volume_node)
+    if abs(np.linalg.det(hardened[:3, :3])) < 1e-12 or not np.all(np.isfinite(hardened)):
+        raise InputError(f"volume {_node_label(volume_node)} has a singular or non-finite geometry")
+    if suffix in (".nii", ".nii.gz") and _is_sheared(hardened):
+        # ITK's NIfTI writer silently "coerces" non-orthogonal axes to orthogonal: the image would move.
+        raise InputError(
+            f"volume {_node_label(volume_node)} has sheared voxel axes (its transform scales an oblique "
+            "image unevenly), which NIfTI cannot store; write .nrrd or .mha instead",
+            path,
+        )
+
+    # Shallow copy: shares the voxel array, but origin/spacing changes stay off the user's image object.
+    voxels = vtk.vtkImageData()
+    voxels.ShallowCopy(image)
+    voxels.SetOrigin(0.0, 0.0, 0.0)
+    voxels.SetSpacing(1.0, 1.0, 1.0)
+    temporary = slicer.vtkMRMLScalarVolumeNode()  # in no scene: the user sees no extra node, no undo step
+    temporary.SetName(volume_node.GetName() or "volume")
+    temporary.SetIJKToRASMatrix(_matrix_from_array(hardened))
+    temporary.SetAndObserveImageData(voxels)
+    # The class CreateDefaultStorageNode() would pick, made directly: that method refuses a node in no scene.
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    try:
+        with atomic_path(path) as tmp:
+            storage.SetFileName(str(Path(tmp).resolve()))
+            if not storage.WriteData(temporary):
+                raise InputError(f"Slicer could not write volume {_node_label(volume_node)}", path)
+    finally:
+        temporary.SetAndObserveImageData(None)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Attribution overlay: .seg.nrrd -> segmentation node
+# ------------------------------------------------------------------------------------------------------
+def load_attribution_segmentation(
+    seg_path: str | os.PathLike,
+    reference_volume_node,
+    *,
+    opacity: float = 0.5,
+    name: str | None = None,
+    show_input: bool = True,
+    scene=None,
+):
+    """Load ``attribution.seg.nrrd`` as a segmentation node overlaid on the input volume.
+
+    Segment names ("#1 supervoxel 17 (w=+0.031)") and colours come from the file unchanged, so the panel, the
+    report and the PDF agree.  The file is already in world coordinates (the worker read a hardened copy of
+    the input), so the node gets no parent transform; the input volume becomes its reference geometry, so
+    editing or exporting segments lands on the radiologist's own voxel grid.  ``opacity`` sets the 2D fill
+    and outline opacity.  With ``show_input`` the input volume is put in the background of every slice view
+    that exists, so the overlay is seen on the image it explains.  The node keeps its storage node, so it is
+    saved with the scene like any loaded segmentation.
+    """
+    scene = _scene(scene)
+    path = Path(seg_path)
+    if not path.is_file():
+        raise InputError("segmentation file not found", path)
+    _check_opacity(opacity)
+    _check_nrrd(path)
+    node_name = name or (
+        f"{reference_volume_node.GetName()} attribution" if reference_volume_node is not None else path.name
+    )
+    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", node_name)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    segmentation_node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path.resolve()))
+    if not storage.ReadData(segmentation_node):
+        scene.RemoveNode(storage)
+        scene.RemoveNode(segmentation_node)
+        raise InputError("not a readable segmentation (.seg.nrrd) file", path)
+    segmentation_node.SetName(node_name)  # ReadData may rename the node after the file
+    if reference_volume_node is not None:
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    segmentation_node.CreateDefaultDisplayNodes()
+    display = segmentation_node.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility2DFill(True)
+    display.SetVisibility2DOutline(True)
+    set_opacity(segmentation_node, opacity)
+    if show_input and reference_volume_node is not None:
+        show_in_slice_views(reference_volume_node, scene=scene)
+    return segmentation_node
+
+
+def _check_nrrd(path: Path) -> None:
+    """Refuse a damaged .seg.nrrd before Slicer sees it.
+
+    Slicer's NRRD reader throws a C++ exception that nothing catches on a malformed header or truncated
+    voxel data, which aborts the whole process (Slicer itself, or the Python running slicer-core) instead of
+    failing the read.  Reading the file completely with pynrrd (slicerio's own NRRD layer, which wrote it)
+    first turns that into an :class:`InputError`.  Attribution files are small (uint8, compressed).
+    """
+    try:
+        import nrrd
+    except ImportError as exc:  # pragma: no cover - slicerio depends on pynrrd
+        raise ImportError("loading segmentations needs pynrrd (pip install slicerio)") from exc
+    try:
+        voxels, header = nrrd.read(str(path))
+    except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib.error, ...
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(f"not a readable segmentation (.seg.nrrd) file ({detail})", path) from exc
+    if voxels.ndim not in (3, 4) or voxels.dtype.kind not in "iub":
+        raise InputError(
+            f"not a segmentation: {voxels.ndim}-D {voxels.dtype} voxels (a 3-D integer labelmap is expected)",
+            path,
+        )
+
+
+def show_in_slice_views(volume_node, *, scene=None) -> int:
+    """Put ``volume_node`` in the background of every slice view of the scene; returns how many.
+
+    The scene-level equivalent of ``slicer.util.setSliceViewerLayers(background=...)``, which needs the
+    application.  Headless scenes have no slice views, which is not an error.
+    """
+    scene = _scene(scene)
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    count = composites.GetNumberOfItems()
+    for i in range(count):
+        composites.GetItemAsObject(i).SetBackgroundVolumeID(volume_node.GetID())
+    return count
+
+
+def _check_opacity(opacity: float) -> float:
+    value = float(opacity)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
+    return value
+
+
+def _display_node(segmentation_node):
+    display = segmentation_node.GetDisplayNode()
+    if display is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+        display = segmentation_node.GetDisplayNode()
+    return display
+
+
+def set_opacity(segmentation_node, opacity: float) -> None:
+    """Set the overlay's 2D fill and outline opacity (0 = invisible, 1 = opaque) for all segments."""
+    value = _check_opacity(opacity)
+    display = _display_node(segmentation_node)
+    display.SetOpacity2DFill(value)
+    display.SetOpacity2DOutline(value)
+
+
+def ranked_segment_ids(segmentation_node) -> list[str]:
+    """Segment IDs in rank order: by the ``#N`` that starts each name, file order for unnamed ones.
+
+    Rank comes from the name rather than from the order in the node because a user may reorder segments in
+    the Segmentations module; the name is what the report and the PDF refer to.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+    def key(item: tuple[int, str]) -> tuple[int, int]:
+        position, segment_id = item
+        match = _RANK.match(segmentation.GetSegment(segment_id).GetName() or "")
+        return (int(match.group(1)), position) if match else (1 << 30, position)
+
+    return [segment_id for _, segment_id in sorted(enumerate(ids), key=key)]
+
+
+def set_top_k(segmentation_node, k: int) -> list[str]:
+    """Show only the ``k`` best-ranked segments (see :func:`ranked_segment_ids`); returns the visible IDs.
+
+    ``k`` larger than the number of segments shows all; ``k <= 0`` hides all.
+    """
+    display = _display_node(segmentation_node)
+    ranked = ranked_segment_ids(segmentation_node)
+    visible = ranked[: max(0, int(k))]
+    with slicer.util.NodeModify(display):
+        for segment_id in ranked:
+            display.SetSegmentVisibility(segment_id, segment_id in visible)
+    return visible
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading segments back (checks, statistics)
+# ------------------------------------------------------------------------------------------------------
+def _reference_node(segmentation_node, reference_volume_node=None):
+    if reference_volume_node is not None:
+        return reference_volume_node
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    return segmentation_node.GetNodeReference(role)
+
+
+def _oriented_to_ijk_array(image, extent: tuple[int, ...]) -> np.ndarray:
+    """Voxels of a vtkOrientedImageData as an ``(I, J, K)`` array covering ``extent`` (zeros elsewhere)."""
+    shape = (extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1)
+    out = np.zeros(shape, dtype=np.uint8)
+    e = image.GetExtent()
+    scalars = image.GetPointData().GetScalars() if image.GetPointData() is not None else None
+    if scalars is None or e[1] < e[0] or e[3] < e[2] or e[5] < e[4]:
+        return out
+    values = numpy_support.vtk_to_numpy(scalars).reshape(e[5] - e[4] + 1, e[3] - e[2] + 1, e[1] - e[0] + 1)
+    values = values.transpose(2, 1, 0)  # VTK stores x fastest: (K, J, I) -> (I, J, K)
+    lo = [max(e[2 * a], extent[2 * a]) for a in range(3)]
+    hi = [min(e[2 * a + 1], extent[2 * a + 1]) for a in range(3)]
+    if any(h < low for low, h in zip(lo, hi, strict=True)):
+        return out
+    src = tuple(slice(lo[a] - e[2 * a], hi[a] - e[2 * a] + 1) for a in range(3))
+    dst = tuple(slice(lo[a] - extent[2 * a], hi[a] - extent[2 * a] + 1) for a in range(3))
+    out[dst] = values[src] != 0
+    return out
+
+
+def segment_labelmap(segmentation_node, segment_id: str, reference_volume_node=None) -> np.ndarray:
+    """A segment as a ``uint8`` 0/1 array indexed ``[i, j, k]`` on the reference volume's voxel grid.
+
+    Index order is the library's (``Volume.data[c, i, j, k]``, nibabel's), not Slicer's ``arrayFromVolume``
+    order ``[k, j, i]``.  The reference is ``reference_volume_node`` or the segmentation's reference geometry
+    volume.  Both nodes' parent transforms are honoured: the segment is resampled (nearest neighbour) from
+    world coordinates onto the volume's hardened grid.  This is done with the segmentation core classes
+    directly because ``slicer.util.arrayFromSegmentBinaryLabelmap`` needs ``slicer.modules`` (the app).
+    """
+    reference = _reference_node(segmentation_node, reference_volume_node)
+    if reference is None:
+        raise ValueError(f"segmentation {_node_label(segmentation_node)} has no reference volume (pass one)")
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise KeyError(f"segmentation {_node_label(segmentation_node)} has no segment '{segment_id}'")
+    segment_image = slicer.vtkOrientedImageData()
+    # The node's own method gives this segment only (0/1); the logic's static GetSegmentBinaryLabelmap-
+    # Representation returns the whole shared layer (every label value in it).
+    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, segment_image)
+    extent = reference.GetImageData().GetExtent()
+    target = slicer.vtkOrientedImageData()
+    target.SetExtent(extent)
+    target.SetImageToWorldMatrix(_matrix_from_array(world_ijk_to_ras(reference)))
+    e = segment_image.GetExtent()
+    if e[1] < e[0] or e[3] < e[2] or e[5] < e[4]:
+        return _oriented_to_ijk_array(target, extent)  # empty segment
+    to_world = None
+    parent = segmentation_node.GetParentTransformNode()
+    if parent is not None:
+        to_world = vtk.vtkGeneralTransform()
+        parent.GetTransformToWorld(to_world)
+    resampled = slicer.vtkOrientedImageData()
+    ok = slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        segment_image, target, resampled, False, False, to_world
+    )
+    if not ok:
+        raise RuntimeError(f"could not resample segment '{segment_id}' onto {_node_label(reference)}")
+    return _oriented_to_ijk_array(resampled, extent)
+
+
+def read_segmentation(segmentation_node, reference_volume_node=None) -> list[dict]:
+    """Plain-data description of every segment, in node order, for checks and the panel.
+
+    Each entry: ``id``, ``name``, ``rank`` (from ``#N`` or None), ``color`` (r, g, b in 0..1), ``visible``,
+    ``voxels`` (count on the reference grid) and ``extent`` (inclusive ``[i0, i1, j0, j1, k0, k1]`` on that
+    grid, empty ``[0, -1, 0, -1, 0, -1]`` for an empty segment).  Without any reference volume, counts and
+    extents are on the segment's own labelmap grid.
+    """
+    segmentation = segmentation_node.GetSegmentation()
+    display = segmentation_node.GetDisplayNode()
+    reference = _reference_node(segmentation_node, reference_volume_node)
+    out = []
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(i)
+        segment = segmentation.GetSegment(segment_id)
+        if reference is not None:
+            mask = segment_labelmap(segmentation_node, segment_id, reference)
+            offset = (0, 0, 0)
+        else:
+            image = slicer.vtkOrientedImageData()
+            segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
+            own = image.GetExtent()
+            mask = _oriented_to_ijk_array(image, own)
+            offset = (own[0], own[2], own[4])
+        extent = [0, -1, 0, -1, 0, -1]
+        if mask.any():
+            extent = []
+            for axis in range(3):
+                hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+                extent += [int(hits[0]) + offset[axis], int(hits[-1]) + offset[axis]]
+        match = _RANK.match(segment.GetName() or "")
+        out.append(
+            {
+                "id": segment_id,
+                "name": segment.GetName(),
+                "rank": int(match.group(1)) if match else None,
+                "color": tuple(float(c) for c in segment.GetColor()),
+                "visible": bool(display.GetSegmentVisibility(segment_id)) if display is not None else True,
+                "voxels": int(np.count_nonzero(mask)),
+                "extent": extent,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Report text
+# ------------------------------------------------------------------------------------------------------
+def report_text_node(
+    text: str,
+    *,
+    name: str = "BrainGemma3D report",
+    node=None,
+    attributes: Mapping[str, str] | None = None,
+    scene=None,
+):
+    """Put the report text into a text node (a new one, or ``node`` updated) and return the node.
+
+    The node is an ordinary, editable text node (the radiologist corrects the draft in the panel or the Text
+    module), stored as UTF-8.  It is forced to have a storage node, because short texts are otherwise kept
+    only inside the .mrml file and would not appear as a file in "Save data"; the report should travel with
+    the scene as a file of its own.  ``attributes`` (for example the model's checkpoint digest) are set as
+    node attributes so the scene remembers where the text came from.
+    """
+    scene = _scene(scene)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTextNode", name)
+    elif not node.IsA("vtkMRMLTextNode"):
+        raise TypeError(f"a vtkMRMLTextNode is needed, got {node.GetClassName()}")
+    with slicer.util.NodeModify(node):
+        node.SetText(str(text), vtk.VTK_ENCODING_UTF_8)
+        node.SetHideFromEditors(False)
+        node.SetSelectable(True)
+        for key, value in (attributes or {}).items():
+            node.SetAttribute(str(key), str(value))
+        node.SetForceCreateStorageNode(slicer.vtkMRMLTextNode.CreateStorageNodeAlways)
+    if node.GetStorageNode() is None and node.GetScene() is not None:
+        node.AddDefaultStorageNode()
+    return node
+
+
+def read_text_node(node) -> str:
+    """The text of a text node (the report as the radiologist last edited it); empty string if none."""
+    return node.GetText() or ""
