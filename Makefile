@@ -11,8 +11,8 @@ SAMPLE_SEED := 2026
 
 # The demo weights: trained on phantoms with the project's own CLI, scored on held-out phantoms of another seed.
 DW       := build/demo-weights
-DW_TRAIN := --n 1100 --healthy 150 --seed 21
-DW_HELD  := --n 120 --healthy 40 --seed 4242
+DW_TRAIN := --n 2200 --healthy 300 --seed 21 --workers 2
+DW_HELD  := --n 120 --healthy 40 --seed 4242 --workers 2
 DW_FIT   := --phase warmup --train-lm --train-encoder --epochs 14 --batch-size 16 --lr 1e-3 --seed 0
 DEMO_WEIGHTS := Resources/DemoWeights
 

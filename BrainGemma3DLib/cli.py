@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--healthy", type=int, default=2, help="number of healthy controls (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
     p.add_argument("--spacing", type=float, default=1.5, help="working resolution in mm (default 1.5)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (same cases; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("preprocess", help="load a study and write its model-grid volume and summary")
@@ -55,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("D", "H", "W"),
         help="model grid size (default 64 128 128)",
     )
+
+    p = sub.add_parser(
+        "report", help="write a report draft (JSON, text, PDF) for one study, optionally explained"
+    )
+    p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/MHA file(s) or a DICOM series folder; FLAIR first")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default="demo", help="demo (bundled, synthetic) or a checkpoint folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")
+    p.add_argument("--supervoxels", type=int, default=50, help="explain: SLIC supervoxels in the brain")
+    p.add_argument("--samples", type=int, default=256, help="explain: perturbed volumes scored")
+    p.add_argument("--baseline", default="mean", choices=["mean", "zero", "blur"], help="explain: fill")
+    p.add_argument("--top-k", type=int, default=5, help="explain: supervoxels in the segmentation")
+    p.add_argument("--batch-size", type=int, default=0, help="explain: volumes per pass (0 = from memory)")
+    p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed")
+    for name in ("institution", "patient-name", "patient-id", "study-date", "accession"):
+        p.add_argument(f"--{name}", default="", help="PDF header field (else from DICOM tags, else omitted)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     p = sub.add_parser("train", help="train one phase (contrastive, warmup, lora) on a BraTS-layout folder")
     p.add_argument("--phase", required=True, choices=["contrastive", "warmup", "lora"])
@@ -134,6 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions or epochs (median is reported)")
+
+    p = sub.add_parser(
+        "sign", help="sign a report draft (PAdES): final PDF + audit record, never overwritten"
+    )
+    p.add_argument("pdf", type=Path, help="the unsigned draft report.pdf")
+    p.add_argument("--out", required=True, type=Path, help="signed PDF to write (must not exist)")
+    p.add_argument("--signer", required=True, help="the radiologist's name, as shown on the report")
+    p.add_argument("--p12", type=Path, help="PKCS#12 (.p12/.pfx) file with the key and certificate")
+    p.add_argument("--key", type=Path, help="private key (PEM or DER), with --cert")
+    p.add_argument("--cert", type=Path, help="certificate (PEM or DER), with --key")
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        help="file whose first line is the key's password (else asked on a terminal)",
+    )
+    p.add_argument("--text", type=Path, help="the radiologist's edited report text (UTF-8 file)")
+    p.add_argument("--reason", default="Radiology report approved", help="reason recorded in the signature")
+    p.add_argument("--location", help="location recorded in the signature")
+
+    p = sub.add_parser("verify", help="check a signed report: intact, valid, trusted, covers the whole file")
+    p.add_argument("pdf", type=Path, help="signed PDF")
+    p.add_argument("--trust", type=Path, action="append", default=[], help="trusted certificate (repeatable)")
+
+    p = sub.add_parser("make-cert", help="throw-away self-signed signing certificate (demos/tests only)")
+    p.add_argument("--out", required=True, type=Path, help="folder for NAME.key.pem and NAME.cert.pem")
+    p.add_argument("--name", required=True, help="name on the certificate")
     return parser
 
 
@@ -143,7 +188,13 @@ def _cmd_phantoms(args: argparse.Namespace) -> int:
     if args.spacing <= 0.3 or args.spacing > 4:
         raise InputError(f"--spacing {args.spacing} mm is outside 0.3..4 mm")
     manifest = generate(
-        args.out, args.n, args.healthy, args.seed, spacing=args.spacing, progress=not args.quiet
+        args.out,
+        args.n,
+        args.healthy,
+        args.seed,
+        spacing=args.spacing,
+        progress=not args.quiet,
+        workers=args.workers,
     )
     print(
         f"wrote {args.n} tumour cases and {args.healthy} healthy controls to {args.out} "
@@ -180,6 +231,47 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     for note in inp["notes"]:
         print(f"note   : {note}")
     print(f"wrote  : {args.out / 'preprocess.json'} and model_grid_*.nii.gz")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .explain import ExplainOptions
+    from .pipeline import ReportRequest, run_report
+
+    fields = {
+        key.replace("-", "_"): getattr(args, key.replace("-", "_"))
+        for key in ("institution", "patient-name", "patient-id", "study-date", "accession")
+    }
+    request = ReportRequest(
+        inputs=args.inputs,
+        out=args.out,
+        model=args.model,
+        device=args.device,
+        explain=args.explain,
+        explain_options=ExplainOptions(
+            n_segments=args.supervoxels,
+            n_samples=args.samples,
+            baseline=args.baseline,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        ),
+        fields=fields,
+    )
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        if not args.quiet:
+            print(f"[{fraction * 100:5.1f}%] {stage}: {message}", file=sys.stderr, flush=True)
+
+    if args.explain:
+        request.explain_options.check()
+    result = run_report(request, progress=progress)
+    report = result["report"]
+    print(report["text"])
+    for warning in report["warnings"]:
+        print(f"WARNING: {warning}")
+    for name, path in result["files"].items():
+        print(f"{name:>12}: {path}")
     return 0
 
 
@@ -296,13 +388,94 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from .signing import read_password_file, sign_pdf
+
+    if args.p12 is None and (args.key is None or args.cert is None):
+        raise InputError("give --p12 FILE, or --key K and --cert C")
+    if args.p12 is not None and (args.key is not None or args.cert is not None):
+        raise InputError("give --p12, or --key and --cert, not both")
+    text = None
+    if args.text is not None:
+        try:
+            text = args.text.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("edited text file not found", args.text) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"cannot read the edited text ({getattr(exc, 'strerror', None) or exc})", args.text
+            ) from None
+        if not text.strip():
+            raise InputError("the edited text file is empty", args.text)
+    password = read_password_file(args.password_file) if args.password_file else None
+    result = sign_pdf(
+        args.pdf,
+        args.out,
+        signer=args.signer,
+        p12=args.p12,
+        password=password,
+        key=args.key,
+        cert=args.cert,
+        text=text,
+        reason=args.reason,
+        location=args.location,
+    )
+    print(
+        f"signed by {result['signer']} at {result['signed_at']}"
+        + (" (edited text)" if result["edited"] else "")
+    )
+    print(f"signed PDF: {result['signed_pdf']}")
+    print(f"audit     : {result['audit']}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .signing import verify_pdf
+
+    result = verify_pdf(args.pdf, args.trust)
+
+    def yes(value: bool) -> str:
+        return "yes" if value else "no"
+
+    print(f"intact: {yes(result['intact'])}")
+    print(f"valid: {yes(result['valid'])}")
+    print(f"trusted: {yes(result['trusted'])}" + ("" if args.trust else " (no --trust certificate given)"))
+    print(f"covers-whole-file: {yes(result['covers_whole_file'])}")
+    print(f"signer: {result['signer']}")
+    print(f"signing-time: {result['signing_time']}")
+    print(result["summary"])
+    # Content appended after signing can change what is displayed: a failed check, as is an untrusted signer
+    # when trust anchors were given.
+    ok = (
+        result["intact"]
+        and result["valid"]
+        and result["covers_whole_file"]
+        and (result["trusted"] or not args.trust)
+    )
+    return 0 if ok else 1
+
+
+def _cmd_make_cert(args: argparse.Namespace) -> int:
+    from .signing import make_test_certificate
+
+    key, cert = make_test_certificate(args.out, args.name)
+    print(f"key        : {key}")
+    print(f"certificate: {cert}")
+    print("a throw-away self-signed certificate for demos and tests: NOT for signing real reports")
+    return 0
+
+
 COMMANDS = {
+    "report": _cmd_report,
     "phantoms": _cmd_phantoms,
     "preprocess": _cmd_preprocess,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "bench": _cmd_bench,
+    "sign": _cmd_sign,
+    "verify": _cmd_verify,
+    "make-cert": _cmd_make_cert,
 }
 
 

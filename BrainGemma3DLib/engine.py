@@ -1,0 +1,256 @@
+"""The worker process the Slicer module talks to: ``python -m BrainGemma3DLib.engine``.
+
+Why a separate, long-lived process: loading a model takes seconds to minutes and must happen once, not per
+case; generation and explanation take seconds to minutes and must never freeze Slicer's GUI; and a crash
+or a CUDA out-of-memory in PyTorch must never take Slicer (and the radiologist's unsaved scene) down.
+
+Protocol: JSON lines. The engine first prints ``{"event": "ready", "version": ...}``. Each request is one
+JSON object per line on stdin with an ``id`` and a ``cmd``:
+
+- ``load`` {model: "demo" | folder, device: auto|cpu|cuda}: load (or keep) the model;
+- ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, fields: {...}}: the whole report
+  (:func:`BrainGemma3DLib.pipeline.run_report`);
+- ``explain`` {inputs, out, text, span: [start, end] | null, options}: explain a (possibly edited) text or
+  one statement in it; writes the attribution files into ``out``;
+- ``cancel``: stop the running job (between stages or explanation batches: within a few seconds; nothing
+  of it is written);
+- ``shutdown``: cancel what runs and exit. A closed stdin means the same.
+
+Each event is one JSON object per line on stdout with the request's ``id`` and an ``event``: ``progress``
+{stage, fraction, message}, ``result`` {...}, ``error`` {message, and ``debug`` with the traceback only
+when something unexpected happened; ``cancelled`` / ``out_of_memory`` flags}. stdout carries nothing else:
+whatever a library prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import IO
+
+from . import __version__
+from .errors import InputError
+
+JOB_COMMANDS = ("load", "report", "explain")
+
+
+def describe_error(exc: BaseException) -> dict:
+    """One clear message for an exception, with flags the panel acts on (cancelled, out of memory)."""
+    from .explain import Cancelled
+
+    if isinstance(exc, Cancelled):
+        return {"message": "cancelled; nothing was written", "cancelled": True}
+    if isinstance(exc, InputError):
+        return {"message": str(exc)}
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():
+        return {
+            "message": "the GPU ran out of memory (CUDA out of memory): choose the CPU, close other GPU "
+            "programs, or use a smaller explanation batch",
+            "out_of_memory": True,
+            "debug": text,
+        }
+    return {
+        "message": f"internal error: {type(exc).__name__}: {text}",
+        "debug": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+class Engine:
+    """Reads requests, runs one job at a time on a worker thread, writes events (see module docstring)."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self.lock = threading.Lock()
+        self.model = None
+        self.model_key: tuple[str, str] | None = None
+        self.job: threading.Thread | None = None
+        self.job_id = None
+        self.cancel_event = threading.Event()
+
+    # --- output ---------------------------------------------------------------------------------------
+    def emit(self, event: str, request_id=None, **fields) -> None:
+        line = json.dumps({"id": request_id, "event": event, **fields}, default=str)
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    # --- requests -------------------------------------------------------------------------------------
+    def handle_line(self, line: str) -> bool:
+        """Handle one request line; returns False when the engine should stop."""
+        line = line.strip()
+        if not line:
+            return True
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+        except ValueError as exc:
+            self.emit("error", None, message=f"malformed request (not a JSON object): {exc}")
+            return True
+        rid, cmd = request.get("id"), request.get("cmd")
+        if cmd == "shutdown":
+            self.shutdown()
+            self.emit("result", rid, cmd="shutdown")
+            return False
+        if cmd == "cancel":
+            running = self.busy()
+            self.cancel_event.set()
+            self.emit("result", rid, cmd="cancel", cancelled=self.job_id if running else None)
+            return True
+        if cmd not in JOB_COMMANDS:
+            known = ", ".join((*JOB_COMMANDS, "cancel", "shutdown"))
+            self.emit("error", rid, message=f"unknown request {cmd!r} (known: {known})")
+            return True
+        if self.busy():
+            self.emit("error", rid, message=f"busy with request {self.job_id!r}: cancel it or wait")
+            return True
+        self.cancel_event.clear()
+        self.job_id = rid
+        self.job = threading.Thread(target=self._run, args=(rid, cmd, request), daemon=True)
+        self.job.start()
+        return True
+
+    def busy(self) -> bool:
+        return self.job is not None and self.job.is_alive()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.cancel_event.set()
+        if self.job is not None:
+            self.job.join(timeout)
+
+    # --- jobs -----------------------------------------------------------------------------------------
+    def _run(self, rid, cmd: str, request: dict) -> None:
+        try:
+            result = getattr(self, f"_{cmd}")(rid, request)
+            self.emit("result", rid, cmd=cmd, **result)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event
+            self.emit("error", rid, cmd=cmd, **describe_error(exc))
+
+    def _progress(self, rid):
+        def progress(stage: str, fraction: float, message: str) -> None:
+            self.emit("progress", rid, stage=stage, fraction=round(float(fraction), 4), message=message)
+
+        return progress
+
+    def _load(self, rid, request: dict) -> dict:
+        from .model import load, pick_device
+
+        ref = str(request.get("model") or "demo")
+        device = str(request.get("device") or "auto")
+        key = (ref, str(pick_device(device)))
+        if self.model is not None and self.model_key == key:
+            return {"model": ref, "device": key[1], "reused": True}
+        self._progress(rid)("load", 0.0, f"loading {ref} on {key[1]}")
+        self.model, self.model_key = None, None
+        self.model = load(ref, device=device)
+        self.model_key = key
+        return {
+            "model": ref,
+            "device": key[1],
+            "reused": False,
+            "preset": self.model.cfg.preset,
+            "checkpoint_sha256": getattr(self.model, "checkpoint_sha256", None),
+            "cuda_available": _cuda_available(),
+        }
+
+    def _loaded(self):
+        if self.model is None:
+            raise InputError("no model loaded: send a load request first")
+        return self.model
+
+    def _report(self, rid, request: dict) -> dict:
+        from .pipeline import ReportRequest, run_report
+
+        model = self._loaded()
+        report_request = ReportRequest(
+            inputs=_inputs(request),
+            out=_out(request),
+            model=self.model_key[0],
+            explain=bool(request.get("explain", False)),
+            explain_options=_explain_options(request),
+            fields={str(k): str(v) for k, v in (request.get("fields") or {}).items()},
+        )
+        return run_report(
+            report_request, model=model, progress=self._progress(rid), cancel=self.cancel_event.is_set
+        )
+
+    def _explain(self, rid, request: dict) -> dict:
+        from .pipeline import run_explain
+
+        text = request.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("an explain request needs the report text ('text')")
+        span = request.get("span")
+        return run_explain(
+            _inputs(request),
+            _out(request),
+            text,
+            span=tuple(span) if span else None,
+            model=self._loaded(),
+            options=_explain_options(request),
+            progress=self._progress(rid),
+            cancel=self.cancel_event.is_set,
+        )
+
+
+def _inputs(request: dict) -> list[str]:
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(p, str) for p in inputs):
+        raise InputError("'inputs' must be a list of file or folder paths")
+    return inputs
+
+
+def _out(request: dict) -> str:
+    out = request.get("out")
+    if not isinstance(out, str) or not out:
+        raise InputError("'out' must be an output folder path")
+    return out
+
+
+def _explain_options(request: dict):
+    from dataclasses import fields
+
+    from .explain import ExplainOptions
+
+    given = request.get("options") or {}
+    known = {f.name for f in fields(ExplainOptions)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InputError(f"unknown explanation option(s) {unknown}; known: {sorted(known)}")
+    options = ExplainOptions(**given)
+    options.check()
+    return options
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _protocol_stream() -> IO[str]:
+    """The real stdout for events; fd 1 (and Python's sys.stdout) then point at stderr, so that nothing a
+    library prints (C code included) can corrupt the protocol."""
+    stream = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return stream
+
+
+def main(argv: list[str] | None = None) -> int:
+    engine = Engine(_protocol_stream())
+    engine.emit("ready", None, version=__version__, pid=os.getpid(), cwd=str(Path.cwd()))
+    for line in sys.stdin:
+        if not engine.handle_line(line):
+            return 0
+    engine.shutdown()  # stdin closed: the panel went away
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""One study in, one report folder out: what ``braingemma3d report`` and the Slicer engine both run.
+
+Stages (each reported to ``progress`` by name, so a panel can show them): ``read`` the input files, ``model``
+(load, unless the caller keeps one loaded), ``generate`` the draft, ``explain`` it (optional, 3D LIME),
+``check`` left/right consistency, ``pdf`` (key images + unsigned draft), ``write``. Everything is written to
+a staging folder first and moved into ``--out`` only at the end, so a failed or cancelled run leaves no
+partial output; ``cancel`` is polled between stages and inside the explanation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .explain import Cancelled, ExplainOptions
+
+#: (stage, fraction of the whole run at its start) for the progress bar.
+STAGES = (
+    ("read", 0.0),
+    ("model", 0.05),
+    ("generate", 0.15),
+    ("explain", 0.35),
+    ("check", 0.9),
+    ("pdf", 0.92),
+    ("write", 0.98),
+)
+_START = dict(STAGES)
+_NEXT = {name: (STAGES[i + 1][1] if i + 1 < len(STAGES) else 1.0) for i, (name, _f) in enumerate(STAGES)}
+
+Progress = Callable[[str, float, str], None]
+
+
+@dataclass
+class ReportRequest:
+    """What to report on and how (the command line's and the engine's options)."""
+
+    inputs: Sequence[str | os.PathLike]
+    out: str | os.PathLike
+    model: str = "demo"
+    device: str = "auto"
+    explain: bool = False
+    explain_options: ExplainOptions = field(default_factory=ExplainOptions)
+    fields: dict[str, str] = field(default_factory=dict)  # institution, patient, study: never invented
+    max_new_tokens: int | None = None
+
+
+def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
+    if cancel is not None and cancel():
+        raise Cancelled(f"cancelled before {name}")
+    if progress is not None:
+        progress(name, _START[name], message)
+    return time.perf_counter()
+
+
+def model_info(model, ref: str) -> dict:
+    """The model block of report.json: what wrote the draft, down to the weights' SHA-256."""
+    cfg = model.cfg
+    return {
+        "name": "BrainGemma3D demo (synthetic phantoms, not for clinical use)"
+        if ref == "demo"
+        else "BrainGemma3D",
+        "preset": cfg.preset,
+        "checkpoint": "demo" if ref == "demo" else str(getattr(model, "checkpoint_path", ref)),
+        "checkpoint_sha256": getattr(model, "checkpoint_sha256", None),
+        "encoder": cfg.encoder,
+        "compressor": cfg.compressor,
+        "visual_tokens": cfg.num_visual_tokens,
+    }
+
+
+def header_fields(study, given: dict[str, str]) -> dict[str, str]:
+    """PDF header fields: those given on the command line, else the DICOM tags read with the series."""
+    tags = {
+        "institution": "InstitutionName",
+        "patient_name": "PatientName",
+        "patient_id": "PatientID",
+        "study_date": "StudyDate",
+    }
+    out = {k: v for k, v in given.items() if v}
+    for key, tag in tags.items():
+        if key not in out and study.meta.get(tag):
+            out[key] = study.meta[tag]
+    return out
+
+
+def run_report(
+    request: ReportRequest,
+    *,
+    model=None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Run every stage for one study; returns ``{"report": report.json content, "files": {name: path}}``.
+
+    ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
+    """
+    from .atomic import staging_dir
+    from .explain import explain, write_attribution
+    from .keyimages import key_images
+    from .model import load
+    from .pdf import build_pdf
+    from .report import attribution_side, build_report, write_report
+    from .volume import load_study
+
+    timings: dict[str, float] = {}
+    out = Path(request.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+
+    t = _stage(progress, cancel, "read", "reading the input")
+    study = load_study(list(request.inputs))
+    timings["read_s"] = time.perf_counter() - t
+
+    t = _stage(progress, cancel, "model", f"loading the model ({request.model})")
+    if model is None:
+        model = load(request.model, device=request.device)
+    if study.data.shape[0] != model.cfg.in_channels:
+        raise InputError(
+            f"the model reads {model.cfg.in_channels} sequence(s); {len(request.inputs)} input(s) were given",
+            request.inputs[0],
+        )
+    timings["model_s"] = time.perf_counter() - t
+
+    t = _stage(progress, cancel, "generate", "writing the draft")
+    grid, mapping = study.to_model_grid(model.cfg.grid)
+    draft = model.generate(grid, max_new_tokens=request.max_new_tokens)[0]
+    timings["generate_s"] = time.perf_counter() - t
+    if not draft.text.strip():
+        raise RuntimeError("the model wrote an empty report")
+
+    found = None
+    if request.explain:
+        t = _stage(progress, cancel, "explain", "explaining the draft (3D LIME)")
+        span = _START["explain"], _NEXT["explain"]
+
+        def explain_progress(fraction: float, message: str) -> None:
+            if progress is not None:
+                progress("explain", span[0] + (span[1] - span[0]) * fraction, message)
+
+        found = explain(
+            model,
+            grid,
+            mapping.foreground,
+            mapping.grid_spacing,
+            draft.text,
+            options=request.explain_options,
+            progress=explain_progress,
+            cancel=cancel,
+        )
+        timings["explain_s"] = time.perf_counter() - t
+
+    t = _stage(progress, cancel, "check", "checking left/right consistency")
+    side = attribution_side(found.attribution_map(), mapping) if found is not None else None
+    input_info = study.summary()
+    report = build_report(
+        draft.text,
+        model=model_info(model, request.model),
+        input=input_info,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        attribution_side=side,
+    )
+    if found is not None:
+        report["explanation"] = found.summary()
+    timings["check_s"] = time.perf_counter() - t
+
+    with staging_dir(out) as tmp:
+        t = _stage(progress, cancel, "pdf", "rendering key images and the PDF draft")
+        attribution_volume = mapping.to_input(found.attribution_map()) if found is not None else None
+        files: dict[str, str] = {}
+        if found is not None:
+            written = write_attribution(found, mapping, tmp, top_k=request.explain_options.top_k)
+            report["explanation"]["segments"] = written["segments"]
+            files["attribution"] = str(out / "attribution.nii.gz")
+            files["segmentation"] = str(out / "attribution.seg.nrrd")
+        point = side.get("peak_ras") if side else None
+        images = key_images(study.channel(0), attribution_volume, point)
+        timings["pdf_s"] = time.perf_counter() - t
+        report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        build_pdf(report, images, tmp / "report.pdf", draft=True, fields=header_fields(study, request.fields))
+        _stage(progress, cancel, "write", "writing the report files")
+        write_report(report, tmp)
+        files.update(json=str(out / "report.json"), text=str(out / "report.txt"), pdf=str(out / "report.pdf"))
+    if progress is not None:
+        progress("done", 1.0, f"report written to {out}")
+    return {"report": report, "files": files}
+
+
+def run_explain(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    text: str,
+    *,
+    model,
+    span: tuple[int, int] | None = None,
+    options: ExplainOptions | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Explain a (possibly edited) report text, or one statement in it, for a study; write the two
+    attribution files into ``out`` (all or nothing) and return them with the side and consistency check."""
+    from .atomic import staging_dir
+    from .explain import explain, write_attribution
+    from .report import attribution_side, consistency_warnings, structured_entities
+    from .volume import load_study
+
+    options = options or ExplainOptions()
+    _stage(progress, cancel, "read", "reading the input")
+    study = load_study(list(inputs))
+    grid, mapping = study.to_model_grid(model.cfg.grid)
+    _stage(progress, cancel, "explain", "explaining (3D LIME)")
+    lo, hi = _START["explain"], _NEXT["explain"]
+    found = explain(
+        model,
+        grid,
+        mapping.foreground,
+        mapping.grid_spacing,
+        text,
+        span=span,
+        options=options,
+        progress=None if progress is None else lambda f, m: progress("explain", lo + (hi - lo) * f, m),
+        cancel=cancel,
+    )
+    _stage(progress, cancel, "write", "writing the attribution files")
+    side = attribution_side(found.attribution_map(), mapping)
+    target = text if span is None else text[span[0] : span[1]]
+    with staging_dir(out) as tmp:
+        written = write_attribution(found, mapping, tmp, top_k=options.top_k)
+    return {
+        "explanation": found.summary() | {"segments": written["segments"]},
+        "attribution": side,
+        "warnings": consistency_warnings(structured_entities(target), side) if span is None else [],
+        "files": {
+            "attribution": str(Path(out) / "attribution.nii.gz"),
+            "segmentation": str(Path(out) / "attribution.seg.nrrd"),
+        },
+    }
