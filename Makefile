@@ -26,10 +26,22 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# The sample case end to end: draft + 3D LIME overlay + PDF, a throw-away certificate, the signed PDF, verified.
+DEMO_OUT := out/demo
+SIGNER   := Demo Radiologist
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/braingemma3d preprocess $(SAMPLE_CASE)/BraTS20_Training_001_flair.nii.gz --out out/demo
-	HF_HUB_OFFLINE=1 $(BIN)/braingemma3d evaluate --model demo --data $(SAMPLE) --split all --out out/demo/report --quiet
-	@echo "report draft and its scores against the phantom's truth: out/demo/report/cases.csv, metrics.md"
+	rm -rf $(DEMO_OUT)
+	$(BIN)/braingemma3d report $(SAMPLE_CASE)/BraTS20_Training_001_flair.nii.gz --out $(DEMO_OUT)/report --explain
+	$(BIN)/braingemma3d make-cert --out $(DEMO_OUT)/throwaway-certificate --name "$(SIGNER)"
+	$(BIN)/braingemma3d sign $(DEMO_OUT)/report/report.pdf --out $(DEMO_OUT)/report-signed.pdf \
+	  --signer "$(SIGNER)" --key $(DEMO_OUT)/throwaway-certificate/demo-radiologist.key.pem \
+	  --cert $(DEMO_OUT)/throwaway-certificate/demo-radiologist.cert.pem
+	$(BIN)/braingemma3d verify $(DEMO_OUT)/report-signed.pdf --trust $(DEMO_OUT)/throwaway-certificate/demo-radiologist.cert.pem
+	@echo
+	@echo "draft (JSON, text, PDF) and the attribution overlay: $(DEMO_OUT)/report/"
+	@echo "  open in 3D Slicer: the FLAIR, then attribution.seg.nrrd (segmentation) over it"
+	@echo "signed PDF and its audit trail: $(DEMO_OUT)/report-signed.pdf, $(DEMO_OUT)/report-signed.audit.json"
+	@echo "(demo weights trained on synthetic phantoms; throw-away certificate: not for clinical use)"
 
 test: venv
 	$(BIN)/ruff check .

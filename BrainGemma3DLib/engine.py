@@ -70,6 +70,7 @@ class Engine:
         self.model_key: tuple[str, str] | None = None
         self.job: threading.Thread | None = None
         self.job_id = None
+        self.running = False  # a job is under way (cleared just before its result or error is sent)
         self.cancel_event = threading.Event()
 
     # --- output ---------------------------------------------------------------------------------------
@@ -111,12 +112,13 @@ class Engine:
             return True
         self.cancel_event.clear()
         self.job_id = rid
+        self.running = True
         self.job = threading.Thread(target=self._run, args=(rid, cmd, request), daemon=True)
         self.job.start()
         return True
 
     def busy(self) -> bool:
-        return self.job is not None and self.job.is_alive()
+        return self.running
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self.cancel_event.set()
@@ -126,10 +128,11 @@ class Engine:
     # --- jobs -----------------------------------------------------------------------------------------
     def _run(self, rid, cmd: str, request: dict) -> None:
         try:
-            result = getattr(self, f"_{cmd}")(rid, request)
-            self.emit("result", rid, cmd=cmd, **result)
+            event, fields = "result", getattr(self, f"_{cmd}")(rid, request)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event
-            self.emit("error", rid, cmd=cmd, **describe_error(exc))
+            event, fields = "error", describe_error(exc)
+        self.running = False  # before the last event: a client may send the next request at once
+        self.emit(event, rid, cmd=cmd, **fields)
 
     def _progress(self, rid):
         def progress(stage: str, fraction: float, message: str) -> None:

@@ -1,0 +1,273 @@
+"""Signing the report (PAdES, offline), verifying it, and refusing whatever would make it misleading."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from BrainGemma3DLib.cli import main
+from BrainGemma3DLib.errors import InputError
+from BrainGemma3DLib.pdf import build_pdf, read_bundle
+from BrainGemma3DLib.report import NOTICE, build_report
+from BrainGemma3DLib.signing import make_test_certificate, sign_pdf, verify_pdf
+
+AI_TEXT = (
+    "Findings: A mass in the left temporal lobe with surrounding edema.\n"
+    "Impression: Left temporal lesion, likely a glioma."
+)
+EDITED = (
+    "Findings: A mass in the left temporal lobe with surrounding edema and mild enhancement.\n"
+    "Impression: Left temporal lesion, likely a glioma."
+)
+
+
+def _png(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 48), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A draft PDF and a throw-away certificate, shared by the tests (each signs into its own file)."""
+    folder = tmp_path_factory.mktemp("signing")
+    report = build_report(
+        AI_TEXT,
+        model={"name": "BrainGemma3D demo", "preset": "demo", "checkpoint_sha256": "ab" * 32},
+        input={"paths": ["flair.nii.gz"], "sha256": ["cd" * 32], "shape": [8, 8, 8], "orientation": "RAS"},
+        timings={},
+    )
+    images = {"axial": _png((40, 40, 40)), "coronal": _png((80, 80, 80)), "sagittal": _png((120, 120, 120))}
+    draft = build_pdf(report, images, folder / "report.pdf", fields={"patient_id": "P-0001"})
+    key, cert = make_test_certificate(folder / "cert", "Dr Jane Roe")
+    edited = folder / "edited.txt"
+    edited.write_text(EDITED, encoding="utf-8")
+    return {"folder": folder, "draft": draft, "key": key, "cert": cert, "edited": edited}
+
+
+@pytest.fixture(scope="module")
+def signed(world):
+    """The draft signed once through the CLI with the edited text."""
+    out = world["folder"] / "signed.pdf"
+    code = main(
+        [
+            "sign", str(world["draft"]), "--out", str(out), "--signer", "Dr Jane Roe",
+            "--key", str(world["key"]), "--cert", str(world["cert"]), "--text", str(world["edited"]),
+            "--location", "Radiology",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _pdf_text(path: Path) -> str:
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        return "\n".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
+    finally:
+        pdf.close()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _cert(folder: Path, name: str, *, key=None, signing: bool = True) -> tuple[Path, Path, object, object]:
+    """A self-signed certificate, optionally without any signing key usage (encipherment only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    usage = dict.fromkeys(
+        (
+            "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+            "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+        ),
+        False,
+    )  # fmt: skip
+    usage["digital_signature" if signing else "key_agreement"] = True
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.KeyUsage(**usage), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path, cert_path = folder / f"{name}.key.pem", folder / f"{name}.cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path, key, cert
+
+
+def test_sign_then_verify_intact_valid_trusted_whole_file(world, signed, capsys):
+    capsys.readouterr()
+    assert main(["verify", str(signed), "--trust", str(world["cert"])]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    expected = ("intact: yes", "valid: yes", "trusted: yes", "covers-whole-file: yes", "signer: Dr Jane Roe")
+    assert all(line in lines for line in expected), out
+    result = verify_pdf(signed)  # without a trust anchor: intact and valid, not trusted
+    assert result["intact"] and result["valid"] and result["covers_whole_file"] and not result["trusted"]
+    assert main(["verify", str(signed)]) == 0
+    assert "trusted: no" in capsys.readouterr().out
+    other = _cert(world["folder"] / "other", "Someone Else")[1]  # a --trust that is not the signer's
+    assert main(["verify", str(signed), "--trust", str(other)]) == 1
+
+
+def test_signed_pdf_is_final_with_the_edited_text(world, signed):
+    text = _pdf_text(signed)
+    assert "mild enhancement" in text and "DRAFT" not in text
+    assert "reviewed and signed by Dr Jane Roe" in text and NOTICE in text and "P-0001" in text
+    report, images = read_bundle(signed)
+    assert report["status"] == "signed" and report["signed"]["by"] == "Dr Jane Roe"
+    assert report["text"] == EDITED and report["ai_draft_text"] == AI_TEXT and report["edited"]
+    assert report["entities"]["findings"]["enhancement"] is True  # re-derived from the edited text
+    assert set(images) == {"axial", "coronal", "sagittal"}
+
+
+def test_audit_record_has_diff_digests_and_time(world, signed):
+    audit = json.loads((signed.parent / "signed.audit.json").read_text(encoding="utf-8"))
+    assert audit["signer"] == "Dr Jane Roe" and audit["location"] == "Radiology"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", audit["signed_at"])
+    assert audit["ai_draft_text"] == AI_TEXT and audit["final_text"] == EDITED and audit["edited"]
+    assert "-Findings: A mass in the left temporal lobe with surrounding edema." in audit["diff"]
+    assert "+Findings: A mass in the left temporal lobe with surrounding edema and mild enhancement." in (
+        audit["diff"].splitlines()
+    )
+    assert audit["draft_pdf_sha256"] == hashlib.sha256(world["draft"].read_bytes()).hexdigest()
+    assert audit["signed_pdf_sha256"] == hashlib.sha256(signed.read_bytes()).hexdigest()
+    assert audit["model"]["checkpoint_sha256"] == "ab" * 32 and audit["input"]["sha256"] == ["cd" * 32]
+
+
+def test_one_flipped_byte_is_not_intact(world, signed, capsys, tmp_path):
+    data = bytearray(signed.read_bytes())
+    position = data.index(b"stream", data.index(b"/Length")) + 40  # inside the first page stream
+    data[position] ^= 0x01
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", str(tampered), "--trust", str(world["cert"])]) == 1
+    out = capsys.readouterr().out
+    assert "intact: no" in out.splitlines() and "FAILED" in out
+
+
+def test_content_appended_after_signing_fails(world, signed, capsys, tmp_path):
+    appended = tmp_path / "appended.pdf"
+    appended.write_bytes(signed.read_bytes() + b"\n% appended after signing\n")
+    capsys.readouterr()
+    assert main(["verify", str(appended)]) == 1
+    out = capsys.readouterr().out
+    assert "intact: yes" in out.splitlines() and "covers-whole-file: no" in out.splitlines()
+
+
+def test_sign_never_overwrites(world, signed, capsys):
+    before = signed.read_bytes()
+    args = ["sign", str(world["draft"]), "--out", str(signed), "--signer", "X"]
+    assert main([*args, "--key", str(world["key"]), "--cert", str(world["cert"])]) == 2
+    assert "never overwritten" in _one_line_error(capsys)
+    assert signed.read_bytes() == before
+    # An audit record in the way also stops signing, before the PDF is written.
+    lone = world["folder"] / "lone.pdf"
+    (world["folder"] / "lone.audit.json").write_text("{}")
+    with pytest.raises(InputError, match="never overwritten"):
+        sign_pdf(world["draft"], lone, signer="X", key=world["key"], cert=world["cert"])
+    assert not lone.exists()
+
+
+def test_pkcs12_with_password_file_wrong_password_and_no_password(world, tmp_path, capsys):
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+    from cryptography.x509 import load_pem_x509_certificate
+
+    key = load_pem_private_key(world["key"].read_bytes(), None)
+    cert = load_pem_x509_certificate(world["cert"].read_bytes())
+    p12 = tmp_path / "signer.p12"
+    secret = BestAvailableEncryption(b"s3cret")
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"jr", key, cert, None, secret))
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("s3cret\nignored second line\n")
+    bad.write_text("guess\n")
+    base = ["sign", str(world["draft"]), "--signer", "Dr Jane Roe", "--p12", str(p12)]
+
+    assert main([*base, "--out", str(tmp_path / "a.pdf"), "--password-file", str(bad)]) == 2
+    err = _one_line_error(capsys)
+    assert "wrong password" in err and "signer.p12" in err
+    assert main([*base, "--out", str(tmp_path / "b.pdf")]) == 2  # stdin is not a terminal under pytest
+    assert "--password-file" in _one_line_error(capsys)
+    assert not list(tmp_path.glob("*.pdf"))
+
+    assert main([*base, "--out", str(tmp_path / "c.pdf"), "--password-file", str(good)]) == 0
+    assert verify_pdf(tmp_path / "c.pdf", [world["cert"]])["trusted"]
+
+
+def test_credentials_that_cannot_sign_are_refused(world, tmp_path, capsys):
+    base = ["sign", str(world["draft"]), "--out", str(tmp_path / "s.pdf"), "--signer", "X"]
+    key, cert, _k, _c = _cert(tmp_path / "nosign", "No Signing", signing=False)
+    assert main([*base, "--key", str(key), "--cert", str(cert)]) == 2
+    assert "key usage does not allow signing" in _one_line_error(capsys)
+
+    other_key = _cert(tmp_path / "other", "Other")[0]
+    assert main([*base, "--key", str(other_key), "--cert", str(world["cert"])]) == 2
+    assert "does not belong to the certificate" in _one_line_error(capsys)
+
+    assert main([*base, "--key", str(tmp_path / "missing.pem"), "--cert", str(world["cert"])]) == 2
+    assert "not found" in _one_line_error(capsys)
+    assert main([*base, "--key", str(world["key"])]) == 2  # --cert missing
+    assert not (tmp_path / "s.pdf").exists()
+
+
+def test_bad_pdfs_are_refused_with_one_line(world, signed, tmp_path, capsys):
+    junk = tmp_path / "junk.pdf"
+    junk.write_bytes(b"%PDF-1.4\n" + b"\x00garbage" * 50)
+    creds = ["--key", str(world["key"]), "--cert", str(world["cert"])]
+    assert main(["sign", str(junk), "--out", str(tmp_path / "o.pdf"), "--signer", "X", *creds]) == 2
+    assert "not a BrainGemma3D report PDF or it is corrupted" in _one_line_error(capsys)
+    assert main(["sign", str(signed), "--out", str(tmp_path / "o2.pdf"), "--signer", "X", *creds]) == 2
+    assert "already signed" in _one_line_error(capsys)
+    assert main(["verify", str(world["draft"])]) == 2
+    assert "no digital signature" in _one_line_error(capsys)
+    assert main(["verify", str(junk)]) == 2
+    assert "junk.pdf" in _one_line_error(capsys)
+    assert main(["verify", str(tmp_path / "missing.pdf")]) == 2
+    assert "not found" in _one_line_error(capsys)
+
+
+def test_make_cert_writes_a_signing_certificate_and_refuses_to_overwrite(tmp_path, capsys):
+    from cryptography import x509
+
+    assert main(["make-cert", "--out", str(tmp_path), "--name", "Dr Ann Example"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT for signing real reports" in out
+    cert = x509.load_pem_x509_certificate((tmp_path / "dr-ann-example.cert.pem").read_bytes())
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and usage.content_commitment
+    assert timedelta(days=700) < cert.not_valid_after_utc - cert.not_valid_before_utc < timedelta(days=740)
+    assert main(["make-cert", "--out", str(tmp_path), "--name", "Dr Ann Example"]) == 2
+    assert "refusing to overwrite" in _one_line_error(capsys)
