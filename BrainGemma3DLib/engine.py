@@ -7,7 +7,8 @@ or a CUDA out-of-memory in PyTorch must never take Slicer (and the radiologist's
 Protocol: JSON lines. The engine first prints ``{"event": "ready", "version": ...}``. Each request is one
 JSON object per line on stdin with an ``id`` and a ``cmd``:
 
-- ``load`` {model: "demo" | folder, device: auto|cpu|cuda}: load (or keep) the model;
+- ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm}: load (or keep) the model; ``vision``
+  and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint does not record them;
 - ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, fields: {...}}: the whole report
   (:func:`BrainGemma3DLib.pipeline.run_report`);
 - ``explain`` {inputs, out, text, span: [start, end] | null, options}: explain a (possibly edited) text or
@@ -67,7 +68,7 @@ class Engine:
         self.out = out
         self.lock = threading.Lock()
         self.model = None
-        self.model_key: tuple[str, str] | None = None
+        self.model_key: tuple | None = None  # (model, device, base folders) of the loaded model
         self.job: threading.Thread | None = None
         self.job_id = None
         self.running = False  # a job is under way (cleared just before its result or error is sent)
@@ -145,12 +146,13 @@ class Engine:
 
         ref = str(request.get("model") or "demo")
         device = str(request.get("device") or "auto")
-        key = (ref, str(pick_device(device)))
+        bases = {k: str(request[k]) for k in ("vision", "lm") if request.get(k)}  # MedSigLIP/MedGemma folders
+        key = (ref, str(pick_device(device)), tuple(sorted(bases.items())))
         if self.model is not None and self.model_key == key:
             return {"model": ref, "device": key[1], "reused": True}
         self._progress(rid)("load", 0.0, f"loading {ref} on {key[1]}")
         self.model, self.model_key = None, None
-        self.model = load(ref, device=device)
+        self.model = load(ref, device=device, **bases)
         self.model_key = key
         return {
             "model": ref,

@@ -42,38 +42,6 @@ def test_cmake_value_parser_handles_parentheses_in_quotes():
         cmake_set(text, "MISSING")
 
 
-def test_extension_cmake_has_every_variable():
-    text = strip_cmake_comments((REPO / "CMakeLists.txt").read_text())
-    assert re.search(r"cmake_minimum_required\(\s*VERSION\s+3\.\d+", text)
-    assert re.search(r"\bproject\(\s*BrainGemma3D\s*\)", text)
-    values = {}
-    names = ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS")
-    for name in names:
-        value = " ".join(cmake_set(text, f"EXTENSION_{name}")).strip()
-        assert value and value != "NA", f"EXTENSION_{name} is empty"
-        values[name] = value
-    assert "PyTorch" in values["DEPENDS"].replace(";", " ").split()
-    assert values["CATEGORY"] in ("Radiology", "Informatics")
-    for name in ("HOMEPAGE", "ICONURL", "SCREENSHOTURLS"):
-        for url in values[name].replace(";", " ").split():
-            assert url.startswith("https://"), (name, url)
-    # The icon URL is a raw GitHub URL of the homepage's repository, pointing at the icon in this tree.
-    owner_repo = values["HOMEPAGE"].removeprefix("https://github.com/").strip("/")
-    icon = re.fullmatch(rf"https://raw\.githubusercontent\.com/{owner_repo}/[^/]+/(.+)", values["ICONURL"])
-    assert icon, values["ICONURL"]
-    assert (REPO / icon[1]).is_file() and icon[1].endswith(".png")
-    # Order of the template: Slicer found, the module added, then the package configuration.
-    steps = [
-        "find_package(Slicer REQUIRED)",
-        "include(${Slicer_USE_FILE})",
-        "add_subdirectory(BrainGemma3D)",
-        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
-        "include(${Slicer_EXTENSION_CPACK})",
-    ]
-    positions = [text.find(step) for step in steps]
-    assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions, strict=True))
-
-
 def module_cmake() -> tuple[str, list[str], list[str]]:
     text = strip_cmake_comments((MODULE_DIR / "CMakeLists.txt").read_text())
     assert cmake_set(text, "MODULE_NAME") == ["BrainGemma3D"]
@@ -82,40 +50,6 @@ def module_cmake() -> tuple[str, list[str], list[str]]:
         return [v.replace("${MODULE_NAME}", "BrainGemma3D") for v in cmake_set(text, name)]
 
     return text, listed("MODULE_PYTHON_SCRIPTS"), listed("MODULE_PYTHON_RESOURCES")
-
-
-def test_module_cmake_lists_existing_files():
-    text, scripts, resources = module_cmake()
-    assert scripts == ["BrainGemma3D.py"]
-    for path in scripts + resources:
-        assert (MODULE_DIR / path).resolve().is_file(), f"{path} (relative to BrainGemma3D/) does not exist"
-    expected = {"Icons/BrainGemma3D.png", "UI/BrainGemma3D.ui", "requirements.txt"}
-    resolved = {(MODULE_DIR / r).resolve().relative_to(REPO / "Resources").as_posix() for r in resources}
-    assert expected <= resolved
-    assert re.search(
-        r"slicerMacroBuildScriptedModule\(.*?NAME\s+\$\{MODULE_NAME\}.*?WITH_GENERIC_TESTS", text, re.S
-    )
-    assert re.search(
-        r"if\(\s*BUILD_TESTING\s*\).*?slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)"
-        r".*?endif\(\s*\)",
-        text,
-        re.S,
-    )
-    # Installed under <qt-scripted-modules>/Resources/, where Slicer and resourcePath() look for them.
-    assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
-
-
-def test_every_resource_the_module_opens_is_installed():
-    _, _, resources = module_cmake()
-    installed = {(MODULE_DIR / r).resolve().relative_to(REPO / "Resources").as_posix() for r in resources}
-    used = set()
-    for node in ast.walk(ast.parse(MODULE.read_text())):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if func in ("resourcePath", "moduleResourcePath"):
-                used.add(node.args[0].value)
-    assert {"UI/BrainGemma3D.ui", "Icons/BrainGemma3D.png"} <= used
-    assert used <= installed, used - installed
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -183,28 +117,6 @@ def parameter_fields() -> dict[str, str]:
     }
 
 
-def test_parameter_node_has_the_panel_state():
-    fields = parameter_fields()
-    expected = {
-        "inputVolume",
-        "t1ceVolume",
-        "t2Volume",
-        "modelSource",
-        "checkpointFolder",
-        "device",
-        "opacity",
-        "topK",
-        "signerName",
-    }
-    assert set(fields) == expected
-    assert fields["opacity"].startswith("Annotated[float, WithinRange(0")
-    assert fields["topK"] == "Annotated[int, WithinRange(1, 50)]"
-    # Enum values are the command line's spellings (--model demo, --device auto|cpu|cuda).
-    enums = enum_classes()
-    assert set(enums[fields["modelSource"]].values()) == {"demo", "checkpoint"}
-    assert set(enums[fields["device"]].values()) == {"auto", "cpu", "cuda"}
-
-
 def widget_accepts(widget_class: str, annotation: str, enums: dict) -> bool:
     """Mirror of the parameterNodeWrapper GUI connectors that this panel relies on."""
     base = re.sub(r"^Annotated\[(\w+(?:\.\w+)?),.*\]$", r"\1", annotation)
@@ -228,35 +140,6 @@ def test_widget_accepts_rejects_unsupported_bindings():
     assert not widget_accepts("QComboBox", "str", {})
     assert widget_accepts("QComboBox", "Annotated[str, Choice(['a', 'b'])]", {})
     assert widget_accepts("ctkSliderWidget", "Annotated[float, WithinRange(0.0, 1.0)]", {})
-
-
-def test_ui_binds_every_parameter_to_a_compatible_widget():
-    root = ET.parse(UI).getroot()
-    assert root.tag == "ui" and root.findtext("class") == "BrainGemma3D"
-    top = root.find("widget")
-    assert top is not None and top.get("class") == "qMRMLWidget" and top.get("name") == "BrainGemma3D"
-    fields, enums = parameter_fields(), enum_classes()
-    bound = {}
-    for widget in root.iter("widget"):
-        for prop in widget.findall("property"):
-            if prop.get("name") == "SlicerParameterName":
-                assert prop.get("stdset") == "0", "SlicerParameterName must be a dynamic property"
-                name = prop.findtext("string")
-                assert name not in bound, f"{name} bound twice"
-                bound[name] = widget
-    assert set(bound) == set(fields)
-    for name, widget in bound.items():
-        cls = widget.get("class")
-        assert widget_accepts(cls, fields[name], enums), f"{name}: {cls} cannot show {fields[name]}"
-        if widget.get("class") == "QComboBox" and fields[name] in enums:
-            assert len(widget.findall("item")) == len(enums[fields[name]]), name
-    for name in ("inputVolume", "t1ceVolume", "t2Volume"):
-        types = [s.text for s in bound[name].iterfind("property[@name='nodeTypes']/stringlist/string")]
-        assert types == ["vtkMRMLScalarVolumeNode"], name
-    none_enabled = {
-        n: bound[n].findtext("property[@name='noneEnabled']/bool") for n in ("t1ceVolume", "t2Volume")
-    }
-    assert none_enabled == {"t1ceVolume": "true", "t2Volume": "true"}
 
 
 def test_ui_has_the_panel_and_scene_connections():
@@ -301,32 +184,6 @@ def test_module_uses_only_widgets_that_exist_in_the_ui():
     }
     assert "applyButton" in used
     assert used <= names, used - names
-
-
-def test_module_follows_the_template_and_stays_thin():
-    classes = module_classes()
-    assert {"BrainGemma3D", "BrainGemma3DWidget", "BrainGemma3DLogic", "BrainGemma3DTest"} <= set(classes)
-    bases = {name: {ast.unparse(b) for b in cls.bases} for name, cls in classes.items()}
-    assert bases["BrainGemma3D"] == {"ScriptedLoadableModule"}
-    assert bases["BrainGemma3DWidget"] == {"ScriptedLoadableModuleWidget", "VTKObservationMixin"}
-    assert bases["BrainGemma3DLogic"] == {"ScriptedLoadableModuleLogic"}
-    assert bases["BrainGemma3DTest"] == {"ScriptedLoadableModuleTest"}
-    methods = {n.name for n in classes["BrainGemma3DWidget"].body if isinstance(n, ast.FunctionDef)}
-    assert {"setup", "cleanup", "enter", "exit", "onSceneStartClose", "onSceneEndClose"} <= methods
-    assert {"initializeParameterNode", "setParameterNode", "_checkCanApply", "onApplyButton"} <= methods
-    logic_methods = {n.name for n in classes["BrainGemma3DLogic"].body if isinstance(n, ast.FunctionDef)}
-    assert {"getParameterNode", "preprocessingSummary"} <= logic_methods
-    test_methods = {n.name for n in classes["BrainGemma3DTest"].body if isinstance(n, ast.FunctionDef)}
-    assert {"setUp", "runTest", "test_BrainGemma3D1"} <= test_methods
-
-    top_imports = set()
-    for node in module_tree().body:
-        if isinstance(node, ast.Import):
-            top_imports |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top_imports.add(node.module.split(".")[0])
-    assert not top_imports & {"torch", "transformers", "peft", "BrainGemma3DLib", "numpy"}, top_imports
-    assert len(MODULE.read_text().splitlines()) < 250
 
 
 def test_module_texts_are_translatable():

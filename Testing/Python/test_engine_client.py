@@ -1,0 +1,79 @@
+"""The panel's worker client (BrainGemma3DLib.engine_client), driven against the real worker without Slicer:
+the same polling the module's QTimer does, one Generate's requests in order, a crash seen as the end."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from conftest import REPO
+
+SAMPLE = str(
+    REPO
+    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
+    / "BraTS20_Training_001_flair.nii.gz"
+)
+
+
+def _poll(engine, until, timeout=300.0):
+    """Drain events as the panel's timer does, until ``until(events)`` or the worker ends."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = engine.events()
+        seen += batch
+        if None in batch or until(seen):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; saw {seen[-3:]}")
+
+
+def test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream(tmp_path):
+    from BrainGemma3DLib.engine_client import EngineProcess, Job
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    engine = EngineProcess(
+        [sys.executable, "-m", "BrainGemma3DLib.engine"], env=env, cwd=str(tmp_path), logPath=tmp_path / "log"
+    )
+    try:
+        assert _poll(engine, lambda ev: any(e and e["event"] == "ready" for e in ev))
+        progress, finished = [], []
+        job = Job(
+            [
+                {"id": "1", "cmd": "load", "model": "demo", "device": "cpu"},
+                {
+                    "id": "2",
+                    "cmd": "report",
+                    "inputs": [SAMPLE],
+                    "out": str(tmp_path / "case"),
+                    "explain": False,
+                },
+            ],
+            lambda *a: progress.append(a),
+            lambda result, error: finished.append((result, error)),
+        )
+        for step in range(2):
+            assert job.currentId == str(step + 1)
+            engine.send(job.requests[job.index])
+            events = _poll(
+                engine,
+                lambda ev, rid=job.currentId: any(
+                    e and e["id"] == rid and e["event"] == "result" for e in ev
+                ),
+            )
+            assert events[-1]["event"] == "result", events[-1]
+            job.index += 1
+        assert (tmp_path / "case" / "report.pdf").is_file()
+        assert engine.running()
+        engine.kill()  # a crash: the stream ends with None and the log is readable
+        assert None in _poll(engine, lambda ev: None in ev)
+        assert not engine.running() and isinstance(engine.logTail(), str)
+    finally:
+        engine.close()
+
+
+def test_engine_error_carries_the_panels_flags():
+    from BrainGemma3DLib.engine_client import EngineError
+
+    error = EngineError("GPU ran out of memory", outOfMemory=True, debug="trace")
+    assert str(error) == "GPU ran out of memory" and error.outOfMemory and not error.cancelled
