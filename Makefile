@@ -59,7 +59,7 @@ sample: venv
 	rm -rf $(SAMPLE)
 	$(BIN)/braingemma3d phantoms --out $(SAMPLE) --n 1 --healthy 0 --seed $(SAMPLE_SEED) --spacing 1.5
 
-# Re-trains the committed demo weights from scratch (about 30 minutes on a 2-core CPU; see README).
+# Re-trains the committed demo weights from scratch (30-45 minutes on a 2-core CPU; see README).
 demo-weights: venv
 	rm -rf $(DW)
 	@date +%s > /tmp/bg3d-demo-weights.start
