@@ -47,7 +47,7 @@ from reportlab.platypus import (
 
 from .atomic import atomic_path
 from .errors import InputError
-from .report import NOTICE, consistency_warnings, split_sections, structured_entities
+from .report import NOTICE, consistency_warnings, json_default, split_sections, structured_entities
 
 __all__ = [
     "BUNDLE_NAME",
@@ -574,19 +574,7 @@ def _bundle_bytes(bundle: Bundle) -> bytes:
         "fields": bundle.fields,
         "images": {name: base64.b64encode(data).decode("ascii") for name, data in bundle.images.items()},
     }
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True, default=_json_default).encode("utf-8")
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, default=json_default).encode("utf-8")
 
 
 def _embed(pdf: bytes, data: bytes) -> bytes:

@@ -87,6 +87,24 @@ def header_fields(study, given: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel):
+    """The explanation stage of both entry points, its progress mapped into the stage's part of the bar."""
+    from .explain import explain
+
+    lo, hi = _START["explain"], _NEXT["explain"]
+    return explain(
+        model,
+        grid,
+        mapping.foreground,
+        mapping.grid_spacing,
+        text,
+        span=span,
+        options=options,
+        progress=None if progress is None else lambda f, m: progress("explain", lo + (hi - lo) * f, m),
+        cancel=cancel,
+    )
+
+
 def run_report(
     request: ReportRequest,
     *,
@@ -99,7 +117,7 @@ def run_report(
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
     from .atomic import staging_dir
-    from .explain import explain, write_attribution
+    from .explain import write_attribution
     from .keyimages import key_images
     from .model import load
     from .pdf import build_pdf
@@ -135,21 +153,8 @@ def run_report(
     found = None
     if request.explain:
         t = _stage(progress, cancel, "explain", "explaining the draft (3D LIME)")
-        span = _START["explain"], _NEXT["explain"]
-
-        def explain_progress(fraction: float, message: str) -> None:
-            if progress is not None:
-                progress("explain", span[0] + (span[1] - span[0]) * fraction, message)
-
-        found = explain(
-            model,
-            grid,
-            mapping.foreground,
-            mapping.grid_spacing,
-            draft.text,
-            options=request.explain_options,
-            progress=explain_progress,
-            cancel=cancel,
+        found = _explain_on_grid(
+            model, grid, mapping, draft.text, None, request.explain_options, progress, cancel
         )
         timings["explain_s"] = time.perf_counter() - t
 
@@ -203,7 +208,7 @@ def run_explain(
     """Explain a (possibly edited) report text, or one statement in it, for a study; write the two
     attribution files into ``out`` (all or nothing) and return them with the side and consistency check."""
     from .atomic import staging_dir
-    from .explain import explain, write_attribution
+    from .explain import write_attribution
     from .report import attribution_side, consistency_warnings, structured_entities
     from .volume import load_study
 
@@ -212,18 +217,7 @@ def run_explain(
     study = load_study(list(inputs))
     grid, mapping = study.to_model_grid(model.cfg.grid)
     _stage(progress, cancel, "explain", "explaining (3D LIME)")
-    lo, hi = _START["explain"], _NEXT["explain"]
-    found = explain(
-        model,
-        grid,
-        mapping.foreground,
-        mapping.grid_spacing,
-        text,
-        span=span,
-        options=options,
-        progress=None if progress is None else lambda f, m: progress("explain", lo + (hi - lo) * f, m),
-        cancel=cancel,
-    )
+    found = _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel)
     _stage(progress, cancel, "write", "writing the attribution files")
     side = attribution_side(found.attribution_map(), mapping)
     target = text if span is None else text[span[0] : span[1]]

@@ -463,7 +463,7 @@ def report_text(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_default(value):
+def json_default(value):
     """numpy scalars/arrays and paths in caller-given dicts become plain JSON."""
     if isinstance(value, np.generic):
         return value.item()
@@ -481,7 +481,7 @@ def write_report(report: dict, folder: str | os.PathLike) -> tuple[Path, Path]:
     nothing behind; each file appears complete or not at all (no half-written report for a reader).
     """
     folder = Path(folder)
-    as_json = json.dumps(report, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    as_json = json.dumps(report, indent=2, ensure_ascii=False, default=json_default) + "\n"
     as_text = report_text(report)
     json_path = write_text_atomic(folder / "report.json", as_json)
     txt_path = write_text_atomic(folder / "report.txt", as_text)

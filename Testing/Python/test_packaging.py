@@ -171,21 +171,6 @@ def test_ui_has_the_panel_and_scene_connections():
     assert custom <= declared, custom - declared
 
 
-def test_module_uses_only_widgets_that_exist_in_the_ui():
-    names = {w.get("name") for w in ET.parse(UI).getroot().iter("widget")}
-    used = {
-        node.attr
-        for node in ast.walk(module_tree())
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Attribute)
-        and node.value.attr == "ui"
-        and isinstance(node.value.value, ast.Name)
-        and node.value.value.id == "self"
-    }
-    assert "applyButton" in used
-    assert used <= names, used - names
-
-
 def test_module_texts_are_translatable():
     """title, helpText and acknowledgementText go through _(); so do strings shown in message boxes."""
     assigned = {}
