@@ -1,10 +1,12 @@
 """BrainGemma3D: a 3D brain MRI in, a structured radiology report draft out, reviewed and signed in Slicer.
 
 This file is the Slicer face of the ``BrainGemma3DLib`` library and stays thin on purpose: it holds the panel
-(Qt), the parameter node, the worker process plumbing and the self-test. Everything that computes lives in
+(Qt), the parameter node, the logic behind each button and the self-test. Everything that computes lives in
 the library and is tested there without Slicer: the model runs in the library's worker process
 (``python -m BrainGemma3DLib.engine``), scene work in ``BrainGemma3DLib.scene``, signing in
-``BrainGemma3DLib.signing``.
+``BrainGemma3DLib.signing``. What needs the Slicer application but is not the panel (installing the Python
+dependencies, driving the worker from the event loop, settings and the terms dialog) is in the
+``BrainGemma3DModuleLib`` package beside this file.
 
 At file scope this module imports only what Slicer itself ships (Python's standard library, ``qt``, ``vtk``,
 ``slicer``): Slicer imports every module at startup, and torch, transformers or reportlab may not be
@@ -14,9 +16,6 @@ functions, after the dependency check that runs when the user first presses Gene
 
 import enum
 import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -31,6 +30,11 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from BrainGemma3DModuleLib import settings
+from BrainGemma3DModuleLib.dependencies import DependencyInstaller
+from BrainGemma3DModuleLib.i18n import _, translate
+from BrainGemma3DModuleLib.settings import pathOrNone
+from BrainGemma3DModuleLib.worker import ReportWorker
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -40,18 +44,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-try:
-    from slicer.i18n import tr as _
-    from slicer.i18n import translate
-except ImportError:  # Slicer without translation support: show the English text
-
-    def _(text):
-        return text
-
-    def translate(context, text):
-        return text
-
 
 _MODULE_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -90,29 +82,13 @@ SAMPLE_FLAIR = (
     "Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/"
     "BraTS20_Training_001_flair.nii.gz"
 )
-TERMS_SETTINGS_KEY = "BrainGemma3D/termsAccepted"
-#: Parameter node fields remembered across sessions (paths and signer only; never a password).
-REMEMBERED_SETTINGS = {
-    "checkpointFolder": "BrainGemma3D/checkpointFolder",
-    "medSigLipFolder": "BrainGemma3D/medSigLipFolder",
-    "medGemmaFolder": "BrainGemma3D/medGemmaFolder",
-    "certificatePath": "BrainGemma3D/certificatePath",
-    "privateKeyPath": "BrainGemma3D/privateKeyPath",
-}
-SIGNER_SETTINGS_KEY = "BrainGemma3D/signerName"
 #: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
 DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
 REPORT_JSON_ATTRIBUTE = "BrainGemma3D.reportJson"
 SIGNED_PDF_ATTRIBUTE = "BrainGemma3D.signedPdf"
-TORCH_REQUIREMENT = ">=2.1"
 #: Segments the worker writes; the top-k spin box shows the best k of them without asking the worker again.
 ATTRIBUTION_SEGMENTS = 50
-#: Seconds a cancelled job gets to stop by itself before the worker process is killed.
-CANCEL_GRACE_SECONDS = 10.0
-POLL_INTERVAL_MS = 100
 CHECKPOINT_MARKERS = ("braingemma3d_config.json", "projector_vis_scale.pt")
-HAI_DEF_TERMS_URL = "https://developers.google.com/health-ai-developer-foundations/terms"
-HAI_DEF_POLICY_URL = "https://developers.google.com/health-ai-developer-foundations/prohibited-use-policy"
 
 
 #
@@ -228,11 +204,6 @@ class BrainGemma3DParameterNode:
     certificatePath: pathlib.Path
     privateKeyPath: pathlib.Path
     outputPdfPath: pathlib.Path
-
-
-def _pathOrNone(path):
-    """``None`` for an unset path field (parameterNodeWrapper stores an empty path as ".")."""
-    return None if path is None or str(path) in ("", ".") else pathlib.Path(path)
 
 
 def _stageLabel(stage):
@@ -351,13 +322,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
             if firstVolumeNode:
                 node.inputVolume = firstVolumeNode
-        settings = qt.QSettings()
-        for field, key in REMEMBERED_SETTINGS.items():
-            remembered = settings.value(key)
-            if remembered and _pathOrNone(getattr(node, field)) is None and os.path.exists(remembered):
-                setattr(node, field, pathlib.Path(remembered))
-        if not node.signerName and settings.value(SIGNER_SETTINGS_KEY):
-            node.signerName = str(settings.value(SIGNER_SETTINGS_KEY))
+        settings.restorePaths(node)
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Bind the GUI to ``inputParameterNode`` (``connectGui``) and follow its changes."""
@@ -406,9 +371,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             signReason = _("Generate a report (or select a report node) first.")
         elif not node.signerName.strip():
             signReason = _("Enter the signer's name.")
-        elif _pathOrNone(node.certificatePath) is None:
+        elif pathOrNone(node.certificatePath) is None:
             signReason = _("Select the signer's certificate.")
-        elif _pathOrNone(node.outputPdfPath) is None:
+        elif pathOrNone(node.outputPdfPath) is None:
             signReason = _("Choose where the signed PDF is written.")
         self.ui.signButton.enabled = signReason is None
         self.ui.signButton.toolTip = signReason or _("Sign the reviewed text, export the PDF, verify it.")
@@ -424,14 +389,14 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         model, vision, lm = "demo", None, None
         if node.modelSource == ModelSource.CHECKPOINT:
-            if not self.logic.confirmTerms():
+            if not settings.confirmTerms():
                 self.ui.statusLabel.text = _(
                     "The HAI-DEF terms were not accepted: only the demo weights can run."
                 )
                 return
             model = str(node.checkpointFolder)
-            vision, lm = _pathOrNone(node.medSigLipFolder), _pathOrNone(node.medGemmaFolder)
-            self.logic.rememberPaths(node)
+            vision, lm = pathOrNone(node.medSigLipFolder), pathOrNone(node.medGemmaFolder)
+            settings.rememberPaths(node)
         volumes = [node.inputVolume, node.t1ceVolume, node.t2Volume]
         self._runningVolume = node.inputVolume
         self._setRunning(True)
@@ -580,9 +545,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSignButton(self) -> None:
         """Sign the reviewed text (password asked now, never stored), export the PDF, verify and show it."""
         node = self._parameterNode
-        certificate = _pathOrNone(node.certificatePath)
+        certificate = pathOrNone(node.certificatePath)
         isP12 = certificate.suffix.lower() in (".p12", ".pfx")
-        privateKey = None if isP12 else _pathOrNone(node.privateKeyPath)
+        privateKey = None if isP12 else pathOrNone(node.privateKeyPath)
         if not isP12 and privateKey is None:
             slicer.util.errorDisplay(
                 _("A PEM or DER certificate needs its private key: select the key file.")
@@ -602,13 +567,13 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     certificate=certificate,
                     privateKey=privateKey,
                     password=password,
-                    outputPdf=_pathOrNone(node.outputPdfPath),
+                    outputPdf=pathOrNone(node.outputPdfPath),
                 )
         except Exception:
             self.ui.signatureStatusLabel.text = _("Not signed (see the error message).")
             self.ui.signatureStatusLabel.styleSheet = "color: #c62828;"
             return
-        self.logic.rememberPaths(node)
+        settings.rememberPaths(node)
         ok = verified["intact"] and verified["valid"]
         self.ui.signatureStatusLabel.styleSheet = "color: #2e7d32;" if ok else "color: #c62828;"
         self.ui.signatureStatusLabel.text = _(
@@ -652,208 +617,36 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 # BrainGemma3DLogic
 #
 class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
-    """Dependencies, the worker process, and the library calls behind each button; never touches widgets.
+    """The library calls behind each button; never touches widgets.
 
     Usable without the panel (see the self-test): ``ensureDependencies()``, then ``generate(...)`` with
-    callbacks (or ``generateAndWait``), ``showResults(...)``, ``signAndExport(...)``.
+    callbacks (or ``generateAndWait``), ``showResults(...)``, ``signAndExport(...)``. Installing packages and
+    running the worker process are delegated to ``BrainGemma3DModuleLib`` (``dependencies``, ``worker``).
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._engine = None
-        self._job = None
-        self._requestCount = 0
-        self._dependenciesReady = False
+        self.dependencies = DependencyInstaller(moduleResourcePath("requirements.txt"), self.cacheFolder)
+        self.worker = ReportWorker(self.cacheFolder)
         self._reportCache = {}
-        self.deviceInfo = None  # {"device", "cuda_available"} once the worker has loaded a model
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._poll)
 
     def getParameterNode(self):
         return BrainGemma3DParameterNode(super().getParameterNode())
 
     @property
     def busy(self):
-        return self._job is not None
+        return self.worker.busy
 
-    # --- Settings and terms -----------------------------------------------------------------------------
+    @property
+    def deviceInfo(self):
+        """``{"device", "cuda_available"}`` once the worker has loaded a model, else None."""
+        return self.worker.deviceInfo
+
     @staticmethod
     def isCheckpointFolder(folder):
-        folder = _pathOrNone(folder)
+        folder = pathOrNone(folder)
         return folder is not None and any((folder / marker).is_file() for marker in CHECKPOINT_MARKERS)
 
-    @staticmethod
-    def rememberPaths(parameterNode):
-        """Remember the weight folders, certificate paths and signer name (never a password)."""
-        settings = qt.QSettings()
-        for field, key in REMEMBERED_SETTINGS.items():
-            path = _pathOrNone(getattr(parameterNode, field))
-            if path is not None:
-                settings.setValue(key, str(path))
-        if parameterNode.signerName.strip():
-            settings.setValue(SIGNER_SETTINGS_KEY, parameterNode.signerName.strip())
-
-    @staticmethod
-    def confirmTerms():
-        """Show the HAI-DEF terms once, before real MedSigLIP/MedGemma weights run; remember acceptance."""
-        settings = qt.QSettings()
-        if slicer.util.toBool(settings.value(TERMS_SETTINGS_KEY, "false")):
-            return True
-        box = qt.QMessageBox(slicer.util.mainWindow())
-        box.setIcon(qt.QMessageBox.Information)
-        box.setWindowTitle(_("MedSigLIP and MedGemma terms of use"))
-        box.setTextFormat(qt.Qt.RichText)
-        box.setText(
-            _(
-                "BrainGemma3D checkpoints run on Google's MedSigLIP and MedGemma (a Gemma 3 model), which "
-                "are Health AI Developer Foundations (HAI-DEF) models. Using them means accepting the "
-                '<a href="{terms}">HAI-DEF Terms of Use</a> and its '
-                '<a href="{policy}">Prohibited Use Policy</a>.<br><br>'
-                "The terms restrict clinical use (any use in the diagnosis or treatment of patients) without "
-                "the regulatory authorization it needs. Every report is an AI-generated draft that a "
-                "qualified radiologist must review before it is used."
-            ).format(terms=HAI_DEF_TERMS_URL, policy=HAI_DEF_POLICY_URL)
-        )
-        accept = box.addButton(_("I accept the terms"), qt.QMessageBox.AcceptRole)
-        box.addButton(qt.QMessageBox.Cancel)
-        box.exec_()
-        accepted = box.clickedButton() == accept
-        box.deleteLater()
-        if accepted:
-            settings.setValue(TERMS_SETTINGS_KEY, "true")
-            settings.setValue(TERMS_SETTINGS_KEY + "On", time.strftime("%Y-%m-%d"))
-        return accepted
-
-    # --- Dependencies -----------------------------------------------------------------------------------
-    def ensureDependencies(self, askConfirmation=True):
-        """Install what the worker needs into Slicer's Python, asking first; True when everything is there.
-
-        torch comes from the PyTorch extension (its ``installTorch`` picks the build that fits the GPU
-        driver); the rest from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (or
-        ``slicer.util.pip_install`` on older Slicer). numpy, SimpleITK and torch are pinned to the installed
-        versions as pip constraints, so no dependency can replace Slicer's own. Returns False when Slicer must
-        restart first (the PyTorch extension was just installed); raises when the user declines.
-        """
-        if self._dependenciesReady:
-            return True
-        if importlib.util.find_spec("BrainGemma3DLib") is None:
-            raise RuntimeError(_("The BrainGemma3DLib library was not found beside the module."))
-        if not self._packageAtLeast("torch", TORCH_REQUIREMENT):
-            torchLogic = self._pyTorchLogic()
-            if torchLogic is None:
-                self._offerPyTorchExtension(askConfirmation)
-                return False
-            torch = torchLogic.installTorch(
-                askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT
-            )
-            if torch is None:  # the user declined
-                raise RuntimeError(_("PyTorch was not installed; it is needed to generate reports."))
-        self._installRequirements(askConfirmation)
-        importlib.invalidate_caches()
-        self._dependenciesReady = True
-        return True
-
-    @staticmethod
-    def _pyTorchLogic():
-        """PyTorchUtils' logic (the PyTorch extension's module), or None when that extension is missing.
-
-        Imported directly rather than with ``slicer.util.getModuleLogic``, which would build its panel.
-        """
-        try:
-            import PyTorchUtils
-        except ImportError:
-            return None
-        return PyTorchUtils.PyTorchUtilsLogic()
-
-    @staticmethod
-    def _offerPyTorchExtension(askConfirmation):
-        message = _(
-            "BrainGemma3D needs the PyTorch extension, which installs the PyTorch build that fits this "
-            "computer's GPU. Install it from the Extensions Manager now? Slicer must restart afterwards."
-        )
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
-            raise RuntimeError(_("The PyTorch extension is needed: install it from the Extensions Manager."))
-        manager = slicer.app.extensionsManagerModel()
-        try:
-            installed = manager.installExtensionFromServer("PyTorch", False)
-        except (AttributeError, TypeError, ValueError):  # older Slicer: no scripted install from the server
-            installed = False
-        if not installed:
-            raise RuntimeError(
-                _("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")
-            )
-        if slicer.util.confirmYesNoDisplay(_("The PyTorch extension is installed. Restart Slicer now?")):
-            slicer.util.restart()
-
-    @staticmethod
-    def _versionTuple(text):
-        return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
-
-    @classmethod
-    def _packageAtLeast(cls, name, requirement):
-        """Installed and at least the ``>=`` version of ``requirement``, read from metadata (no import)."""
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return False
-        match = re.search(r">=\s*([\w.]+)", requirement)
-        return not match or cls._versionTuple(installed) >= cls._versionTuple(match.group(1))
-
-    @staticmethod
-    def requirements():
-        """The lines of Resources/requirements.txt (what pip installs besides torch)."""
-        text = pathlib.Path(moduleResourcePath("requirements.txt")).read_text(encoding="utf-8")
-        return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
-
-    def _constraintsFile(self):
-        """Pins for pip: Slicer's numpy and SimpleITK and the PyTorch extension's torch stay as installed."""
-        pins = []
-        for name in ("numpy", "SimpleITK", "torch"):
-            try:
-                pins.append(f"{name}=={importlib.metadata.version(name)}")
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        path = self.cacheFolder() / "constraints.txt"
-        path.write_text("\n".join(pins) + "\n", encoding="utf-8")
-        return path
-
-    def _installRequirements(self, askConfirmation):
-        requirements = self.requirements()
-        missing = [r for r in requirements if not self._packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
-        if not missing:
-            return
-        constraints = self._constraintsFile()
-        try:
-            import slicer.packaging as packaging
-        except ImportError:
-            packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(
-                requirements,
-                constraints=constraints,
-                prompt_install=askConfirmation,
-                requester="BrainGemma3D",
-                skip_in_testing=False,  # the self-test needs them as much as a user does
-            )
-            return
-        # Older Slicer: ask ourselves, then pip with the constraints file given as a URL (no spaces to split).
-        message = _(
-            "BrainGemma3D needs these Python packages installed into Slicer's Python:\n\n{packages}"
-        ).format(packages="\n".join(missing))
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
-            raise RuntimeError(_("The Python packages BrainGemma3D needs were not installed."))
-        previous = os.environ.get("PIP_CONSTRAINT")
-        os.environ["PIP_CONSTRAINT"] = constraints.as_uri()
-        try:
-            slicer.util.pip_install(" ".join(missing))
-        finally:
-            if previous is None:
-                os.environ.pop("PIP_CONSTRAINT", None)
-            else:
-                os.environ["PIP_CONSTRAINT"] = previous
-
-    # --- The worker process -----------------------------------------------------------------------------
     @staticmethod
     def cacheFolder():
         """The module's temporary files: volumes written for the worker, report folders, the worker log."""
@@ -861,66 +654,14 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    @staticmethod
-    def pythonExecutable():
-        """Slicer's Python as a program (PythonSlicer), to run the worker with Slicer's own packages.
+    def ensureDependencies(self, askConfirmation=True):
+        """Install torch and the requirements into Slicer's Python, asking first; True when all are there.
 
-        Not ``sys.executable``: inside Slicer that is the Slicer application, not a Python interpreter.
-        PythonSlicer is on PATH inside Slicer (as ``slicer.util.executePythonModule`` relies on); its usual
-        place under ``slicer.app.slicerHome`` is the fallback.
+        False means Slicer must restart first (the PyTorch extension was just installed).
         """
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-        candidate = (
-            pathlib.Path(slicer.app.slicerHome)
-            / "bin"
-            / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
-        )
-        if candidate.is_file():
-            return str(candidate)
-        raise RuntimeError(_("Slicer's Python (PythonSlicer) was not found: the report worker cannot start."))
+        return self.dependencies.ensureDependencies(askConfirmation)
 
-    @staticmethod
-    def libraryRoot():
-        """The folder that holds ``BrainGemma3DLib`` (given to the worker on PYTHONPATH)."""
-        spec = importlib.util.find_spec("BrainGemma3DLib")
-        if spec is None or not spec.origin:
-            raise RuntimeError(_("The BrainGemma3DLib library was not found."))
-        return str(pathlib.Path(spec.origin).resolve().parent.parent)
-
-    def _ensureEngine(self, progress):
-        """Start the worker once; it keeps the model loaded between cases. A dead one is replaced."""
-        if self._engine is not None and self._engine.running():
-            return
-        if self._engine is not None:
-            self._engine.close()
-        progress("start", 0.0, _("Starting the report worker"))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.libraryRoot(), env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONIOENCODING"] = "utf-8"
-        folder = self.cacheFolder()
-        from BrainGemma3DLib.engine_client import EngineProcess
-
-        self._engine = EngineProcess(
-            [self.pythonExecutable(), "-m", "BrainGemma3DLib.engine"],
-            env=env,
-            cwd=str(folder),
-            logPath=folder / "engine.log",
-        )
-        self._timer.start()
-
-    def _request(self, payload):
-        self._requestCount += 1
-        return {"id": f"bg3d-{self._requestCount}", **payload}
-
-    def _send(self, request):
-        try:
-            self._engine.send(request)
-        except (OSError, ValueError, AttributeError):
-            logging.warning("BrainGemma3D: the worker did not take request %s", request.get("cmd"))
-
+    # --- Generate / cancel ------------------------------------------------------------------------------
     def generate(
         self,
         volumeNodes,
@@ -939,7 +680,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         Returns at once; ``onProgress(stage, fraction, message)`` and ``onFinished(result, error)`` are called
         later on the main thread. ``result`` is the worker's result event (``report``: the report.json dict;
         ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
-        :class:`EngineError`.
+        ``EngineError``.
         """
         from BrainGemma3DLib import scene
 
@@ -965,11 +706,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
             "explain": bool(explain),
             "options": dict(options or {}),
         }
-        self._ensureEngine(progress)
-        from BrainGemma3DLib.engine_client import Job
-
-        self._job = Job([self._request(load), self._request(report)], progress, onFinished)
-        self._send(self._job.requests[0])
+        self.worker.run([load, report], progress, onFinished)
 
     def generateAndWait(self, volumeNodes, timeoutSeconds=1800, **kwargs):
         """:meth:`generate`, waiting for the answer while Qt keeps running (scripts and the self-test)."""
@@ -989,107 +726,12 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         return answer["result"]
 
     def cancel(self):
-        """Ask the worker to stop the job; kill it if it has not stopped after a grace period."""
-        job = self._job
-        if job is None or job.cancelRequested:
-            return
-        job.cancelRequested = True
-        self._send(self._request({"cmd": "cancel"}))
-        qt.QTimer.singleShot(int(CANCEL_GRACE_SECONDS * 1000), lambda: self._killIfStillRunning(job))
-
-    def _killIfStillRunning(self, job):
-        if self._job is job and self._engine is not None:
-            logging.warning(
-                "BrainGemma3D: the worker did not stop within %s s; killing it", CANCEL_GRACE_SECONDS
-            )
-            self._engine.kill()  # the reader sees end-of-file; _poll finishes the job as cancelled
-
-    def _poll(self):
-        """Main thread, every POLL_INTERVAL_MS: hand the worker's events to the job's callbacks."""
-        if self._engine is None:
-            self._timer.stop()
-            return
-        for event in self._engine.events():
-            if event is None:
-                self._onEngineEnded()
-                return
-            self._dispatch(event)
-
-    def _dispatch(self, event):
-        from BrainGemma3DLib.engine_client import EngineError
-
-        kind, job = event.get("event"), self._job
-        if kind == "ready":
-            logging.info("BrainGemma3D worker %s ready", event.get("version"))
-            return
-        if job is None or event.get("id") != job.currentId:
-            if kind == "error":
-                logging.warning("BrainGemma3D worker: %s", event.get("message"))
-            return
-        if kind == "progress":
-            job.onProgress(
-                str(event.get("stage", "")), float(event.get("fraction") or 0.0), event.get("message", "")
-            )
-        elif kind == "result":
-            if event.get("cmd") == "load":
-                info = dict(self.deviceInfo or {})
-                info["device"] = event.get("device")
-                if "cuda_available" in event:
-                    info["cuda_available"] = bool(event["cuda_available"])
-                self.deviceInfo = info
-            job.index += 1
-            if job.index == len(job.requests):  # finished before a cancel could stop it: keep the report
-                self._finish(event, None)
-            elif job.cancelRequested:
-                self._finish(None, EngineError(_("Cancelled; nothing was written."), cancelled=True))
-            else:
-                self._send(job.requests[job.index])
-        elif kind == "error":
-            message = event.get("message") or _("unknown error")
-            if event.get("out_of_memory"):
-                message += "\n" + _("Choose the CPU as device, or close other programs that use the GPU.")
-            error = EngineError(
-                message,
-                cancelled=bool(event.get("cancelled")),
-                outOfMemory=bool(event.get("out_of_memory")),
-                debug=event.get("debug"),
-            )
-            self._finish(None, error)
-
-    def _onEngineEnded(self):
-        """The worker's stdout closed: it exited or crashed. A running job fails; Generate restarts it."""
-        from BrainGemma3DLib.engine_client import EngineError
-
-        engine, self._engine = self._engine, None
-        self._timer.stop()
-        code, tail = engine.returnCode(), engine.logTail()
-        engine.close()
-        if self._job is None:
-            return
-        if self._job.cancelRequested:
-            self._finish(None, EngineError(_("Cancelled; the worker was stopped."), cancelled=True))
-            return
-        outOfMemory = "out of memory" in tail.lower()
-        message = _(
-            "The report worker stopped unexpectedly (exit code {code}); it restarts on the next Generate."
-        )
-        message = message.format(code=code)
-        if outOfMemory:
-            message += "\n" + _("It ran out of memory: choose the CPU as device, or close other programs.")
-        self._finish(None, EngineError(message, outOfMemory=outOfMemory, debug=tail))
-
-    def _finish(self, result, error):
-        job, self._job = self._job, None
-        if job is not None and job.onFinished is not None:
-            job.onFinished(result, error)
+        """Stop the running report within seconds; nothing is written."""
+        self.worker.cancel()
 
     def shutdown(self):
         """Stop the worker (module unload, application exit, clear cache)."""
-        self._job = None
-        self._timer.stop()
-        if self._engine is not None:
-            self._engine.stop()
-            self._engine = None
+        self.worker.shutdown()
 
     def clearCache(self):
         """Stop the worker (frees the model's memory), delete the module's temporary files; bytes freed."""
@@ -1219,10 +861,13 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
         for resource in ("UI/BrainGemma3D.ui", "Icons/BrainGemma3D.png", "requirements.txt", SAMPLE_FLAIR):
             self.assertTrue(os.path.isfile(moduleResourcePath(resource)), resource)
         self.assertFalse(
-            {"numpy", "simpleitk", "torch"} & {re.split(r"[<>=]", r)[0].lower() for r in logic.requirements()}
+            {"numpy", "simpleitk", "torch"}
+            & {re.split(r"[<>=]", r)[0].lower() for r in logic.dependencies.requirements()}
         )
-        self.assertTrue(os.path.isfile(logic.pythonExecutable()))
-        self.assertTrue(os.path.isdir(os.path.join(logic.libraryRoot(), "BrainGemma3DLib")))
+        from BrainGemma3DModuleLib.worker import libraryRoot, pythonExecutable
+
+        self.assertTrue(os.path.isfile(pythonExecutable()))
+        self.assertTrue(os.path.isdir(os.path.join(libraryRoot(), "BrainGemma3DLib")))
         self.delayDisplay("Test passed")
 
     def test_BrainGemma3D2(self):

@@ -112,7 +112,12 @@ def load_language_model(
     elif quantize not in (None, "none"):
         raise InputError(f"unknown quantisation {quantize!r} (use 4bit or none)")
     model, info = Gemma3ForCausalLM.from_pretrained(
-        str(folder), config=text_cfg, key_mapping=KEY_MAPPING, output_loading_info=True, **kwargs
+        str(folder),
+        config=text_cfg,
+        key_mapping=KEY_MAPPING,
+        output_loading_info=True,
+        local_files_only=True,
+        **kwargs,
     )
     missing = [
         k
@@ -138,7 +143,7 @@ def load_tokenizer(folder: str | Path):
     """The tokenizer (and chat template) saved in ``folder``."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if not getattr(tok, "chat_template", None):
         tok.chat_template = CHAT_TEMPLATE
     return tok

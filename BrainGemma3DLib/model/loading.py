@@ -120,7 +120,12 @@ def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
             f"expected a MedSigLIP / SigLIP folder, found model_type {raw.get('model_type')!r}", folder
         )
     model, info = SiglipVisionModel.from_pretrained(
-        str(folder), config=vcfg, key_mapping={r"^vision_model\.": ""}, output_loading_info=True, dtype=dtype
+        str(folder),
+        config=vcfg,
+        key_mapping={r"^vision_model\.": ""},
+        output_loading_info=True,
+        dtype=dtype,
+        local_files_only=True,
     )
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("text_model.", "logit_"))]

@@ -48,7 +48,13 @@ def render(
     ``tissue`` holds full-volume gm/wm/csf/brain maps; ``lesion_masks`` holds soft (0..1) full-volume maps
     for edema, tumour (non-enhancing core), enhancing and necrosis (absent keys mean none).  Signal is only
     computed on brain voxels (about a third of the grid), which keeps a case well under a second.
+
+    Sequences left out of ``sequences`` still consume their share of ``rng`` (cheaply), so the images that
+    are rendered are exactly those a full render gives: a FLAIR-only training set matches the full one.
     """
+    unknown = [s for s in sequences if s not in SIGNAL]
+    if unknown:
+        raise ValueError(f"unknown sequence(s) {unknown}; choose from {SEQUENCES}")
     shape = tissue["brain"].shape
     idx = np.flatnonzero(tissue["brain"] > 0.5)
     coords = np.unravel_index(idx, shape)
@@ -61,8 +67,11 @@ def render(
     masks = {k: v.ravel()[idx] for k, v in lesion_masks.items() if v is not None}
     noise_level = float(rng.uniform(0.012, 0.035))
     images = {}
-    for seq in sequences:
+    for seq in SEQUENCES:
         jitter = rng.uniform(0.93, 1.07, len(_TISSUES))
+        if seq not in sequences:
+            _skip_draws(rng, shape, n)
+            continue
         levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * jitter, strict=True))
         img = (wm * levels["wm"] + gm * levels["gm"] + csf * levels["csf"]) * (1.0 + texture)
         for name in ("edema", "tumour", "enhancing", "necrosis"):
@@ -77,3 +86,10 @@ def render(
         out[idx] = np.clip(np.sqrt(real * real + imag * imag) * INTENSITY_SCALE, 0, 32767)
         images[seq] = out.reshape(shape)
     return images
+
+
+def _skip_draws(rng: np.random.Generator, shape: tuple[int, ...], n: int) -> None:
+    """Consume exactly the random numbers one sequence's bias field and noise would have used."""
+    _bias_profiles(rng, shape, float(rng.uniform(0.05, 0.15)))
+    rng.standard_normal(n, dtype=np.float32)
+    rng.standard_normal(n, dtype=np.float32)

@@ -67,11 +67,20 @@ STORAGE_VARIANTS = ("ras", "lps", "clinical", "oblique")
 
 
 def make_case(
-    kind: str, index: int, seed: int, *, spacing: float = 1.5, width: int = 3, storage: str | None = None
+    kind: str,
+    index: int,
+    seed: int,
+    *,
+    spacing: float = 1.5,
+    width: int = 3,
+    storage: str | None = None,
+    sequences: tuple[str, ...] = SEQUENCES,
 ) -> Case:
     """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic.
 
     ``storage`` forces one of :data:`STORAGE_VARIANTS` (otherwise drawn at random per case).
+    ``sequences`` limits which images are made (training the FLAIR model needs only FLAIR, at about half
+    the cost); the images made and everything else about the case are the same whatever the subset.
     """
     if kind not in _KIND:
         raise ValueError(f"kind must be 'lesion' or 'healthy', got {kind!r}")
@@ -113,10 +122,10 @@ def make_case(
             "edema_volume_ml": 0.0,
             "midline_shift_mm": 0.0,
         }
-    images = render(tissue, masks, rng)
+    images = render(tissue, masks, rng, sequences)
     affine, storage_info = _storage_geometry(anat, rng, storage)
     cid = case_id(kind, index, width)
-    vols = {seq: Volume(images[seq][None], anat.affine, channel_names=(seq,)) for seq in SEQUENCES}
+    vols = {seq: Volume(images[seq][None], anat.affine, channel_names=(seq,)) for seq in images}
     seg = Volume(labels[None], anat.affine, channel_names=("seg",)) if labels is not None else None
     vols, seg = _store(vols, seg, affine, storage_info)
     if "centre_mni_mm" in truth:  # where the lesion centre is in the stored files' world (scaled head)
@@ -252,8 +261,10 @@ def _manifest_entry(truth: dict, case_id: str) -> dict:
     }
 
 
-def _make_and_write(kind: str, index: int, seed: int, spacing: float, width: int, root: str) -> Case:
-    case = make_case(kind, index, seed, spacing=spacing, width=width)
+def _make_and_write(
+    kind: str, index: int, seed: int, spacing: float, width: int, root: str, sequences: tuple[str, ...]
+) -> Case:
+    case = make_case(kind, index, seed, spacing=spacing, width=width, sequences=sequences)
     write_case(case, Path(root))
     return case
 
@@ -274,14 +285,20 @@ def generate(
     progress: bool = True,
     on_case: Callable[[Case], None] | None = None,
     workers: int = 1,
+    sequences: tuple[str, ...] = SEQUENCES,
 ) -> dict:
     """Generate ``n`` lesion cases and ``healthy`` controls into ``out``; all appear or none does.
 
     ``workers`` > 1 generates cases in parallel processes; every case has its own random stream, so the
-    files are the same whatever the number of workers. Returns the manifest also written as ``phantoms.json``.
+    files are the same whatever the number of workers; ``sequences`` writes only those images (the rest of
+    each case is unchanged). Returns the manifest also written as ``phantoms.json``.
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
+    unknown = [seq for seq in sequences if seq not in SEQUENCES]
+    if unknown or not sequences or sequences[0] != "flair":
+        allowed, got = ", ".join(SEQUENCES), ", ".join(sequences)
+        raise InputError(f"--sequences must start with flair and use only {allowed} (got {got})")
     if n < 0 or healthy < 0 or n + healthy == 0:
         raise InputError(f"nothing to generate (--n {n} --healthy {healthy}); ask for at least one case")
     out = Path(out)
@@ -297,7 +314,7 @@ def generate(
         print("preparing the template anatomy (MNI152 + AAL lobes)...", file=sys.stderr, flush=True)
     build_anatomy(spacing)
     with staging_dir(out) as tmp:
-        tasks = [(kind, index, seed, spacing, width, str(tmp)) for kind, index in jobs]
+        tasks = [(kind, index, seed, spacing, width, str(tmp), tuple(sequences)) for kind, index in jobs]
         if workers == 1:
             for task in tqdm(tasks, desc="phantoms", unit="case", disable=not progress, file=sys.stderr):
                 case = _make_and_write(*task)
@@ -328,6 +345,7 @@ def generate(
             "n": int(n),
             "healthy": int(healthy),
             "spacing_mm": float(spacing),
+            "sequences": list(sequences),
             "seconds": round(time.perf_counter() - started, 2),
             "sources": SOURCES,
             "cases": cases,

@@ -149,3 +149,47 @@ def test_bad_usage_exit_2_and_nothing_written(tmp_path):
     result = run_cli("phantoms", "--out", str(busy), "--n", "1", "--healthy", "0", "--quiet")
     assert result.returncode == 2 and "not empty" in result.stderr and str(busy) in result.stderr
     assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("variant", ["oblique", "clinical"])
+def test_flair_only_cases_are_the_full_cases_flair(variant):
+    """``--sequences flair`` (half the time, for training the FLAIR model) changes nothing else in a case."""
+    full = make_case("lesion", 11, seed=3, storage=variant)
+    flair = make_case("lesion", 11, seed=3, storage=variant, sequences=("flair",))
+    assert sorted(flair.images) == ["flair"]
+    assert np.array_equal(full.images["flair"].data, flair.images["flair"].data)
+    assert np.allclose(full.images["flair"].affine, flair.images["flair"].affine)
+    assert np.array_equal(full.seg.data, flair.seg.data)
+    assert full.truth == flair.truth and full.report == flair.report
+    healthy = make_case("healthy", 2, seed=3, sequences=("flair", "t2"))
+    assert sorted(healthy.images) == ["flair", "t2"]
+    assert np.array_equal(healthy.images["t2"].data, make_case("healthy", 2, seed=3).images["t2"].data)
+
+
+def test_flair_only_cli_writes_flair_and_labels_and_says_which_sequences(tmp_path):
+    out = tmp_path / "f"
+    result = run_cli(
+        "phantoms",
+        "--out",
+        str(out),
+        "--n",
+        "2",
+        "--healthy",
+        "1",
+        "--seed",
+        "1",
+        "--sequences",
+        "flair",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    case = out / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001"
+    assert sorted(p.name for p in case.iterdir()) == [
+        "BraTS20_Training_001_flair.nii.gz",
+        "BraTS20_Training_001_seg.nii.gz",
+        "truth.json",
+    ]
+    assert json.loads((out / "phantoms.json").read_text())["sequences"] == ["flair"]
+    bad = run_cli("phantoms", "--out", str(tmp_path / "b"), "--sequences", "t2", "flair", "--quiet")
+    assert bad.returncode == 2 and "must start with flair" in bad.stderr
+    assert not (tmp_path / "b").exists()

@@ -19,6 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "BrainGemma3D"
 MODULE = MODULE_DIR / "BrainGemma3D.py"
+#: The module's Slicer-only helper package (dependencies, worker process, settings), beside the module file.
+HELPERS = sorted((MODULE_DIR / "BrainGemma3DModuleLib").glob("*.py"))
 UI = REPO / "Resources" / "UI" / "BrainGemma3D.ui"
 
 #: Module-scope imports that Slicer itself ships (standard library, Slicer's Qt/VTK/MRML wrappers, numpy).
@@ -27,6 +29,7 @@ SLICER_SHIPPED = {
     "hashlib", "importlib", "inspect", "io", "json", "logging", "math", "os", "pathlib", "platform",
     "queue", "re", "shutil", "subprocess", "sys", "tempfile", "textwrap", "threading", "time", "typing",
     "unittest", "urllib", "uuid", "warnings", "slicer", "qt", "ctk", "vtk", "numpy", "SampleData",
+    "BrainGemma3DModuleLib",
 }  # fmt: skip
 #: What must never be imported when Slicer loads the module (not installed yet, or heavy).
 FORBIDDEN_AT_IMPORT = {
@@ -115,7 +118,7 @@ def test_extension_cmake_follows_the_template_and_the_index_rules():
 
 def test_module_cmake_builds_installs_and_tests_the_module():
     text = cmake_text(MODULE_DIR / "CMakeLists.txt")
-    assert cmake_set(text, "MODULE_PYTHON_SCRIPTS") == ["${MODULE_NAME}.py"]
+    assert cmake_set(text, "MODULE_PYTHON_SCRIPTS")[0] == "${MODULE_NAME}.py"
     module_args = cmake_call(text, "slicerMacroBuildScriptedModule")
     assert module_args[:4] == ["NAME", "${MODULE_NAME}", "SCRIPTS", "${MODULE_PYTHON_SCRIPTS}"]
     assert "WITH_GENERIC_TESTS" in module_args
@@ -140,7 +143,15 @@ def test_module_cmake_builds_installs_and_tests_the_module():
 
 def test_module_cmake_lists_every_library_and_resource_file_and_only_existing_ones():
     lists = module_lists()
-    assert (MODULE_DIR / lists["MODULE_PYTHON_SCRIPTS"][0]).is_file()
+    # The module file and its helper package, relative to the module folder (the template's SCRIPTS).
+    scripts = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py")}
+    assert len(HELPERS) >= 4 and scripts == {"BrainGemma3D.py"} | {
+        f"BrainGemma3DModuleLib/{p.name}" for p in HELPERS
+    }
+    assert scripts == set(lists["MODULE_PYTHON_SCRIPTS"]), {
+        "not listed": sorted(scripts - set(lists["MODULE_PYTHON_SCRIPTS"])),
+        "listed but absent": sorted(set(lists["MODULE_PYTHON_SCRIPTS"]) - scripts),
+    }
     for name in ("MODULE_LIBRARY_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
         listed = lists[name]
         assert len(listed) == len(set(listed)), f"{name} lists a file twice"
@@ -406,7 +417,7 @@ def top_level_imports(tree: ast.Module) -> set[str]:
         node = stack.pop()
         if isinstance(node, ast.Import):
             names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:  # relative: the helper package itself
             names.add((node.module or "").split(".")[0])
         elif isinstance(node, ast.Try):
             stack += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
@@ -422,12 +433,29 @@ def test_top_level_imports_helper_sees_nested_blocks():
     assert top_level_imports(tree) == {"os", "torch"}
 
 
-def test_module_compiles_and_imports_only_what_slicer_ships():
-    source = MODULE.read_text()
-    compile(source, str(MODULE), "exec")
+def all_sources() -> str:
+    """The module file and its helper package: what Slicer loads for this module."""
+    return "\n".join(path.read_text() for path in [MODULE, *HELPERS])
+
+
+@pytest.mark.parametrize("path", [MODULE, *HELPERS], ids=lambda p: p.name)
+def test_module_compiles_and_imports_only_what_slicer_ships(path):
+    source = path.read_text()
+    compile(source, str(path), "exec")
     imports = top_level_imports(ast.parse(source))
     assert not imports & FORBIDDEN_AT_IMPORT, imports & FORBIDDEN_AT_IMPORT
     assert imports <= SLICER_SHIPPED, imports - SLICER_SHIPPED
+
+
+def test_the_module_file_is_thin():
+    """The panel file holds no install, process or pip code: that is in the helper package and the library."""
+    source = MODULE.read_text()
+    for needle in ("pip_ensure", "pip_install", "installTorch", "EngineProcess", "subprocess", "QTimer()"):
+        assert needle not in source.replace("self._reviewTimer = qt.QTimer()", ""), needle
+    logic = module_classes()["BrainGemma3DLogic"]
+    longest = max((f.end_lineno - f.lineno + 1, f.name) for f in logic.body if isinstance(f, ast.FunctionDef))
+    assert longest[0] <= 60, longest
+    assert len(source.splitlines()) < 1000
 
 
 def test_nothing_is_installed_or_started_at_import():
@@ -435,18 +463,33 @@ def test_nothing_is_installed_or_started_at_import():
     tree = module_tree()
     calls = [ast.unparse(n) for n in tree.body[1:] if isinstance(n, ast.Expr)]  # [0]: the docstring
     assert calls == ["_findLibraryRoot()"], calls
-    starters = {"pip_install", "pip_ensure", "installTorch", "Popen", "ensureDependencies", "generate"}
-    for node in tree.body:
-        if not isinstance(node, ast.FunctionDef | ast.ClassDef):
-            called = {ast.unparse(n.func).split(".")[-1] for n in ast.walk(node) if isinstance(n, ast.Call)}
-            assert not called & starters, ast.unparse(node)
-    source = MODULE.read_text()
+    starters = {"pip_install", "pip_ensure", "installTorch", "Popen", "ensureDependencies", "generate", "run"}
+    for path in [MODULE, *HELPERS]:
+        helper = ast.parse(path.read_text())
+        if path != MODULE:
+            assert not [n for n in helper.body[1:] if isinstance(n, ast.Expr)], path.name
+        for node in helper.body:
+            if not isinstance(node, ast.FunctionDef | ast.ClassDef):
+                calls = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+                called = {ast.unparse(n.func).split(".")[-1] for n in calls}
+                assert not called & starters, (path.name, ast.unparse(node))
+    source = all_sources()
     for call in ("pip_ensure(", "installTorch(", "pip_install(", "EngineProcess("):
         assert call in source, f"{call} expected inside a function"
+    trees = [ast.parse(path.read_text()) for path in HELPERS]
     ensure = next(
-        f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "ensureDependencies"
+        f
+        for t in trees
+        for f in ast.walk(t)
+        if isinstance(f, ast.FunctionDef) and f.name == "ensureDependencies"
     )
     assert "installTorch" in ast.unparse(ensure) and "_installRequirements" in ast.unparse(ensure)
+    # The panel's logic hands its Generate press to that installer (nothing installs before it).
+    logic = module_classes()["BrainGemma3DLogic"]
+    delegate = next(
+        f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "ensureDependencies"
+    )
+    assert "self.dependencies.ensureDependencies" in ast.unparse(delegate)
 
 
 def test_module_follows_the_template():
@@ -470,7 +513,7 @@ def test_module_follows_the_template():
         "BrainGemma3DLogic"
     )
     assert {"setUp", "runTest"} <= methods("BrainGemma3DTest")
-    source = MODULE.read_text()
+    source = all_sources()
     for needle in (
         "slicer.util.loadUI(",
         "slicer.util.childWidgetVariables(",
@@ -504,9 +547,13 @@ def test_module_texts_are_translatable_and_honest():
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
             assigned[node.targets[0].attr] = node.value
-        if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("slicer.util.") and node.args:
-            if ast.unparse(node.func).endswith(("Display", "tryWithErrorDisplay")):
-                assert not isinstance(node.args[0], ast.Constant), ast.unparse(node)
+    for path in [MODULE, *HELPERS]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("slicer.util.") and node.args:
+                if ast.unparse(node.func).endswith(("Display", "tryWithErrorDisplay")):
+                    assert not isinstance(node.args[0], ast.Constant), ast.unparse(node)
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+                assert not isinstance(node.exc.args[0], ast.Constant), (path.name, ast.unparse(node))
     for attr in ("title", "helpText", "acknowledgementText"):
         value = assigned[attr]
         assert isinstance(value, ast.Call) and ast.unparse(value.func) == "_", attr

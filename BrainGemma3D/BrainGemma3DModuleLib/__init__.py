@@ -1,0 +1,8 @@
+"""The Slicer-only helpers of the BrainGemma3D module, kept out of ``BrainGemma3D.py`` so that it stays thin.
+
+``BrainGemma3DLib`` (the library) runs without Slicer and holds everything that computes; this package holds
+what needs the Slicer application itself: installing the Python dependencies into Slicer's Python
+(``dependencies``), running the library's worker process from the Qt event loop (``worker``), and the
+settings and terms dialog (``settings``). Like the module file, these import only what Slicer ships at file
+scope, so Slicer can load the module before torch or transformers are installed.
+"""

@@ -1,0 +1,160 @@
+"""Installing the report worker's packages into Slicer's Python: only when asked, never replacing Slicer's.
+
+torch comes from the PyTorch extension (its ``installTorch`` picks the build that fits the GPU driver); the
+rest from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (or
+``slicer.util.pip_install`` on older Slicer). numpy, SimpleITK and torch are pinned to the installed versions
+as pip constraints, so no dependency can replace Slicer's numpy or SimpleITK or the PyTorch extension's torch.
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import re
+
+import slicer
+
+from .i18n import _
+
+TORCH_REQUIREMENT = ">=2.1"
+#: Installed packages that pip must leave exactly as they are.
+KEEP_AS_INSTALLED = ("numpy", "SimpleITK", "torch")
+
+
+def versionTuple(text):
+    """``"2.13.0+cpu"`` -> ``(2, 13, 0)``: enough to compare release numbers without ``packaging``."""
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def packageAtLeast(name, requirement):
+    """Installed and at least the ``>=`` version of ``requirement``, read from metadata (no import)."""
+    try:
+        installed = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    match = re.search(r">=\s*([\w.]+)", requirement)
+    return not match or versionTuple(installed) >= versionTuple(match.group(1))
+
+
+def readRequirements(path):
+    """The requirement lines of a requirements.txt (comments and blank lines dropped)."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+class DependencyInstaller:
+    """Checks and installs the worker's dependencies once per session, asking the user first."""
+
+    def __init__(self, requirementsFile, workFolder):
+        """``workFolder()`` returns a writable folder (for the pip constraints file)."""
+        self.requirementsFile = pathlib.Path(requirementsFile)
+        self._workFolder = workFolder
+        self.ready = False
+
+    def requirements(self):
+        return readRequirements(self.requirementsFile)
+
+    def ensureDependencies(self, askConfirmation=True):
+        """True when everything is installed (installing it first, with confirmation).
+
+        Returns False when Slicer must restart first (the PyTorch extension was just installed); raises
+        ``RuntimeError`` when the user declines or the library is missing.
+        """
+        if self.ready:
+            return True
+        if importlib.util.find_spec("BrainGemma3DLib") is None:
+            raise RuntimeError(_("The BrainGemma3DLib library was not found beside the module."))
+        if not packageAtLeast("torch", TORCH_REQUIREMENT):
+            torchLogic = self._pyTorchLogic()
+            if torchLogic is None:
+                self._offerPyTorchExtension(askConfirmation)
+                return False
+            torch = torchLogic.installTorch(
+                askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT
+            )
+            if torch is None:  # the user declined
+                raise RuntimeError(_("PyTorch was not installed; it is needed to generate reports."))
+        self._installRequirements(askConfirmation)
+        importlib.invalidate_caches()
+        self.ready = True
+        return True
+
+    @staticmethod
+    def _pyTorchLogic():
+        """PyTorchUtils' logic (the PyTorch extension's module), or None when that extension is missing.
+
+        Imported directly rather than with ``slicer.util.getModuleLogic``, which would build its panel.
+        """
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return None
+        return PyTorchUtils.PyTorchUtilsLogic()
+
+    @staticmethod
+    def _offerPyTorchExtension(askConfirmation):
+        message = _(
+            "BrainGemma3D needs the PyTorch extension, which installs the PyTorch build that fits this "
+            "computer's GPU. Install it from the Extensions Manager now? Slicer must restart afterwards."
+        )
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
+            raise RuntimeError(_("The PyTorch extension is needed: install it from the Extensions Manager."))
+        manager = slicer.app.extensionsManagerModel()
+        try:
+            installed = manager.installExtensionFromServer("PyTorch", False)
+        except (AttributeError, TypeError, ValueError):  # older Slicer: no scripted install from the server
+            installed = False
+        if not installed:
+            raise RuntimeError(
+                _("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")
+            )
+        if slicer.util.confirmYesNoDisplay(_("The PyTorch extension is installed. Restart Slicer now?")):
+            slicer.util.restart()
+
+    def _constraintsFile(self):
+        """Pins for pip: Slicer's numpy and SimpleITK and the PyTorch extension's torch stay as installed."""
+        pins = []
+        for name in KEEP_AS_INSTALLED:
+            try:
+                pins.append(f"{name}=={importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        path = pathlib.Path(self._workFolder()) / "constraints.txt"
+        path.write_text("\n".join(pins) + "\n", encoding="utf-8")
+        return path
+
+    def _installRequirements(self, askConfirmation):
+        requirements = self.requirements()
+        missing = [r for r in requirements if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
+        if not missing:
+            return
+        constraints = self._constraintsFile()
+        try:
+            import slicer.packaging as packaging
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            packaging.pip_ensure(
+                requirements,
+                constraints=constraints,
+                prompt_install=askConfirmation,
+                requester="BrainGemma3D",
+                skip_in_testing=False,  # the self-test needs them as much as a user does
+            )
+            return
+        # Older Slicer: ask ourselves, then pip with the constraints file given as a URL (no spaces to split).
+        message = _(
+            "BrainGemma3D needs these Python packages installed into Slicer's Python:\n\n{packages}"
+        ).format(packages="\n".join(missing))
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("BrainGemma3D")):
+            raise RuntimeError(_("The Python packages BrainGemma3D needs were not installed."))
+        previous = os.environ.get("PIP_CONSTRAINT")
+        os.environ["PIP_CONSTRAINT"] = constraints.as_uri()
+        try:
+            slicer.util.pip_install(" ".join(missing))
+        finally:
+            if previous is None:
+                os.environ.pop("PIP_CONSTRAINT", None)
+            else:
+                os.environ["PIP_CONSTRAINT"] = previous
