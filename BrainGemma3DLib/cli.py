@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-cases", type=int, default=0, help="use at most this many training cases (smoke runs)"
     )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes reading the cases before training (default 1)"
+    )
     p.add_argument("--train-lm", action="store_true", help="warmup: also train the LM (demo preset only)")
     p.add_argument(
         "--train-encoder", action="store_true", help="warmup: also train the 3D encoder (demo only)"
@@ -306,6 +309,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
         device=args.device,
         max_cases=args.max_cases,
+        workers=args.workers,
         train_lm=args.train_lm,
         train_encoder=args.train_encoder,
         mirror=args.mirror,

@@ -71,6 +71,7 @@ class TrainOptions:
     grounding: float = 1.0  # weight of the lesion-grounding loss where tumour labels exist (0 = off)
     schedule: str = "cosine"  # learning rate over the run: cosine decay after a short warm-up, or constant
     new_split: bool = False  # ignore the --init checkpoint's split (a different data folder)
+    workers: int = 1  # processes that read and resample the cases before training (same tensors for any N)
     progress: bool = True
 
 
@@ -214,27 +215,51 @@ class Prepared:
         return None if self.lesion is None else self.lesion[idx]
 
 
-def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True) -> Prepared:
-    """Every case on the model grid once, with its lesion mask on the same grid where one is known."""
-    from tqdm import tqdm
-
+def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """One case on the model grid (and its lesion classes where known); runs in a worker process too."""
     from .model.grounding import lesion_on_grid
     from .volume import load_study
 
-    arrays, texts, masks, known = [], [], [], []
-    for rec in tqdm(records, desc="preprocess", unit="case", disable=not progress, file=sys.stderr):
-        study = load_study([rec.images[s] for s in rec.images])
-        arr, mapping = study.to_model_grid(grid)
-        arrays.append(torch.from_numpy(arr))
-        texts.append(rec.report)
-        known.append(lesions and (rec.seg is not None or rec.healthy))
-        if lesions:
-            mask = np.zeros((len(CLASSES), *grid), np.float32)
-            if rec.seg is not None:
-                mask = lesion_on_grid(rec.seg, mapping)
-            masks.append(torch.from_numpy(mask).half())
-    lesion = torch.stack(masks) if lesions else None  # no masks held when nothing is grounded
-    return Prepared(torch.stack(arrays), texts, lesion, torch.tensor(known, dtype=torch.bool))
+    rec, grid, lesions = task
+    study = load_study([rec.images[s] for s in rec.images])
+    arr, mapping = study.to_model_grid(grid)
+    if not lesions:
+        return arr, None
+    mask = np.zeros((len(CLASSES), *grid), np.float32)
+    if rec.seg is not None:
+        mask = lesion_on_grid(rec.seg, mapping)
+    return arr, mask.astype(np.float16)
+
+
+def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True, workers: int = 1) -> Prepared:
+    """Every case on the model grid once, with its lesion mask on the same grid where one is known.
+
+    Reading and resampling thousands of volumes takes minutes; ``workers`` > 1 spreads it over processes
+    (each case is computed the same way wherever it runs, so the tensors do not depend on ``workers``).
+    """
+    from tqdm import tqdm
+
+    tasks = [(rec, tuple(grid), lesions) for rec in records]
+    bar = {
+        "desc": "preprocess",
+        "unit": "case",
+        "disable": not progress,
+        "file": sys.stderr,
+        "total": len(tasks),
+    }
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+            done = list(tqdm(pool.map(_prepare_one, tasks, chunksize=8), **bar))
+    else:
+        done = [_prepare_one(task) for task in tqdm(tasks, **bar)]
+    arrays = torch.stack([torch.from_numpy(arr) for arr, _ in done])
+    lesion = torch.stack([torch.from_numpy(m) for _, m in done]) if lesions else None  # none when ungrounded
+    known = [lesions and (rec.seg is not None or rec.healthy) for rec in records]
+    return Prepared(arrays, [rec.report for rec in records], lesion, torch.tensor(known, dtype=torch.bool))
 
 
 def train(opts: TrainOptions) -> dict:
@@ -252,6 +277,8 @@ def train(opts: TrainOptions) -> dict:
         raise InputError(f"--grounding is a loss weight >= 0 (got {opts.grounding})")
     if not 0.0 <= opts.mirror <= 1.0:
         raise InputError(f"--mirror is a probability between 0 and 1 (got {opts.mirror})")
+    if opts.workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {opts.workers})")
     if opts.epochs < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
         raise InputError("--epochs, --batch-size and --grad-accum must be >= 1 and --lr > 0")
     out = Path(opts.out)
@@ -294,8 +321,10 @@ def train(opts: TrainOptions) -> dict:
     if not train_recs or not val_recs:
         raise InputError("the split has no training or no validation case; add cases", opts.data)
     grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
-    train_set = _prepare_cases(train_recs, model.cfg.grid, opts.progress, lesions=grounded)
-    val_set = _prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded)
+    train_set = _prepare_cases(
+        train_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers
+    )
+    val_set = _prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
     grounded = grounded and bool(train_set.labelled.any())
 
     accelerator = Accelerator(

@@ -235,3 +235,23 @@ def test_compare_builds_the_readme_table(tmp_path):
     assert rows[2].endswith("n/a |")  # a score the evaluation did not have is said, not invented
     result = run_cli("compare", f"x={tmp_path / 'missing'}")
     assert result.returncode == 2 and "no metrics.json" in result.stderr
+
+
+def test_preprocessing_in_worker_processes_gives_the_same_tensors(data, tmp_path):
+    """``train --workers N`` only spreads the reading; the cases on the grid are bit-identical."""
+    import torch
+
+    from BrainGemma3DLib.data import scan
+    from BrainGemma3DLib.train import _prepare_cases
+
+    records = scan(data).cases
+    one = _prepare_cases(records, (32, 64, 64), False, lesions=True, workers=1)
+    two = _prepare_cases(records, (32, 64, 64), False, lesions=True, workers=2)
+    assert torch.equal(one.x, two.x) and torch.equal(one.lesion, two.lesion)
+    assert one.texts == two.texts and torch.equal(one.labelled, two.labelled)
+    assert one.x.shape[0] == len(records) and one.lesion.dtype == torch.float16
+    assert bool(one.labelled.all()) and float(one.lesion.sum()) > 0
+    result = run_cli(
+        "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "w"), "--workers", "0"
+    )
+    assert result.returncode == 2 and "--workers" in result.stderr
