@@ -11,9 +11,9 @@ SAMPLE_SEED := 2026
 
 # The demo weights: trained on phantoms with the project's own CLI, scored on held-out phantoms of another seed.
 DW       := build/demo-weights
-DW_TRAIN := --n 2200 --healthy 300 --seed 21 --workers 2
-DW_HELD  := --n 120 --healthy 40 --seed 4242 --workers 2
-DW_FIT   := --phase warmup --train-lm --train-encoder --epochs 14 --batch-size 16 --lr 1e-3 --seed 0
+DW_TRAIN := --n 3300 --healthy 400 --seed 21 --workers 2 --sequences flair
+DW_HELD  := --n 120 --healthy 40 --seed 4242 --workers 2 --sequences flair
+DW_FIT   := --phase warmup --train-lm --train-encoder --epochs 14 --batch-size 16 --lr 1e-3 --seed 0 --workers 2
 DEMO_WEIGHTS := Resources/DemoWeights
 
 .PHONY: venv demo test lint bench sample demo-weights clean
