@@ -158,12 +158,14 @@ def _load_model(opts: TrainOptions):
 
     if opts.init:
         return load_checkpoint(opts.init, vision=opts.vision, lm=opts.lm, device="cpu")
+    # A new model takes as many input channels as --sequences names (FLAIR, or FLAIR/T1ce/T2).
+    cfg = preset(opts.preset, in_channels=len(opts.sequences))
     if opts.preset == "medgemma":
         if not (opts.vision and opts.lm):
             raise InputError("--preset medgemma needs --vision and --lm folders (or --init)")
-        return from_base_models(preset("medgemma"), opts.vision, opts.lm, device="cpu")
+        return from_base_models(cfg, opts.vision, opts.lm, device="cpu")
     torch.manual_seed(opts.seed)
-    return build(preset(opts.preset))
+    return build(cfg)
 
 
 def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:

@@ -255,3 +255,22 @@ def test_preprocessing_in_worker_processes_gives_the_same_tensors(data, tmp_path
         "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "w"), "--workers", "0"
     )
     assert result.returncode == 2 and "--workers" in result.stderr
+
+
+def test_a_new_model_takes_the_sequences_it_is_trained_on(data, tmp_path):
+    """--sequences flair,t1ce,t2 on a fresh preset builds a 3-channel model; evaluate reads the same three."""
+    out = tmp_path / "three"
+    result = run_cli(
+        "train", "--phase", "warmup", "--data", str(data), "--out", str(out), "--sequences", "flair,t1ce,t2",
+        "--epochs", "1", "--batch-size", "4", "--max-cases", "4", "--train-lm", "--train-encoder", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = load_checkpoint(out / "best", device="cpu")
+    assert model.cfg.in_channels == 3
+    assert tuple(model.encoder.patch_embedding.weight.shape[:2]) == (model.cfg.vision_hidden, 3)
+    evaluated = run_cli(
+        "evaluate", "--model", str(out / "best"), "--data", str(data), "--split", "all",
+        "--out", str(tmp_path / "eval"), "--quiet",
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["cases"] == 10
