@@ -327,6 +327,17 @@ def test_ui_is_a_qmrmlwidget_with_the_five_sections():
     assert titles == ["Inputs", "Model", "Report", "Attribution overlay", "Sign && export"]
     widgets = {w.get("name"): w.get("class") for w in root.iter("widget")}
     assert len(widgets) == len(list(root.iter("widget"))), "two widgets share a name"
+    for name, cls in {
+        "applyButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "statusLabel": "QLabel",
+        "reportTextEdit": "QPlainTextEdit",
+        "warningsLabel": "QLabel",
+        "certificatePathLineEdit": "ctkPathLineEdit",
+        "outputPdfPathLineEdit": "ctkPathLineEdit",
+        "signButton": "QPushButton",
+    }.items():
+        assert widgets.get(name) == cls, name
     declared = {c.findtext("class") for c in root.iter("customwidget")}
     custom = {c for c in widgets.values() if not c.startswith("Q")}
     assert custom <= declared, custom - declared
@@ -606,6 +617,13 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     assert data.endswith(b"IEND\xaeB`\x82"), "no IEND chunk at the end"
     width, height, depth, color = struct.unpack(">IIBB", data[16:26])
     return width, height, depth, color
+
+
+def test_png_header_parser_rejects_corruption():
+    bad = bytearray((REPO / "BrainGemma3D.png").read_bytes())
+    bad[20] ^= 0xFF  # a width byte: the IHDR CRC no longer matches
+    with pytest.raises(AssertionError):
+        png_header(bytes(bad))
 
 
 @pytest.mark.parametrize("icon", ["BrainGemma3D.png", "Resources/Icons/BrainGemma3D.png"])
