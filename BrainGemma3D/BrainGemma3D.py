@@ -520,11 +520,11 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None or not (node.GetText() or "").strip():
             return
         try:
-            entities, warnings = self.logic.review(node)
+            entities, warnings, agreement = self.logic.review(node)
         except ImportError:
             self.ui.entitiesLabel.text = _("Entities are shown once the Python dependencies are installed.")
             return
-        self.ui.entitiesLabel.text = _formatEntities(entities)
+        self.ui.entitiesLabel.text = _formatEntities(entities) + (f"\n{agreement}" if agreement else "")
         if warnings:
             self.ui.warningsLabel.text = "\n".join("\u26a0 " + warning for warning in warnings)
             self.ui.warningsLabel.visible = True
@@ -770,19 +770,22 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         scene.set_top_k(segmentationNode, topK)
 
     def review(self, textNode):
-        """Entities of the (edited) text and its left/right warnings against the draft's image evidence."""
+        """Entities of the (edited) text, its left/right warnings against the draft's image evidence, and
+        how many of the model's drafts agreed with each statement (only while the text is the AI's own)."""
         from BrainGemma3DLib import scene
-        from BrainGemma3DLib.report import consistency_warnings, structured_entities
+        from BrainGemma3DLib.report import agreement_sentence, consistency_warnings, structured_entities
 
-        entities = structured_entities(scene.read_text_node(textNode))
+        text = scene.read_text_node(textNode)
+        entities = structured_entities(text)
         path = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)
         if path and path not in self._reportCache:
             try:
                 self._reportCache[path] = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 self._reportCache[path] = {}
-        side = (self._reportCache.get(path) or {}).get("attribution")
-        return entities, consistency_warnings(entities, side)
+        report = self._reportCache.get(path) or {}
+        agreement = agreement_sentence(report) if text == report.get("text") else ""
+        return entities, consistency_warnings(entities, report.get("attribution")), agreement
 
     # --- Sign & export ----------------------------------------------------------------------------------
     @staticmethod
@@ -911,7 +914,7 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
             shown = segmentationNode.GetSegmentation().GetNumberOfSegments()
             self.assertTrue(0 < shown <= len(segments), (shown, len(segments)))
             self.assertLessEqual(len(scene.set_top_k(segmentationNode, 2)), 2)
-            entities, _warnings = logic.review(textNode)
+            entities, _warnings, _agreement = logic.review(textNode)
             self.assertIn(entities["laterality"], ("left", "right", "bilateral", "none"))
             self.delayDisplay("Report and attribution shown")
 

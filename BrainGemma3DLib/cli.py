@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="mean", choices=["mean", "zero", "blur"], help="explain: fill")
     p.add_argument("--top-k", type=int, default=5, help="explain: supervoxels in the segmentation")
     p.add_argument("--batch-size", type=int, default=0, help="explain: volumes per pass (0 = from memory)")
-    p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed")
+    p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed; also the drafts' seed")
+    _add_decoding(p)
     for name in ("institution", "patient-name", "patient-id", "study-date", "accession"):
         p.add_argument(f"--{name}", default="", help="PDF header field (else from DICOM tags, else omitted)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
+    _add_decoding(p)
     p.add_argument(
         "--explain",
         action="store_true",
@@ -245,7 +247,19 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    """--drafts / --temperature: consensus decoding (see BrainGemma3DLib.consensus)."""
+    p.add_argument(
+        "--drafts",
+        type=int,
+        default=16,
+        help="sampled drafts the report is the consensus of (default 16; 0 = plain greedy decoding)",
+    )
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of those drafts")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .consensus import DecodingOptions
     from .explain import ExplainOptions
     from .pipeline import ReportRequest, run_report
 
@@ -267,6 +281,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
         ),
+        decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
         fields=fields,
     )
 
@@ -274,6 +289,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{fraction * 100:5.1f}%] {stage}: {message}", file=sys.stderr, flush=True)
 
+    request.decoding.check()
     if args.explain:
         request.explain_options.check()
     result = run_report(request, progress=progress)
@@ -327,6 +343,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .consensus import DecodingOptions
     from .evaluate import evaluate, metrics_markdown
 
     result = evaluate(
@@ -339,6 +356,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         limit=args.limit,
         explain=args.explain,
+        decoding=DecodingOptions(args.drafts, args.temperature),
     )
     print(metrics_markdown(result), end="")
     return 0

@@ -9,8 +9,8 @@ JSON object per line on stdin with an ``id`` and a ``cmd``:
 
 - ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm}: load (or keep) the model; ``vision``
   and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint does not record them;
-- ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, fields: {...}}: the whole report
-  (:func:`BrainGemma3DLib.pipeline.run_report`);
+- ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...}}:
+  the whole report (:func:`BrainGemma3DLib.pipeline.run_report`; ``decoding``: samples, temperature, seed);
 - ``explain`` {inputs, out, text, span: [start, end] | null, options}: explain a (possibly edited) text or
   one statement in it; writes the attribution files into ``out``;
 - ``cancel``: stop the running job (between stages or explanation batches: within a few seconds; nothing
@@ -178,6 +178,7 @@ class Engine:
             model=self.model_key[0],
             explain=bool(request.get("explain", False)),
             explain_options=_explain_options(request),
+            decoding=_decoding_options(request),
             fields={str(k): str(v) for k, v in (request.get("fields") or {}).items()},
         )
         return run_report(
@@ -217,19 +218,32 @@ def _out(request: dict) -> str:
     return out
 
 
-def _explain_options(request: dict):
+def _options(request: dict, key: str, cls, what: str):
+    """A request's ``key`` block as ``cls`` (a dataclass of options), checked; unknown names refused."""
     from dataclasses import fields
 
-    from .explain import ExplainOptions
-
-    given = request.get("options") or {}
-    known = {f.name for f in fields(ExplainOptions)}
+    given = request.get(key) or {}
+    if not isinstance(given, dict):
+        raise InputError(f"'{key}' must be an object of option names and values")
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(given) - known)
     if unknown:
-        raise InputError(f"unknown explanation option(s) {unknown}; known: {sorted(known)}")
-    options = ExplainOptions(**given)
+        raise InputError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")
+    options = cls(**given)
     options.check()
     return options
+
+
+def _explain_options(request: dict):
+    from .explain import ExplainOptions
+
+    return _options(request, "options", ExplainOptions, "explanation")
+
+
+def _decoding_options(request: dict):
+    from .consensus import DecodingOptions
+
+    return _options(request, "decoding", DecodingOptions, "decoding")
 
 
 def _cuda_available() -> bool:

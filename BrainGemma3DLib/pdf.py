@@ -47,7 +47,14 @@ from reportlab.platypus import (
 
 from .atomic import atomic_path
 from .errors import InputError
-from .report import NOTICE, consistency_warnings, json_default, split_sections, structured_entities
+from .report import (
+    NOTICE,
+    agreement_sentence,
+    consistency_warnings,
+    json_default,
+    split_sections,
+    structured_entities,
+)
 
 __all__ = [
     "BUNDLE_NAME",
@@ -342,6 +349,9 @@ def _entities(report: dict, width: float) -> list:
     )
     table.setStyle(_grid_style(header_rows=1))
     out = [_p("Structured findings (extracted from the text above)", "h2"), table]
+    agreement = agreement_sentence(report)
+    if agreement:
+        out.append(_p(agreement, "small"))
     side = report.get("attribution")
     if side and side.get("side"):
         share = ""
@@ -399,6 +409,19 @@ def _provenance(report: dict, draft: bool, width: float) -> list:
         name += f" (preset {model['preset']})"
     rows.append(("Model", _p(name, "cell")))
     rows.append(("Checkpoint SHA-256", _p(model.get("checkpoint_sha256") or "not recorded", "mono")))
+    decoding = report.get("decoding") or {}
+    if decoding.get("method") == "consensus":
+        rows.append(
+            (
+                "Decoding",
+                _p(
+                    f"consensus of {decoding.get('drafts')} drafts (greedy + {decoding.get('samples')} "
+                    f"sampled at temperature {decoding.get('temperature')}, seed {decoding.get('seed')}); "
+                    f"chosen: {decoding.get('chosen')}",
+                    "cell",
+                ),
+            )
+        )
     paths = list(given.get("paths") or [])
     digests = list(given.get("sha256") or [])
     for i, digest in enumerate(digests or [None]):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .consensus import DecodingOptions, decode
 from .errors import InputError
 from .explain import Cancelled, ExplainOptions
 
@@ -46,6 +47,7 @@ class ReportRequest:
     explain_options: ExplainOptions = field(default_factory=ExplainOptions)
     fields: dict[str, str] = field(default_factory=dict)  # institution, patient, study: never invented
     max_new_tokens: int | None = None
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)  # consensus of sampled drafts
 
 
 def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
@@ -145,7 +147,7 @@ def run_report(
 
     t = _stage(progress, cancel, "generate", "writing the draft")
     grid, mapping = study.to_model_grid(model.cfg.grid)
-    draft = model.generate(grid, max_new_tokens=request.max_new_tokens)[0]
+    draft = decode(model, grid, request.decoding, max_new_tokens=request.max_new_tokens)
     timings["generate_s"] = time.perf_counter() - t
     if not draft.text.strip():
         raise RuntimeError("the model wrote an empty report")
@@ -168,6 +170,7 @@ def run_report(
         timings={k: round(v, 3) for k, v in timings.items()},
         attribution_side=side,
     )
+    report["decoding"] = draft.decoding
     if found is not None:
         report["explanation"] = found.summary()
     timings["check_s"] = time.perf_counter() - t

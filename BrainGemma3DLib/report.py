@@ -440,6 +440,20 @@ def build_report(
     }
 
 
+def agreement_sentence(report: dict) -> str:
+    """How many of the model's drafts state what this one states (consensus decoding), weakest first, so
+    the reader checks those first; empty for a greedy draft or once the radiologist has edited the text
+    (the shares describe the AI's wording, not theirs)."""
+    decoding = report.get("decoding") or {}
+    agreement = decoding.get("agreement")
+    if not agreement or report.get("edited"):
+        return ""
+    names = {"laterality": "side", "lesion": "lesion", "lobes": "lobes", "compression": "mass effect"}
+    ranked = sorted(agreement.items(), key=lambda kv: (kv[1], kv[0]))
+    parts = ", ".join(f"{names.get(k, k)} {round(100 * v)}\u00a0%" for k, v in ranked)
+    return f"Model agreement (share of its {decoding.get('drafts', '?')} drafts stating the same): {parts}."
+
+
 def report_text(report: dict) -> str:
     """The report.txt content: the notice, the sections under headers, the warnings, where it came from."""
     sections = report.get("sections") or split_sections(report.get("text", ""))
@@ -454,6 +468,9 @@ def report_text(report: dict) -> str:
         lines += ["WARNINGS:", *(f"- {w}" for w in warnings), ""]
     elif report.get("attribution"):
         lines += ["Left/right check: the text agrees with the image evidence (no conflict found).", ""]
+    agreement = agreement_sentence(report)
+    if agreement:
+        lines += [agreement, ""]
     model = report.get("model") or {}
     origin = str(model.get("name") or "")
     if model.get("preset") and model.get("preset") != model.get("name"):

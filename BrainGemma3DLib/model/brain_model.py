@@ -21,11 +21,12 @@ from .projector import Projector
 
 @dataclass
 class Draft:
-    """A generated report draft with its cost."""
+    """A generated report draft, its cost and how it was decoded (:mod:`BrainGemma3DLib.consensus`)."""
 
     text: str
     num_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    decoding: dict = field(default_factory=lambda: {"method": "greedy"})
 
 
 def text_embedding_rms(lm) -> float:
@@ -173,14 +174,46 @@ class BrainGemma3D(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id,
         )
         timings["generate_s"] = time.perf_counter() - start
-        drafts = []
+        texts = self._texts(out, keep_all=min_new_tokens > 0)
+        return [Draft(text, cut, dict(timings)) for text, cut in texts]
+
+    def _texts(self, out: torch.Tensor, keep_all: bool = False) -> list[tuple[str, int]]:
+        """Generated ids -> (text up to the first stop token, number of tokens kept), one per row."""
+        stops = (*self.prompt.stop_ids, self.tokenizer.pad_token_id)
+        result = []
         for row in out:
             ids = row.tolist()
-            stops = (*self.prompt.stop_ids, self.tokenizer.pad_token_id)
-            cut = len(ids) if min_new_tokens else next((k for k, t in enumerate(ids) if t in stops), len(ids))
-            text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip()
-            drafts.append(Draft(text, cut, dict(timings)))
-        return drafts
+            cut = len(ids) if keep_all else next((k for k, t in enumerate(ids) if t in stops), len(ids))
+            result.append((self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip(), cut))
+        return result
+
+    @torch.no_grad()
+    def sample(
+        self, grid, n: int, *, temperature: float = 0.7, seed: int = 0, max_new_tokens: int | None = None
+    ) -> list[str]:
+        """``n`` drafts for one model-grid volume (C, D, H, W) sampled at ``temperature``, in one batch.
+
+        The volume is encoded once. Sampling draws from a generator seeded with ``seed`` and forked from the
+        caller's, so the same seed gives the same drafts and the caller's random state is left untouched.
+        """
+        self.eval()
+        embeds = self.prompt_embeddings(self.visual_tokens(self.as_batch(grid)[:1]))
+        embeds = embeds.expand(n, -1, -1)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.lm.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+                max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                eos_token_id=self.prompt.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return [text for text, _cut in self._texts(out)]
 
     def target_ids(self, text: str, span: tuple[int, int] | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of ``text`` + end of turn, and which of them are scored (all, or those in ``span``)."""

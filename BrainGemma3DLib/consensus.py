@@ -1,0 +1,116 @@
+"""Consensus decoding: the draft whose clinical statements most of the model's own drafts agree with.
+
+Why: greedy decoding picks the most likely *next word*, not the most likely *finding*. A report can say
+"enhancement present" in many ways and "absent" in a few; when the model spreads its probability for
+"present" over five phrasings and puts the rest of it on one phrasing of "absent", the single most likely
+path can deny a finding the model believes is there. We measured it with the demo weights on held-out
+phantoms: on FLAIR (where enhancement cannot be seen) the greedy drafts deny enhancement in 38 % of tumours,
+at random, although the model's drafts affirm it far more often than not (README, "Decoding").
+
+So a draft is chosen by **minimum Bayes risk** over the model's own samples with a clinical utility: draw
+``samples`` drafts at ``temperature`` (plus the greedy one), read each with the negation-aware entity reader
+(:mod:`.entities`), and keep the draft that agrees best, on average, with all the others on side, lesion/no
+lesion, lobes (set F1) and each finding. Each statement is marginalised over its wordings, and the result
+is still one fluent draft the model wrote, never text stitched together. The share of drafts that agree with
+each statement of the chosen one is kept (``agreement``) and shown to the radiologist: a finding only half
+the drafts state is one to check first.
+
+Same seed, same inputs -> the same draft (the sampling generator is seeded and isolated from the caller's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .entities import FINDINGS, Entities, extract
+from .errors import InputError
+
+
+@dataclass
+class DecodingOptions:
+    """How a draft is decoded: ``samples`` = 0 is plain greedy decoding."""
+
+    samples: int = 16  # sampled drafts besides the greedy one
+    temperature: float = 0.7
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.samples < 0:
+            raise InputError(f"the number of sampled drafts must be 0 (greedy) or more (got {self.samples})")
+        if self.samples and not 0.05 <= self.temperature <= 2.0:
+            raise InputError(f"temperature must be between 0.05 and 2 (got {self.temperature})")
+
+
+def _lobe_f1(a: list[str], b: list[str]) -> float:
+    sa, sb = set(a), set(b)
+    if not sa and not sb:
+        return 1.0
+    return 2 * len(sa & sb) / (len(sa) + len(sb))
+
+
+def statement_agreement(a: Entities, b: Entities) -> dict[str, float]:
+    """Per statement, how much two drafts agree (1 = same): side, lesion, lobes, each finding."""
+    out = {
+        "laterality": float(a.laterality == b.laterality),
+        "lesion": float(a.lesion == b.lesion),
+        "lobes": _lobe_f1(a.lobes, b.lobes),
+    }
+    for f in FINDINGS:
+        out[f] = float(bool(a.findings.get(f)) == bool(b.findings.get(f)))
+    return out
+
+
+def choose(texts: list[str]) -> tuple[int, dict[str, float]]:
+    """Index of the minimum-Bayes-risk draft among ``texts`` and its per-statement agreement (0..1).
+
+    The utility of a draft is its mean :func:`statement_agreement` (summed over statements) with every other
+    draft; ties go to the earliest draft (the greedy one comes first).
+    """
+    if not texts:
+        raise ValueError("no drafts to choose from")
+    entities = [extract(t) for t in texts]
+    n = len(texts)
+    if n == 1:
+        return 0, {k: 1.0 for k in statement_agreement(entities[0], entities[0])}
+    table = [[statement_agreement(entities[i], entities[j]) for j in range(n)] for i in range(n)]
+    utility = np.array([sum(sum(table[i][j].values()) for j in range(n) if j != i) for i in range(n)])
+    best = int(np.flatnonzero(utility >= utility.max() - 1e-9)[0])
+    keys = table[best][best].keys()
+    agreement = {k: round(float(np.mean([table[best][j][k] for j in range(n)])), 3) for k in keys}
+    return best, agreement
+
+
+def decode(model, grid, options: DecodingOptions | None = None, *, max_new_tokens: int | None = None):
+    """One :class:`~BrainGemma3DLib.model.Draft` for a model-grid volume: greedy, or the consensus of the
+    greedy draft and ``options.samples`` sampled ones. ``draft.decoding`` says how it was chosen."""
+    import time
+
+    from .model import Draft
+
+    opts = options or DecodingOptions()
+    opts.check()
+    start = time.perf_counter()
+    greedy = model.generate(grid, max_new_tokens=max_new_tokens)[0]
+    if not opts.samples:
+        return greedy
+    sampled = model.sample(
+        grid, opts.samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
+    )
+    texts = [greedy.text, *sampled]
+    best, agreement = choose(texts)
+    draft = greedy
+    if best:
+        draft = Draft(texts[best], len(model.tokenizer(texts[best], add_special_tokens=False)["input_ids"]))
+    draft.timings = dict(greedy.timings, decode_s=time.perf_counter() - start)
+    draft.decoding = {
+        "method": "consensus",
+        "drafts": len(texts),
+        "samples": opts.samples,
+        "temperature": opts.temperature,
+        "seed": opts.seed,
+        "chosen": "greedy draft" if best == 0 else f"sampled draft {best}",
+        "agreement": agreement,
+    }
+    return draft
