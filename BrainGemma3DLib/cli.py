@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the lesion-grounding loss on cases with tumour labels (0 = off; default 1)",
     )
     p.add_argument(
+        "--findings",
+        type=float,
+        default=0.0,
+        help="weight of the finding-presence loss: visual tokens predict what the report states (0 = off)",
+    )
+    p.add_argument(
         "--new-split", action="store_true", help="split this data afresh instead of --init's split"
     )
     p.add_argument("--quiet", action="store_true")
@@ -330,6 +336,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_encoder=args.train_encoder,
         mirror=args.mirror,
         grounding=args.grounding,
+        findings=args.findings,
         schedule=args.schedule,
         new_split=args.new_split,
         progress=not args.quiet,

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from .data import make_split, scan
 from .errors import InputError
-from .model.grounding import CLASSES, HEAD_FILE, GroundingHead
+from .model.grounding import CLASSES, FINDING_HEAD_FILE, HEAD_FILE, FindingHead, GroundingHead
 
 PHASES = ("contrastive", "warmup", "lora")
 
@@ -69,6 +69,7 @@ class TrainOptions:
     train_encoder: bool = False  # warmup: also train the 3D encoder (the demo preset's tower is untrained)
     mirror: float = 0.5  # probability of the left-right mirror augmentation (0 = off)
     grounding: float = 1.0  # weight of the lesion-grounding loss where tumour labels exist (0 = off)
+    findings: float = 0.0  # weight of the finding-presence loss on the visual tokens (0 = off)
     schedule: str = "cosine"  # learning rate over the run: cosine decay after a short warm-up, or constant
     new_split: bool = False  # ignore the --init checkpoint's split (a different data folder)
     workers: int = 1  # processes that read and resample the cases before training (same tensors for any N)
@@ -275,8 +276,10 @@ def train(opts: TrainOptions) -> dict:
         raise InputError(f"--phase must be one of {', '.join(PHASES)}")
     if opts.schedule not in ("cosine", "constant"):
         raise InputError(f"--schedule must be cosine or constant (got {opts.schedule!r})")
-    if opts.grounding < 0:
-        raise InputError(f"--grounding is a loss weight >= 0 (got {opts.grounding})")
+    if opts.grounding < 0 or opts.findings < 0:
+        raise InputError(
+            f"--grounding and --findings are loss weights >= 0 (got {opts.grounding}, {opts.findings})"
+        )
     if not 0.0 <= opts.mirror <= 1.0:
         raise InputError(f"--mirror is a probability between 0 and 1 (got {opts.mirror})")
     if opts.workers < 1:
@@ -343,21 +346,28 @@ def train(opts: TrainOptions) -> dict:
     grounder = None
     if grounded:
         grounder = GroundingHead(model.cfg)
-        _load_grounding_head(grounder, opts.init)
+        _load_head(grounder, opts.init)
         params += list(grounder.parameters())
+    finder = None
+    if opts.findings > 0 and opts.phase in ("contrastive", "warmup"):
+        finder = FindingHead(model.cfg)
+        _load_head(finder, opts.init, FINDING_HEAD_FILE)
+        params += list(finder.parameters())
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     if head is not None:
         head = accelerator.prepare(head)
     if grounder is not None:
         grounder = accelerator.prepare(grounder)
+    if finder is not None:
+        finder = accelerator.prepare(finder)
     core = accelerator.unwrap_model(model)
 
     def batch_loss(x: torch.Tensor, texts: list[str], lesion=None, labelled=None):
-        """(the phase's own loss, the grounding loss or None) for one batch."""
+        """(the phase's own loss, the grounding loss or None, the finding loss or None) for one batch."""
         x = x.to(accelerator.device)
         if opts.phase == "lora":
-            return core.loss(x, texts), None
+            return core.loss(x, texts), None, None
         patches, compressed = core.encode(x)
         if opts.phase == "contrastive":
             ids = text_tok(
@@ -374,7 +384,7 @@ def train(opts: TrainOptions) -> dict:
                 compressed[keep],
                 lesion.to(x.device, torch.float32)[keep],
             )
-        return main, ground
+        return main, ground, (finder(compressed, texts) if finder is not None else None)
 
     log_path = out / "metrics.jsonl"
     start_epoch = int(state.get("epoch", 0))
@@ -386,7 +396,7 @@ def train(opts: TrainOptions) -> dict:
         model.train()
         started = time.perf_counter()
         order = rng.permutation(len(train_recs))
-        losses, ground_losses = [], []
+        losses, ground_losses, finding_losses = [], [], []
         batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
         if opts.phase == "contrastive":
             batches = [b for b in batches if len(b) > 1] or batches  # contrastive needs negatives
@@ -405,39 +415,45 @@ def train(opts: TrainOptions) -> dict:
                 xb, tb, lb = mirror_batch(
                     train_set.x[idx], texts, opts.mirror, rng, train_set.lesions_of(idx)
                 )
-                loss, ground = batch_loss(xb, tb, lb, train_set.labelled[idx])
+                loss, ground, finding = batch_loss(xb, tb, lb, train_set.labelled[idx])
                 losses.append(float(loss.detach()))  # the phase's own loss, comparable with val_loss
                 if ground is not None:
                     ground_losses.append(float(ground.detach()))
                     loss = loss + opts.grounding * ground
+                if finding is not None:
+                    finding_losses.append(float(finding.detach()))
+                    loss = loss + opts.findings * finding
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         model.eval()
         with torch.no_grad():
-            val_losses, val_ground = [], []
+            val_losses, val_ground, val_finding = [], [], []
             for i in range(0, len(val_recs), opts.batch_size):
                 idx = list(range(i, min(i + opts.batch_size, len(val_recs))))
                 if opts.phase == "contrastive" and len(idx) < 2:
                     idx = list(range(max(0, len(val_recs) - 2), len(val_recs)))
                 texts = [val_set.texts[j] for j in idx]
-                main, ground = batch_loss(
+                main, ground, finding = batch_loss(
                     val_set.x[idx], texts, val_set.lesions_of(idx), val_set.labelled[idx]
                 )
                 val_losses.append(float(main))
                 if ground is not None:
                     val_ground.append(float(ground))
+                if finding is not None:
+                    val_finding.append(float(finding))
         val_loss = float(np.mean(val_losses))  # the phase's own loss picks the best epoch
         seconds = time.perf_counter() - started
         name = f"epoch-{epoch:03d}"
         core.split = split
         save(core, out / name, include_base=core.cfg.preset != "medgemma")
         (out / name / "split.json").write_text(json.dumps(split, indent=2) + "\n")
-        if grounder is not None:
-            from safetensors.torch import save_file
+        for aux, file_name in ((grounder, HEAD_FILE), (finder, FINDING_HEAD_FILE)):
+            if aux is not None:
+                from safetensors.torch import save_file
 
-            save_file(accelerator.unwrap_model(grounder).state_dict(), str(out / name / HEAD_FILE))
+                save_file(accelerator.unwrap_model(aux).state_dict(), str(out / name / file_name))
         if val_loss < best:
             best = val_loss
             shutil.rmtree(out / "best", ignore_errors=True)
@@ -455,6 +471,10 @@ def train(opts: TrainOptions) -> dict:
             record["train_grounding"] = round(float(np.mean(ground_losses)), 5)
         if val_ground:
             record["val_grounding"] = round(float(np.mean(val_ground)), 5)
+        if finding_losses:
+            record["train_findings"] = round(float(np.mean(finding_losses)), 5)
+        if val_finding:
+            record["val_findings"] = round(float(np.mean(val_finding)), 5)
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         state = {
@@ -484,12 +504,12 @@ def learning_rate(opts: TrainOptions, step: int, total: int) -> float:
     return opts.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def _load_grounding_head(head: nn.Module, init: str | None) -> None:
-    """Continue the grounding head of the --init checkpoint (a resumed run, or the previous phase)."""
-    if init and (Path(init) / HEAD_FILE).is_file():
+def _load_head(head: nn.Module, init: str | None, file_name: str = HEAD_FILE) -> None:
+    """Continue an auxiliary head of the --init checkpoint (a resumed run, or the previous phase)."""
+    if init and (Path(init) / file_name).is_file():
         from safetensors.torch import load_file
 
-        head.load_state_dict(load_file(str(Path(init) / HEAD_FILE)))
+        head.load_state_dict(load_file(str(Path(init) / file_name)))
 
 
 def _split_of(init: str | None) -> dict | None:

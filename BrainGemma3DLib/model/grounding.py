@@ -102,3 +102,51 @@ class GroundingHead(nn.Module):
         if not losses:
             return visual_tokens.new_zeros(())
         return torch.stack(losses).mean()
+
+
+#: Where the finding head is saved next to a checkpoint (only so that a resumed run continues exactly).
+FINDING_HEAD_FILE = "finding_head.safetensors"
+
+
+def finding_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each report states about each finding: (targets (B, F) 0/1, known (B, F) 0/1).
+
+    Read with the negation-aware entity reader; a report that claims no lesion denies every finding; a
+    finding a report does not mention is unknown (left out of the loss).
+    """
+    from ..entities import FINDINGS, extract
+
+    targets = torch.zeros(len(texts), len(FINDINGS))
+    known = torch.zeros(len(texts), len(FINDINGS))
+    for i, text in enumerate(texts):
+        ent = extract(text)
+        for j, name in enumerate(FINDINGS):
+            value = False if not ent.lesion else ent.findings.get(name)
+            if value is not None:
+                targets[i, j], known[i, j] = float(value), 1.0
+    return targets, known
+
+
+class FindingHead(nn.Module):
+    """Finding presence from the visual tokens: each token scores each finding, the case takes the maximum
+    (a finding is present if any part of the brain shows it), trained against what the report states.
+
+    Why: the tumour labels ground *where* edema, enhancing tumour and the core lie, but two findings the
+    report must name have no label of their own: necrosis (BraTS puts it in one class with non-enhancing
+    tumour) and ventricular compression (not a tumour class at all). A linear probe showed the visual tokens
+    of models trained without this head carry no more about necrosis than its prevalence.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        from ..entities import FINDINGS
+
+        self.score = nn.Linear(cfg.vision_hidden, len(FINDINGS))
+
+    def forward(self, visual_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Masked BCE of the max-over-tokens logits against the reports' statements, (B, K, E) tokens."""
+        targets, known = finding_targets(texts)
+        targets, known = targets.to(visual_tokens), known.to(visual_tokens)
+        logits = self.score(visual_tokens).amax(dim=1)
+        losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return (losses * known).sum() / known.sum().clamp(min=1.0)

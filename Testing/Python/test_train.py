@@ -274,3 +274,32 @@ def test_a_new_model_takes_the_sequences_it_is_trained_on(data, tmp_path):
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["cases"] == 10
+
+
+def test_finding_targets_read_the_report_negation_aware():
+    from BrainGemma3DLib.model.grounding import finding_targets
+
+    targets, known = finding_targets(
+        [
+            "A lesion is seen in the left frontal lobe. Necrosis is present. No enhancing component is seen.",
+            "No focal lesion or abnormal signal is identified on FLAIR. The ventricles are normal.",
+        ]
+    )
+    # edema, necrosis, enhancement, compression
+    assert known[0].tolist() == [0.0, 1.0, 1.0, 0.0] and targets[0].tolist()[1:3] == [1.0, 0.0]
+    assert known[1].tolist() == [1.0] * 4 and targets[1].tolist() == [0.0] * 4  # no lesion: nothing present
+
+
+def test_finding_loss_trains_saves_its_head_and_resumes(data, tmp_path):
+    args = ["train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "w")]
+    args += ["--batch-size", "4", "--findings", "0.5", "--quiet"]
+    assert run_cli(*args, "--epochs", "1").returncode == 0
+    assert (tmp_path / "w" / "best" / "finding_head.safetensors").is_file()
+    result = run_cli(*args, "--epochs", "2")  # resumes after epoch 1, the head included
+    assert result.returncode == 0, result.stderr
+    log = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(r["train_findings"] > 0 for r in log)
+    bad = run_cli(
+        "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "x"), "--findings", "-1"
+    )
+    assert bad.returncode == 2 and "--findings" in bad.stderr
