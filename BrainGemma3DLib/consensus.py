@@ -26,6 +26,7 @@ import numpy as np
 
 from .entities import FINDINGS, Entities, extract
 from .errors import InputError
+from .metrics import set_f1
 
 
 @dataclass
@@ -43,19 +44,12 @@ class DecodingOptions:
             raise InputError(f"temperature must be between 0.05 and 2 (got {self.temperature})")
 
 
-def _lobe_f1(a: list[str], b: list[str]) -> float:
-    sa, sb = set(a), set(b)
-    if not sa and not sb:
-        return 1.0
-    return 2 * len(sa & sb) / (len(sa) + len(sb))
-
-
 def statement_agreement(a: Entities, b: Entities) -> dict[str, float]:
     """Per statement, how much two drafts agree (1 = same): side, lesion, lobes, each finding."""
     out = {
         "laterality": float(a.laterality == b.laterality),
         "lesion": float(a.lesion == b.lesion),
-        "lobes": _lobe_f1(a.lobes, b.lobes),
+        "lobes": set_f1(set(a.lobes), set(b.lobes)),
     }
     for f in FINDINGS:
         out[f] = float(bool(a.findings.get(f)) == bool(b.findings.get(f)))
@@ -87,8 +81,6 @@ def decode(model, grid, options: DecodingOptions | None = None, *, max_new_token
     greedy draft and ``options.samples`` sampled ones. ``draft.decoding`` says how it was chosen."""
     import time
 
-    from .model import Draft
-
     opts = options or DecodingOptions()
     opts.check()
     start = time.perf_counter()
@@ -98,15 +90,13 @@ def decode(model, grid, options: DecodingOptions | None = None, *, max_new_token
     sampled = model.sample(
         grid, opts.samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
     )
-    texts = [greedy.text, *sampled]
-    best, agreement = choose(texts)
-    draft = greedy
-    if best:
-        draft = Draft(texts[best], len(model.tokenizer(texts[best], add_special_tokens=False)["input_ids"]))
+    drafts = [greedy, *sampled]
+    best, agreement = choose([d.text for d in drafts])
+    draft = drafts[best]
     draft.timings = dict(greedy.timings, decode_s=time.perf_counter() - start)
     draft.decoding = {
         "method": "consensus",
-        "drafts": len(texts),
+        "drafts": len(drafts),
         "samples": opts.samples,
         "temperature": opts.temperature,
         "seed": opts.seed,

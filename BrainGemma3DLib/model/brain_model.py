@@ -190,7 +190,7 @@ class BrainGemma3D(nn.Module):
     @torch.no_grad()
     def sample(
         self, grid, n: int, *, temperature: float = 0.7, seed: int = 0, max_new_tokens: int | None = None
-    ) -> list[str]:
+    ) -> list[Draft]:
         """``n`` drafts for one model-grid volume (C, D, H, W) sampled at ``temperature``, in one batch.
 
         The volume is encoded once. Sampling draws from a generator seeded with ``seed`` and forked from the
@@ -213,7 +213,7 @@ class BrainGemma3D(nn.Module):
                 eos_token_id=self.prompt.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        return [text for text, _cut in self._texts(out)]
+        return [Draft(text, cut) for text, cut in self._texts(out)]
 
     def target_ids(self, text: str, span: tuple[int, int] | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of ``text`` + end of turn, and which of them are scored (all, or those in ``span``)."""

@@ -80,7 +80,7 @@ def test_same_seed_same_draft_and_the_callers_random_state_is_untouched(sample_g
     assert first.text == second.text and first.decoding == second.decoding
     assert first.decoding["method"] == "consensus" and first.decoding["drafts"] == 5
     assert set(first.decoding["agreement"]) >= {"laterality", "lobes", "edema", "enhancement"}
-    drafts = model.sample(grid, 4, temperature=0.9, seed=5)
+    drafts = [d.text for d in model.sample(grid, 4, temperature=0.9, seed=5)]
     assert len(drafts) == 4 and all(d.strip() for d in drafts)
     assert first.text in [model.generate(grid)[0].text, *drafts]  # always one of the model's own drafts
 
