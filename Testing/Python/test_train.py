@@ -303,3 +303,51 @@ def test_finding_loss_trains_saves_its_head_and_resumes(data, tmp_path):
         "train", "--phase", "warmup", "--data", str(data), "--out", str(tmp_path / "x"), "--findings", "-1"
     )
     assert bad.returncode == 2 and "--findings" in bad.stderr
+
+
+def test_findings_learnability_experiment_runs_every_variant(data):
+    """tools/findings_learnability.py (the README's evidence on the finding score) keeps working."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    tool = REPO / "tools" / "findings_learnability.py"
+    variants = ["core-mask", "vit", "vit-dense", "wide", "fine", "overlap", "cnn"]
+    result = subprocess.run(
+        [sys.executable, str(tool), "--train", str(data), "--heldout", str(data), "--epochs", "1"]
+        + ["--workers", "1", "--variants", ",".join(variants)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.split("== ")[1:]
+    assert [b.split()[0] for b in blocks] == variants
+    for block in blocks:
+        scores = re.findall(r"(edema|necrosis|enhancement|compression) ([01]\.\d{3})", block)
+        assert len(scores) >= 4 and all(0.0 <= float(v) <= 1.0 for _, v in scores)
+    bad = subprocess.run(
+        [sys.executable, str(tool), "--train", str(data), "--heldout", str(data), "--variants", "vgg"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown variant" in bad.stderr
+
+
+def test_necrotic_core_target_keeps_label_1_only_where_the_tumour_enhances():
+    import importlib.util
+
+    import torch
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("fl", REPO / "tools" / "findings_learnability.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    lesion = torch.zeros(2, 4, 2, 2, 2)  # lesion, core (label 1), edema, enhancing
+    lesion[:, 1, 0] = 1.0  # both cases have label 1 in the first slab
+    lesion[0, 3, 1] = 1.0  # only case 0 also has an enhancing part: its label 1 is the necrosis
+    target = tool.necrotic_core(lesion)
+    assert target.shape == (2, 1, 2, 2, 2)
+    assert target[0, 0, 0].eq(1).all() and target[0, 0, 1].eq(0).all()
+    assert target[1].eq(0).all()  # non-enhancing tumour: label 1 is the whole core, not necrosis
