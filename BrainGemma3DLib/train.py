@@ -234,7 +234,7 @@ def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     return arr, mask.astype(np.float16)
 
 
-def _prepare_cases(records, grid, progress: bool, *, lesions: bool = True, workers: int = 1) -> Prepared:
+def prepare_cases(records, grid, progress: bool, *, lesions: bool = True, workers: int = 1) -> Prepared:
     """Every case on the model grid once, with its lesion mask on the same grid where one is known.
 
     Reading and resampling thousands of volumes takes minutes; ``workers`` > 1 spreads it over processes
@@ -326,10 +326,10 @@ def train(opts: TrainOptions) -> dict:
     if not train_recs or not val_recs:
         raise InputError("the split has no training or no validation case; add cases", opts.data)
     grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
-    train_set = _prepare_cases(
+    train_set = prepare_cases(
         train_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers
     )
-    val_set = _prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
+    val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
     grounded = grounded and bool(train_set.labelled.any())
 
     accelerator = Accelerator(

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from BrainGemma3DLib.data import scan
 from BrainGemma3DLib.entities import FINDINGS
+from BrainGemma3DLib.metrics import binary_f1
 from BrainGemma3DLib.model import build, preset
 from BrainGemma3DLib.model.grounding import (
     CLASSES,
@@ -42,7 +43,7 @@ from BrainGemma3DLib.model.grounding import (
     GroundingHead,
     token_targets,
 )
-from BrainGemma3DLib.train import _prepare_cases, mirror_batch
+from BrainGemma3DLib.train import mirror_batch, prepare_cases
 
 VARIANTS = ("vit", "vit-dense", "wide", "fine", "overlap", "cnn", "core-mask")
 CORE, ENHANCING = list(CLASSES).index("core"), list(CLASSES).index("enhancing")
@@ -56,12 +57,11 @@ def finding_truth(records) -> torch.Tensor:
 
 
 def f1_row(pred: torch.Tensor, truth: torch.Tensor) -> str:
-    cells = []
-    for j, name in enumerate(FINDINGS):
-        t, p = truth[:, j].bool(), pred[:, j].bool()
-        tp = int((t & p).sum())
-        cells.append(f"{name} {2 * tp / max(1, int(t.sum()) + int(p.sum())):.3f}")
-    return "  ".join(cells)
+    """One line: each finding's F1 (the evaluation's own scorer), (N, F) predictions against (N, F) truth."""
+    return "  ".join(
+        f"{name} {binary_f1(pred[:, j].bool().numpy(), truth[:, j].bool().numpy()):.3f}"
+        for j, name in enumerate(FINDINGS)
+    )
 
 
 def always_present(records, truth: torch.Tensor) -> str:
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {unknown}; choose from {VARIANTS}")
     grid = preset("demo").grid
     held_records = scan(args.heldout, ("flair",)).cases
-    held_set = _prepare_cases(held_records, grid, False, workers=args.workers)
+    held_set = prepare_cases(held_records, grid, False, workers=args.workers)
     y_held = finding_truth(held_records)
     train_set = train_records = None
     for variant in variants:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if train_set is None:
             train_records = scan(args.train, ("flair",)).cases
-            train_set = _prepare_cases(train_records, grid, False, workers=args.workers)
+            train_set = prepare_cases(train_records, grid, False, workers=args.workers)
             print(f"{len(train_records)} training cases, {len(held_records)} held-out")
             print(f"always present (held-out)  {always_present(held_records, y_held)}", flush=True)
         args.variant = variant

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import subprocess
+import sys
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from BrainGemma3DLib.model import load_checkpoint
 
@@ -242,11 +246,11 @@ def test_preprocessing_in_worker_processes_gives_the_same_tensors(data, tmp_path
     import torch
 
     from BrainGemma3DLib.data import scan
-    from BrainGemma3DLib.train import _prepare_cases
+    from BrainGemma3DLib.train import prepare_cases
 
     records = scan(data).cases
-    one = _prepare_cases(records, (32, 64, 64), False, lesions=True, workers=1)
-    two = _prepare_cases(records, (32, 64, 64), False, lesions=True, workers=2)
+    one = prepare_cases(records, (32, 64, 64), False, lesions=True, workers=1)
+    two = prepare_cases(records, (32, 64, 64), False, lesions=True, workers=2)
     assert torch.equal(one.x, two.x) and torch.equal(one.lesion, two.lesion)
     assert one.texts == two.texts and torch.equal(one.labelled, two.labelled)
     assert one.x.shape[0] == len(records) and one.lesion.dtype == torch.float16
@@ -307,12 +311,6 @@ def test_finding_loss_trains_saves_its_head_and_resumes(data, tmp_path):
 
 def test_findings_learnability_experiment_runs_every_variant(data):
     """tools/findings_learnability.py (the README's evidence on the finding score) keeps working."""
-    import re
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     tool = REPO / "tools" / "findings_learnability.py"
     variants = ["core-mask", "vit", "vit-dense", "wide", "fine", "overlap", "cnn"]
     result = subprocess.run(
@@ -336,10 +334,7 @@ def test_findings_learnability_experiment_runs_every_variant(data):
 
 
 def test_necrotic_core_target_keeps_label_1_only_where_the_tumour_enhances():
-    import importlib.util
-
     import torch
-    from conftest import REPO
 
     spec = importlib.util.spec_from_file_location("fl", REPO / "tools" / "findings_learnability.py")
     tool = importlib.util.module_from_spec(spec)
