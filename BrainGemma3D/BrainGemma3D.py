@@ -574,7 +574,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.signatureStatusLabel.styleSheet = "color: #c62828;"
             return
         settings.rememberPaths(node)
-        ok = verified["intact"] and verified["valid"]
+        ok = verified["ok"]
         self.ui.signatureStatusLabel.styleSheet = "color: #2e7d32;" if ok else "color: #c62828;"
         self.ui.signatureStatusLabel.text = _(
             "Signed PDF: {pdf}\nAudit record: {audit}\nVerification: {summary}"

@@ -30,6 +30,13 @@ def _grid(values: Sequence[str]) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
+def _out_folder(value: str) -> Path:
+    """An output path argument: an empty string would silently mean the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the output path is empty: name where the results go")
+    return Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(prog="braingemma3d", description=__doc__.splitlines()[0])
@@ -38,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("phantoms", help="generate synthetic BraTS-layout cases (no download)")
-    p.add_argument("--out", required=True, type=Path, help="new or empty output folder")
+    p.add_argument("--out", required=True, type=_out_folder, help="new or empty output folder")
     p.add_argument("--n", type=int, default=10, help="number of tumour cases (default 10)")
     p.add_argument("--healthy", type=int, default=2, help="number of healthy controls (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cases (default 0)")
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preprocess", help="load a study and write its model-grid volume and summary")
     p.add_argument("inputs", nargs="+", type=Path, help="NIfTI/NRRD/MHA files or DICOM folders, FLAIR first")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=_out_folder, help="output folder")
     p.add_argument(
         "--grid",
         nargs=3,
@@ -68,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="write a report draft (JSON, text, PDF) for one study, optionally explained"
     )
     p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/MHA file(s) or a DICOM series folder; FLAIR first")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=_out_folder, help="output folder, new or empty")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous report in --out (the whole set; files it did not write are never touched)",
+    )
     p.add_argument("--model", default="demo", help="demo (bundled, synthetic) or a checkpoint folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")
@@ -86,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one phase (contrastive, warmup, lora) on a BraTS-layout folder")
     p.add_argument("--phase", required=True, choices=["contrastive", "warmup", "lora"])
     p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
-    p.add_argument("--out", required=True, type=Path, help="output folder (re-run to resume)")
+    p.add_argument("--out", required=True, type=_out_folder, help="output folder (re-run to resume)")
     p.add_argument("--init", help="checkpoint of the previous phase")
     p.add_argument("--preset", default="demo", choices=["demo", "seed", "slices", "medgemma"])
     p.add_argument("--vision", help="MedSigLIP folder (medgemma preset, contrastive text tower)")
@@ -140,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="demo", help="demo or a checkpoint folder")
     p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--out", required=True, type=Path, help="folder for metrics.json, metrics.md, cases.csv")
+    p.add_argument(
+        "--out", required=True, type=_out_folder, help="folder for metrics.json, metrics.md, cases.csv"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
@@ -154,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="one table from several evaluate folders (the README comparison)")
     p.add_argument("runs", nargs="+", help="NAME=FOLDER, a folder written by evaluate")
-    p.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    p.add_argument("--out", type=_out_folder, help="also write the table to this markdown file")
 
     p = sub.add_parser("bench", help="performance figures, side by side with the published system's way")
     p.add_argument("suite", choices=["io", "model", "train", "explain"], help="which benchmark")
@@ -176,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sign", help="sign a report draft (PAdES): final PDF + audit record, never overwritten"
     )
     p.add_argument("pdf", type=Path, help="the unsigned draft report.pdf")
-    p.add_argument("--out", required=True, type=Path, help="signed PDF to write (must not exist)")
+    p.add_argument("--out", required=True, type=_out_folder, help="signed PDF to write (must not exist)")
     p.add_argument("--signer", required=True, help="the radiologist's name, as shown on the report")
     p.add_argument("--p12", type=Path, help="PKCS#12 (.p12/.pfx) file with the key and certificate")
     p.add_argument("--key", type=Path, help="private key (PEM or DER), with --cert")
@@ -195,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", type=Path, action="append", default=[], help="trusted certificate (repeatable)")
 
     p = sub.add_parser("make-cert", help="throw-away self-signed signing certificate (demos/tests only)")
-    p.add_argument("--out", required=True, type=Path, help="folder for NAME.key.pem and NAME.cert.pem")
+    p.add_argument("--out", required=True, type=_out_folder, help="folder for NAME.key.pem and NAME.cert.pem")
     p.add_argument("--name", required=True, help="name on the certificate")
     return parser
 
@@ -289,6 +303,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         ),
         decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
         fields=fields,
+        overwrite=args.overwrite,
     )
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -426,7 +441,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from .signing import read_password_file, sign_pdf
+    from .signing import MAX_TEXT_CHARS, read_password_file, sign_pdf
 
     if args.p12 is None and (args.key is None or args.cert is None):
         raise InputError("give --p12 FILE, or --key K and --cert C")
@@ -444,6 +459,11 @@ def _cmd_sign(args: argparse.Namespace) -> int:
             ) from None
         if not text.strip():
             raise InputError("the edited text file is empty", args.text)
+        if len(text) > MAX_TEXT_CHARS:
+            raise InputError(
+                f"{len(text)} characters; a report has at most {MAX_TEXT_CHARS} (is it the right file?)",
+                args.text,
+            )
     password = read_password_file(args.password_file) if args.password_file else None
     result = sign_pdf(
         args.pdf,
@@ -478,18 +498,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(f"valid: {yes(result['valid'])}")
     print(f"trusted: {yes(result['trusted'])}" + ("" if args.trust else " (no --trust certificate given)"))
     print(f"covers-whole-file: {yes(result['covers_whole_file'])}")
+    print(f"changed-after-signing: {yes(result['modified'])}")
     print(f"signer: {result['signer']}")
     print(f"signing-time: {result['signing_time']}")
+    signatures = result["signatures"]
+    for n, sig in enumerate(signatures, 1):
+        print(
+            f"signature {n} of {len(signatures)}: {sig['signer']} at {sig['signing_time']}: "
+            f"intact {yes(sig['intact'])}, valid {yes(sig['valid'])}, trusted {yes(sig['trusted'])}, "
+            f"changed after it: {sig['changed_after'] or 'unknown'}"
+        )
     print(result["summary"])
-    # Content appended after signing can change what is displayed: a failed check, as is an untrusted signer
-    # when trust anchors were given.
-    ok = (
-        result["intact"]
-        and result["valid"]
-        and result["covers_whole_file"]
-        and (result["trusted"] or not args.trust)
-    )
-    return 0 if ok else 1
+    # Any failed check is a failure, as is an untrusted signer when trust anchors were given.
+    return 0 if result["ok"] else 1
 
 
 def _cmd_make_cert(args: argparse.Namespace) -> int:

@@ -38,8 +38,8 @@ class DecodingOptions:
     seed: int = 0
 
     def check(self) -> None:
-        if self.samples < 0:
-            raise InputError(f"the number of sampled drafts must be 0 (greedy) or more (got {self.samples})")
+        if not 0 <= self.samples <= 256:
+            raise InputError(f"the number of sampled drafts must be 0 (greedy) to 256 (got {self.samples})")
         if self.samples and not 0.05 <= self.temperature <= 2.0:
             raise InputError(f"temperature must be between 0.05 and 2 (got {self.temperature})")
 

@@ -9,18 +9,22 @@ JSON object per line on stdin with an ``id`` and a ``cmd``:
 
 - ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm}: load (or keep) the model; ``vision``
   and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint does not record them;
-- ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...}}:
-  the whole report (:func:`BrainGemma3DLib.pipeline.run_report`; ``decoding``: samples, temperature, seed);
+- ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...},
+  overwrite: bool}: the whole report (:func:`BrainGemma3DLib.pipeline.run_report`; ``decoding``: samples,
+  temperature, seed; ``out`` new or empty unless ``overwrite`` replaces a previous report there, as the CLI);
 - ``explain`` {inputs, out, text, span: [start, end] | null, options}: explain a (possibly edited) text or
   one statement in it; writes the attribution files into ``out``;
-- ``cancel``: stop the running job (between stages or explanation batches: within a few seconds; nothing
-  of it is written);
+- ``cancel`` {job: the id of the request to stop}: stop that job (between stages or explanation batches:
+  within a few seconds; nothing of it is written); a ``job`` that is not the running one cancels nothing;
 - ``shutdown``: cancel what runs and exit. A closed stdin means the same.
 
 Each event is one JSON object per line on stdout with the request's ``id`` and an ``event``: ``progress``
 {stage, fraction, message}, ``result`` {...}, ``error`` {message, and ``debug`` with the traceback only
 when something unexpected happened; ``cancelled`` / ``out_of_memory`` flags}. stdout carries nothing else:
-whatever a library prints goes to stderr.
+whatever a library prints goes to stderr, and every line is standard JSON (no NaN or Infinity).
+
+Requests are checked before anything runs (types, known names, ranges): a bad one gets an error event with
+one clear message, never a traceback, and the engine keeps running.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ from . import __version__
 from .errors import InputError
 
 JOB_COMMANDS = ("load", "report", "explain")
+#: A request line longer than this is refused unread (a report request is a few hundred bytes).
+MAX_LINE = 1 << 20
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def describe_error(exc: BaseException) -> dict:
@@ -76,7 +86,7 @@ class Engine:
 
     # --- output ---------------------------------------------------------------------------------------
     def emit(self, event: str, request_id=None, **fields) -> None:
-        line = json.dumps({"id": request_id, "event": event, **fields}, default=str)
+        line = json.dumps({"id": request_id, "event": event, **fields}, default=str, allow_nan=False)
         with self.lock:
             self.out.write(line + "\n")
             self.out.flush()
@@ -87,22 +97,31 @@ class Engine:
         line = line.strip()
         if not line:
             return True
+        if len(line) > MAX_LINE:
+            self.emit(
+                "error", None, message=f"malformed request: a line of {len(line)} characters is too long"
+            )
+            return True
         try:
-            request = json.loads(line)
+            request = json.loads(line, parse_constant=_no_constants)
             if not isinstance(request, dict):
                 raise ValueError("a request is a JSON object")
+        except RecursionError:
+            self.emit("error", None, message="malformed request: nested too deeply")
+            return True
         except ValueError as exc:
             self.emit("error", None, message=f"malformed request (not a JSON object): {exc}")
             return True
         rid, cmd = request.get("id"), request.get("cmd")
+        if not (rid is None or isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))):
+            self.emit("error", None, message="malformed request: 'id' must be a string or an integer")
+            return True
         if cmd == "shutdown":
             self.shutdown()
             self.emit("result", rid, cmd="shutdown")
             return False
         if cmd == "cancel":
-            running = self.busy()
-            self.cancel_event.set()
-            self.emit("result", rid, cmd="cancel", cancelled=self.job_id if running else None)
+            self._cancel(rid, request.get("job"))
             return True
         if cmd not in JOB_COMMANDS:
             known = ", ".join((*JOB_COMMANDS, "cancel", "shutdown"))
@@ -120,6 +139,19 @@ class Engine:
 
     def busy(self) -> bool:
         return self.running
+
+    def _cancel(self, rid, job) -> None:
+        """Cancel the job whose id is ``job``; any other id (or none) leaves the running job alone."""
+        if job is None:
+            self.emit(
+                "error", rid, cmd="cancel", message="a cancel request names the job to stop ('job': its id)"
+            )
+        elif self.busy() and job == self.job_id:
+            self.cancel_event.set()
+            self.emit("result", rid, cmd="cancel", cancelled=job)
+        else:
+            running = f"running: {self.job_id!r}" if self.busy() else "nothing is running"
+            self.emit("error", rid, cmd="cancel", message=f"no running job {job!r} to cancel ({running})")
 
     def shutdown(self, timeout: float = 30.0) -> None:
         self.cancel_event.set()
@@ -144,9 +176,9 @@ class Engine:
     def _load(self, rid, request: dict) -> dict:
         from .model import load, pick_device
 
-        ref = str(request.get("model") or "demo")
-        device = str(request.get("device") or "auto")
-        bases = {k: str(request[k]) for k in ("vision", "lm") if request.get(k)}  # MedSigLIP/MedGemma folders
+        ref = _text(request, "model", "demo")
+        device = _text(request, "device", "auto")
+        bases = {k: _text(request, k, "") for k in ("vision", "lm") if request.get(k)}  # MedSigLIP/MedGemma
         key = (ref, str(pick_device(device)), tuple(sorted(bases.items())))
         if self.model is not None and self.model_key == key:
             return {"model": ref, "device": key[1], "reused": True}
@@ -176,10 +208,11 @@ class Engine:
             inputs=_inputs(request),
             out=_out(request),
             model=self.model_key[0],
-            explain=bool(request.get("explain", False)),
+            explain=_flag(request, "explain"),
             explain_options=_explain_options(request),
             decoding=_decoding_options(request),
-            fields={str(k): str(v) for k, v in (request.get("fields") or {}).items()},
+            fields=_fields(request),
+            overwrite=_flag(request, "overwrite"),
         )
         return run_report(
             report_request, model=model, progress=self._progress(rid), cancel=self.cancel_event.is_set
@@ -191,16 +224,16 @@ class Engine:
         text = request.get("text")
         if not isinstance(text, str) or not text.strip():
             raise InputError("an explain request needs the report text ('text')")
-        span = request.get("span")
         return run_explain(
             _inputs(request),
             _out(request),
             text,
-            span=tuple(span) if span else None,
+            span=_span(request, len(text)),
             model=self._loaded(),
             options=_explain_options(request),
             progress=self._progress(rid),
             cancel=self.cancel_event.is_set,
+            overwrite=_flag(request, "overwrite"),
         )
 
 
@@ -218,17 +251,60 @@ def _out(request: dict) -> str:
     return out
 
 
+def _text(request: dict, key: str, default: str) -> str:
+    value = request.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise InputError(f"'{key}' must be a string")
+    return value
+
+
+def _flag(request: dict, key: str) -> bool:
+    value = request.get(key, False)
+    if not isinstance(value, bool):
+        raise InputError(f"'{key}' must be true or false")
+    return value
+
+
+def _fields(request: dict) -> dict[str, str]:
+    given = request.get("fields") or {}
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise InputError("'fields' must be an object of header field names and text values")
+    return {str(k): v for k, v in given.items()}
+
+
+def _span(request: dict, length: int) -> tuple[int, int] | None:
+    span = request.get("span")
+    if span is None:
+        return None
+    ok = isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
+    if not ok or not 0 <= span[0] < span[1] <= length:
+        raise InputError(f"'span' must be [start, end] character offsets inside the text (0..{length})")
+    return span[0], span[1]
+
+
 def _options(request: dict, key: str, cls, what: str):
-    """A request's ``key`` block as ``cls`` (a dataclass of options), checked; unknown names refused."""
+    """A request's ``key`` block as ``cls`` (a dataclass of options), checked: unknown names and values of
+    the wrong type (a string where a number goes, say) are refused with one line."""
     from dataclasses import fields
 
     given = request.get(key) or {}
     if not isinstance(given, dict):
         raise InputError(f"'{key}' must be an object of option names and values")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(given) - known)
+    defaults = {f.name: f.default for f in fields(cls)}
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise InputError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")
+        raise InputError(f"unknown {what} option(s) {unknown}; known: {sorted(defaults)}")
+    for name, value in given.items():
+        kind = type(defaults[name])
+        fits = (
+            isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+            if kind is not float
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+        if not fits:
+            raise InputError(f"{what} option {name!r} must be {kind.__name__} (got {value!r})")
     options = cls(**given)
     options.check()
     return options

@@ -85,14 +85,16 @@ class ExplainOptions:
         problems = []
         if self.baseline not in BASELINES:
             problems.append(f"baseline must be one of {', '.join(BASELINES)} (got {self.baseline!r})")
-        if self.n_segments < 2:
-            problems.append("n_segments must be at least 2")
-        if self.n_samples < 10:
-            problems.append("n_samples must be at least 10")
+        if not 2 <= self.n_segments <= 5000:
+            problems.append("n_segments must be between 2 and 5000")
+        if not 10 <= self.n_samples <= 100_000:
+            problems.append("n_samples must be between 10 and 100000")
         if not 0.0 < self.keep_probability < 1.0:
             problems.append("keep_probability must be between 0 and 1")
-        if self.top_k < 1 or self.batch_size < 0:
-            problems.append("top_k must be >= 1 and batch_size >= 0")
+        if not 0.0 < self.compactness <= 100.0 or not 0.0 < self.kernel_width <= 100.0:
+            problems.append("compactness and kernel_width must be positive (at most 100)")
+        if not 1 <= self.top_k <= 1000 or not 0 <= self.batch_size <= 4096:
+            problems.append("top_k must be 1..1000 and batch_size 0..4096")
         if problems:
             raise InputError("; ".join(problems))
 

@@ -314,6 +314,33 @@ def _warnings(report: dict, draft: bool, width: float) -> list:
     return [_boxed(inner, "#fdecea", "#c62828", width), Spacer(1, 6)]
 
 
+#: Characters per paragraph flowable: reportlab re-wraps a paragraph each time it splits across a page, so
+#: one huge paragraph costs quadratic time; blocks of this size keep a long report linear.
+_BLOCK_CHARS = 1500
+
+
+def _blocks(text: str, style: str) -> list:
+    """``text`` as paragraphs of at most about ``_BLOCK_CHARS`` characters, broken at line ends (kept as
+    line breaks) and, inside an overlong line, after a sentence or a word."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > _BLOCK_CHARS:
+            cut = max(line.rfind(". ", 0, _BLOCK_CHARS), line.rfind(" ", 0, _BLOCK_CHARS // 2)) + 1
+            cut = cut if cut > 0 else _BLOCK_CHARS
+            lines.append(line[:cut].rstrip())
+            line = line[cut:].lstrip()
+        lines.append(line)
+    blocks, current, size = [], [], 0
+    for line in lines:
+        if current and size + len(line) > _BLOCK_CHARS:
+            blocks.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    blocks.append("\n".join(current))
+    return [_p(block, style) for block in blocks]
+
+
 def _text_sections(report: dict) -> list:
     sections = report.get("sections") or split_sections(report.get("text", ""))
     findings, impression = (
@@ -322,9 +349,9 @@ def _text_sections(report: dict) -> list:
     )
     out: list = []
     if findings or not impression:
-        out += [_p("Findings", "h2"), _p(findings or report.get("text", "") or "(no text)", "body")]
+        out += [_p("Findings", "h2"), *_blocks(findings or report.get("text", "") or "(no text)", "body")]
     if impression:
-        out += [_p("Impression", "h2"), _p(impression, "body")]
+        out += [_p("Impression", "h2"), *_blocks(impression, "body")]
     return out
 
 

@@ -34,6 +34,10 @@ _NEXT = {name: (STAGES[i + 1][1] if i + 1 < len(STAGES) else 1.0) for i, (name, 
 
 Progress = Callable[[str, float, str], None]
 
+#: What an explanation writes, and what a report folder holds: ``--overwrite`` replaces such a set whole.
+ATTRIBUTION_FILES = ("attribution.nii.gz", "attribution.seg.nrrd")
+REPORT_FILES = ("report.json", "report.txt", "report.pdf", *ATTRIBUTION_FILES)
+
 
 @dataclass
 class ReportRequest:
@@ -48,6 +52,7 @@ class ReportRequest:
     fields: dict[str, str] = field(default_factory=dict)  # institution, patient, study: never invented
     max_new_tokens: int | None = None
     decoding: DecodingOptions = field(default_factory=DecodingOptions)  # consensus of sampled drafts
+    overwrite: bool = False  # replace a previous report in ``out`` (whole); else ``out`` must be new or empty
 
 
 def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
@@ -118,7 +123,7 @@ def run_report(
 
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
-    from .atomic import staging_dir
+    from .atomic import check_output_dir, replace_dir
     from .explain import write_attribution
     from .keyimages import key_images
     from .model import load
@@ -127,9 +132,7 @@ def run_report(
     from .volume import load_study
 
     timings: dict[str, float] = {}
-    out = Path(request.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a folder", out)
+    out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
 
     t = _stage(progress, cancel, "read", "reading the input")
     study = load_study(list(request.inputs))
@@ -175,7 +178,7 @@ def run_report(
         report["explanation"] = found.summary()
     timings["check_s"] = time.perf_counter() - t
 
-    with staging_dir(out) as tmp:
+    with replace_dir(out, REPORT_FILES, overwrite=request.overwrite) as tmp:
         t = _stage(progress, cancel, "pdf", "rendering key images and the PDF draft")
         attribution_volume = mapping.to_input(found.attribution_map()) if found is not None else None
         files: dict[str, str] = {}
@@ -207,15 +210,18 @@ def run_explain(
     options: ExplainOptions | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Explain a (possibly edited) report text, or one statement in it, for a study; write the two
-    attribution files into ``out`` (all or nothing) and return them with the side and consistency check."""
-    from .atomic import staging_dir
+    attribution files into ``out`` (a new or empty folder, or with ``overwrite`` one holding only a previous
+    explanation: replaced whole) and return them with the side and consistency check."""
+    from .atomic import check_output_dir, replace_dir
     from .explain import write_attribution
     from .report import attribution_side, consistency_warnings, structured_entities
     from .volume import load_study
 
     options = options or ExplainOptions()
+    check_output_dir(out, ATTRIBUTION_FILES, overwrite=overwrite)
     _stage(progress, cancel, "read", "reading the input")
     study = load_study(list(inputs))
     grid, mapping = study.to_model_grid(model.cfg.grid)
@@ -224,7 +230,7 @@ def run_explain(
     _stage(progress, cancel, "write", "writing the attribution files")
     side = attribution_side(found.attribution_map(), mapping)
     target = text if span is None else text[span[0] : span[1]]
-    with staging_dir(out) as tmp:
+    with replace_dir(out, ATTRIBUTION_FILES, overwrite=overwrite) as tmp:
         written = write_attribution(found, mapping, tmp, top_k=options.top_k)
     return {
         "explanation": found.summary() | {"segments": written["segments"]},

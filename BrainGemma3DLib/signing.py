@@ -40,6 +40,9 @@ __all__ = ["make_test_certificate", "sign_pdf", "verify_pdf", "audit_path", "rea
 log = logging.getLogger(__name__)
 
 DEFAULT_REASON = "Radiology report approved"
+#: The longest report text that can be signed (characters): a long report is a few thousand; anything near
+#: this is not a report (and would only make a PDF nobody reads).
+MAX_TEXT_CHARS = 200_000
 AUDIT_FORMAT = "braingemma3d-signing-audit"
 TEST_CERT_NOTICE = "BrainGemma3D throw-away test certificate - NOT FOR CLINICAL USE"
 
@@ -352,6 +355,11 @@ def sign_pdf(
         )
     if p12 is None and (key is None or cert is None):
         raise InputError("--key and --cert go together")
+    if text is not None and len(text) > MAX_TEXT_CHARS:
+        raise InputError(
+            f"the edited text has {len(text)} characters; a report has at most {MAX_TEXT_CHARS} "
+            "(is it the right file?)"
+        )
 
     draft_bytes = _read(draft_pdf, "draft PDF")
     bundle = load_bundle(draft_pdf)
@@ -499,22 +507,27 @@ def _load_trust(paths) -> list:
     return roots
 
 
-def verify_pdf(path: str | os.PathLike, trust: list[str | os.PathLike] | None = None) -> dict:
-    """Check the signature(s) of a signed report PDF, offline.
+#: What may change after a signature without invalidating it: nothing, document-timestamp/validation data,
+#: or form filling, which includes adding the next signature (pyHanko's difference analysis decides).
+_ALLOWED_AFTER = {"NONE": "nothing", "LTA_UPDATES": "validation data only", "FORM_FILLING": "signatures only"}
 
-    Returns ``intact`` (the signed bytes are unchanged), ``valid`` (the signature itself is cryptographically
-    correct), ``trusted`` (the signer's certificate chains to one of ``trust``, with a key usage that allows
-    signing; always False without ``trust``), ``covers_whole_file`` (nothing was appended after signing), and
-    ``signer``, ``certificate_subject``, ``signing_time``, ``summary`` (one line).  With several signatures
-    each boolean holds for all of them.  A damaged file whose signature can still be found reports
-    ``intact=False`` rather than raising; a PDF with no signature, or one that cannot be read, raises
+
+def verify_pdf(path: str | os.PathLike, trust: list[str | os.PathLike] | None = None) -> dict:
+    """Check every signature of a signed report PDF, offline, and what changed after each one.
+
+    Each signature gets ``intact`` (the bytes it signed are unchanged), ``valid`` (cryptographically
+    correct), ``trusted`` (its certificate chains to one of ``trust`` with a key usage that allows signing;
+    always False without ``trust``), ``covers_whole_file`` (it signs the file as it is now), ``changed_after``
+    (what later revisions did: nothing, signatures only, or other changes with pyHanko's own description) and
+    ``modified`` (True when a later revision changed the content it covers beyond adding signatures or
+    filling form fields: a replaced page, say).  The first signature is the radiologist's and the one that
+    matters: the top-level ``signer`` and ``signing_time`` are its; ``intact``, ``valid``, ``trusted`` hold
+    for all signatures, ``covers_whole_file`` is the last one's, and ``modified`` is True when any signature
+    was modified.  ``ok`` is the verdict.  A damaged file whose signature can still be found reports a failed
+    check rather than raising; a PDF with no signature, or one that cannot be read, raises
     :class:`InputError`.
     """
     from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import validate_pdf_signature
-    from pyhanko.sign.validation.settings import KeyUsageConstraints
-    from pyhanko.sign.validation.status import SignatureCoverageLevel
-    from pyhanko_certvalidator import ValidationContext
 
     p = Path(path)
     data = _read(p, "PDF")
@@ -523,64 +536,106 @@ def verify_pdf(path: str | os.PathLike, trust: list[str | os.PathLike] | None = 
         raise InputError("not a PDF file", p)
     try:
         reader = PdfFileReader(io.BytesIO(data), strict=False)
-        signatures = list(reader.embedded_signatures)
+        signatures = sorted(reader.embedded_signatures, key=lambda sig: sig.signed_revision)
     except Exception:
         raise InputError("unreadable or corrupted PDF", p) from None
     if not signatures:
         raise InputError("the PDF has no digital signature (is it the unsigned draft?)", p)
 
-    quiet = _Quiet()
-    usage = KeyUsageConstraints(
-        key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False
-    )
-    results = []
-    for sig in signatures:
-        context = ValidationContext(trust_roots=roots, allow_fetching=False)
-        name = _sig_name(sig)
-        try:
-            with quiet:
-                status = validate_pdf_signature(sig, context, key_usage_settings=usage)
-        except Exception as exc:  # damaged signature data: report it as a failed check, not a crash
-            log.debug("signature validation failed", exc_info=True)
-            results.append(
-                {
-                    "intact": False,
-                    "valid": False,
-                    "trusted": False,
-                    "covers_whole_file": False,
-                    "signer": name,
-                    "certificate_subject": None,
-                    "signing_time": None,
-                    "problem": f"the signature could not be checked ({type(exc).__name__}: {exc})",
-                }
-            )
-            continue
-        when = status.signer_reported_dt
-        results.append(
-            {
-                "intact": bool(status.intact),
-                "valid": bool(status.valid),
-                "trusted": bool(roots) and bool(status.trusted),
-                "covers_whole_file": status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
-                "signer": name or status.signing_cert.subject.human_friendly,
-                "certificate_subject": status.signing_cert.subject.human_friendly,
-                "signing_time": _utc(when) if when else None,
-                "problem": None,
-            }
-        )
-    last = results[-1]
+    results = [_check_signature(sig, roots) for sig in signatures]
+    first, last = results[0], results[-1]
     result = {
         "intact": all(r["intact"] for r in results),
         "valid": all(r["valid"] for r in results),
         "trusted": all(r["trusted"] for r in results),
         "covers_whole_file": last["covers_whole_file"],
-        "signer": last["signer"],
-        "certificate_subject": last["certificate_subject"],
-        "signing_time": last["signing_time"],
-        "signatures": len(results),
+        "modified": any(r["modified"] for r in results),
+        "signer": first["signer"],
+        "certificate_subject": first["certificate_subject"],
+        "signing_time": first["signing_time"],
+        "signatures": results,
     }
-    result["summary"] = _summary(result, last.get("problem"), bool(roots))
+    result["ok"] = (
+        result["intact"]
+        and result["valid"]
+        and result["covers_whole_file"]
+        and not result["modified"]
+        and (result["trusted"] or not roots)
+    )
+    result["summary"] = _summary(result, results, bool(roots))
     return result
+
+
+def _check_signature(sig, roots: list) -> dict:
+    """One signature: pyHanko's cryptographic, trust and difference checks, plus our padding check."""
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation.settings import KeyUsageConstraints
+    from pyhanko.sign.validation.status import SignatureCoverageLevel
+    from pyhanko_certvalidator import ValidationContext
+
+    usage = KeyUsageConstraints(
+        key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False
+    )
+    context = ValidationContext(trust_roots=roots, allow_fetching=False)
+    name = _sig_name(sig)
+    entry = {
+        "field": getattr(sig, "field_name", None),
+        "signer": name,
+        "certificate_subject": None,
+        "signing_time": None,
+        "intact": False,
+        "valid": False,
+        "trusted": False,
+        "covers_whole_file": False,
+        "changed_after": None,
+        "modified": True,
+        "problem": None,
+    }
+    try:
+        with _Quiet():
+            status = validate_pdf_signature(sig, context, key_usage_settings=usage)
+    except Exception as exc:  # damaged signature data: a failed check, not a crash
+        log.debug("signature validation failed", exc_info=True)
+        entry["problem"] = f"the signature could not be checked ({type(exc).__name__}: {exc})"
+        return entry
+    level = getattr(status.modification_level, "name", None)
+    covers = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
+    if level in _ALLOWED_AFTER and status.docmdp_ok is not False:
+        changed, modified = _ALLOWED_AFTER[level], False
+    elif level is None and covers:
+        changed, modified = "nothing", False
+    else:
+        detail = status.diff_result if isinstance(status.diff_result, Exception) else None
+        why = str(detail).splitlines()[0][:160] if detail else f"modification level {level}"
+        changed, modified = f"content changed beyond signatures and form fields; pyHanko: {why}", True
+    when = status.signer_reported_dt
+    entry.update(
+        certificate_subject=status.signing_cert.subject.human_friendly,
+        signer=name or status.signing_cert.subject.human_friendly,
+        signing_time=_utc(when) if when else None,
+        intact=bool(status.intact) and _padding_is_zero(sig),
+        valid=bool(status.valid),
+        trusted=bool(roots) and bool(status.trusted),
+        covers_whole_file=covers,
+        changed_after=changed,
+        modified=modified,
+    )
+    if status.intact and not entry["intact"]:
+        entry["problem"] = "bytes in the signature's reserved space were changed after signing"
+    return entry
+
+
+def _padding_is_zero(sig) -> bool:
+    """The signature value is written into a zero-filled hole; anything but zeros after it was put there
+    later (it is not signed content, but an untouched file never has it)."""
+    from asn1crypto import parser
+
+    try:
+        raw = bytes(sig.sig_object["/Contents"])
+        _cls, _method, _tag, header, contents, _rest = parser.parse(raw)
+    except Exception:
+        return False
+    return not raw[len(header) + len(contents) :].strip(b"\x00")
 
 
 class _Quiet:
@@ -608,18 +663,31 @@ def _sig_name(sig) -> str | None:
         return None
 
 
-def _summary(result: dict, problem: str | None, has_trust: bool) -> str:
-    if problem:
-        return f"FAILED: {problem}"
+def _summary(result: dict, signatures: list[dict], has_trust: bool) -> str:
+    first = signatures[0]
+    broken = next((r for r in signatures if r["problem"]), None)
+    if broken is not None:
+        return f"FAILED: {broken['problem']}"
     if not result["intact"]:
         return "FAILED: the document was changed after it was signed (signed bytes do not match)"
     if not result["valid"]:
         return "FAILED: the signature is not cryptographically valid"
-    who = f"signed by {result['signer']} at {result['signing_time']}"
+    who = f"signed by {first['signer']} at {first['signing_time']}"
+    changed = next((r for r in signatures if r["modified"]), None)
+    if changed is not None:
+        return (
+            f"FAILED: {who}, but a later revision changed what {changed['signer']} signed "
+            "(more than adding signatures or filling form fields)"
+        )
     if not result["covers_whole_file"]:
         return f"FAILED: {who}, but content was added after signing (the shown page may differ)"
+    more = f" (+{len(signatures) - 1} later signature(s))" if len(signatures) > 1 else ""
     if not has_trust:
-        return f"OK: intact and valid, {who}; certificate not checked (no --trust given)"
+        return f"OK: intact and valid, {who}{more}; certificate not checked (no --trust given)"
     if not result["trusted"]:
-        return f"NOT TRUSTED: intact and valid, {who}, but the certificate is not among --trust"
-    return f"OK: intact, valid and trusted, {who}"
+        untrusted = next(r for r in signatures if not r["trusted"])
+        return (
+            f"NOT TRUSTED: intact and valid, {who}{more}, "
+            f"but {untrusted['signer']}'s certificate is not among --trust"
+        )
+    return f"OK: intact, valid and trusted, {who}{more}"

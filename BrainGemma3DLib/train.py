@@ -113,8 +113,12 @@ def _text_tower(model, opts: TrainOptions):
         folder = resolve_local(opts.vision, "MedSigLIP")
         from transformers import AutoTokenizer, SiglipModel
 
-        siglip = SiglipModel.from_pretrained(str(folder))
-        return siglip.text_model, AutoTokenizer.from_pretrained(str(folder)), 64
+        from .model.language import refuse_custom_code
+
+        refuse_custom_code(folder, "MedSigLIP")
+        siglip = SiglipModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        return siglip.text_model, tok, 64
     cfg = dict(model.cfg.text_tower)
     cfg["vocab_size"] = len(model.tokenizer)
     torch.manual_seed(opts.seed)

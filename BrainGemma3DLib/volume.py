@@ -473,10 +473,14 @@ def _detached_data_files(header: Path) -> list[str]:
 def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
     import SimpleITK as sitk
 
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "No Series were found": our own line says it
     try:
         series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except Exception as exc:
         raise InputError(f"cannot scan folder for DICOM series ({_short(exc)})", folder) from exc
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series:
         raise InputError(
             f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})", folder

@@ -87,7 +87,7 @@ class ReportWorker:
         if job is None or job.cancelRequested:
             return
         job.cancelRequested = True
-        self._send(self._request({"cmd": "cancel"}))
+        self._send(self._request({"cmd": "cancel", "job": job.currentId}))
         qt.QTimer.singleShot(int(CANCEL_GRACE_SECONDS * 1000), lambda: self._killIfStillRunning(job))
 
     def shutdown(self):

@@ -89,6 +89,44 @@ SEED_DESIGN = {
 }
 
 
+#: Sane upper bounds of a config's sizes (generous: several times the largest real model of each kind).
+MAX_GRID = 512
+MAX_GRID_VOXELS = 256 * 512 * 512
+TOP_LEVEL_LIMITS = {
+    "in_channels": 3,
+    "slices": 512,
+    "tubelet": 64,
+    "depth_stride": 64,
+    "num_latents": 4096,
+    "compressor_layers": 64,
+    "compressor_heads": 128,
+    "projector_hidden": 65536,
+}
+VISION_LIMITS = {
+    "hidden_size": 8192,
+    "intermediate_size": 65536,
+    "num_hidden_layers": 128,
+    "num_attention_heads": 256,
+    "patch_size": 64,
+    "image_size": 4096,
+    "num_channels": 4,
+    "vocab_size": 1_048_576,
+    "max_position_embeddings": 65536,
+    "projection_size": 8192,
+}
+LM_LIMITS = {
+    "hidden_size": 16384,
+    "intermediate_size": 131072,
+    "num_hidden_layers": 256,
+    "num_attention_heads": 256,
+    "num_key_value_heads": 256,
+    "head_dim": 1024,
+    "vocab_size": 1_048_576,
+    "sliding_window": 1_048_576,
+    "max_position_embeddings": 10_485_760,
+}
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a BrainGemma3D model (weights aside)."""
@@ -178,7 +216,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Refuse inconsistent configurations with a message that says what to change."""
-        problems = []
+        problems = self._size_problems()
+        if problems:  # nothing else is safe to evaluate on sizes that are not sane integers
+            raise ValueError("invalid model config: " + "; ".join(problems))
         if not 1 <= self.in_channels <= 3:
             problems.append(f"in_channels must be 1, 2 or 3 (got {self.in_channels})")
         if self.position not in POSITIONS:
@@ -211,6 +251,26 @@ class ModelConfig:
                 problems.append(f"regions {self.regions} exceed the token grid {self.token_grid}")
         if problems:
             raise ValueError("invalid model config: " + "; ".join(problems))
+
+    def _size_problems(self) -> list[str]:
+        """Sizes must be integers within what any real model uses: a config is untrusted input, and a forged
+        ``hidden_size`` would otherwise be allocated until memory runs out."""
+        checks = [("grid", v, 4, MAX_GRID) for v in self.grid]
+        checks += [
+            (name, getattr(self, name), 0 if name == "projector_hidden" else 1, top)  # 0 = the LM width
+            for name, top in TOP_LEVEL_LIMITS.items()
+        ]
+        for block, limits in (("vision", VISION_LIMITS), ("text_tower", VISION_LIMITS), ("lm", LM_LIMITS)):
+            values = getattr(self, block) or {}
+            checks += [(f"{block}.{k}", values[k], 1, top) for k, top in limits.items() if k in values]
+        problems = [
+            f"{name} must be an integer between {low} and {top} (got {value!r})"
+            for name, value, low, top in checks
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top
+        ]
+        if not problems and self.grid[0] * self.grid[1] * self.grid[2] > MAX_GRID_VOXELS:
+            problems.append(f"grid {tuple(self.grid)} exceeds {MAX_GRID_VOXELS} voxels")
+        return problems
 
     # --- files ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

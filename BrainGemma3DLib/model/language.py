@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from .safety import refuse_custom_code
 
 # Checkpoint key layouts of Gemma3ForConditionalGeneration (old and new transformers) -> Gemma3ForCausalLM.
 KEY_MAPPING = {
@@ -91,6 +92,7 @@ def load_language_model(
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     folder = Path(folder)
+    refuse_custom_code(folder, "MedGemma")
     text_cfg = Gemma3TextConfig(**text_config_from_folder(folder))
     check_weights_present(folder, "MedGemma")
     kwargs: dict = {"dtype": dtype}
@@ -117,6 +119,7 @@ def load_language_model(
         key_mapping=KEY_MAPPING,
         output_loading_info=True,
         local_files_only=True,
+        trust_remote_code=False,
         **kwargs,
     )
     missing = [
@@ -143,7 +146,8 @@ def load_tokenizer(folder: str | Path):
     """The tokenizer (and chat template) saved in ``folder``."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    refuse_custom_code(folder, "tokenizer")
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     if not getattr(tok, "chat_template", None):
         tok.chat_template = CHAT_TEMPLATE
     return tok

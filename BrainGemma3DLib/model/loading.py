@@ -31,6 +31,7 @@ from .language import (
     load_tokenizer,
     text_config_from_folder,
 )
+from .safety import check_memory, compare_shapes, refuse_custom_code, refuse_pickles, safetensors_shapes
 
 WEIGHTS_NAME = "model.safetensors"
 #: Config entries read from the real folders into ModelConfig (sizes and behaviour, not bookkeeping).
@@ -102,23 +103,32 @@ def resolve_local(name_or_path: str, what: str) -> Path:
     raise InputError(f"{what} folder not found", path)
 
 
-def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
-    """The vision tower of a MedSigLIP (SiglipModel) or SiglipVisionModel folder, verified key by key."""
-    from transformers import SiglipConfig, SiglipVisionConfig, SiglipVisionModel
+def _siglip_vision_config(folder: Path):
+    """The vision tower's config of a MedSigLIP (SiglipModel) or SiglipVisionModel folder, checked first."""
+    from transformers import SiglipConfig, SiglipVisionConfig
 
+    refuse_custom_code(folder, "MedSigLIP")
     raw_path = folder / "config.json"
     if not raw_path.is_file():
         raise InputError("not a model folder (no config.json)", folder)
-    raw = json.loads(raw_path.read_text())
+    try:
+        raw = json.loads(raw_path.read_text(encoding="utf-8"))
+        kind = raw.get("model_type")
+        if kind == "siglip":
+            return SiglipConfig(**raw).vision_config
+        if kind == "siglip_vision_model":
+            return SiglipVisionConfig(**raw)
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise InputError(f"unreadable config.json ({str(exc).splitlines()[0][:200]})", raw_path) from None
+    raise InputError(f"expected a MedSigLIP / SigLIP folder, found model_type {kind!r}", folder)
+
+
+def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
+    """The vision tower of a MedSigLIP (SiglipModel) or SiglipVisionModel folder, verified key by key."""
+    from transformers import SiglipVisionModel
+
+    vcfg = _siglip_vision_config(folder)
     check_weights_present(folder, "MedSigLIP")
-    if raw.get("model_type") == "siglip":
-        vcfg = SiglipConfig(**raw).vision_config
-    elif raw.get("model_type") == "siglip_vision_model":
-        vcfg = SiglipVisionConfig(**raw)
-    else:
-        raise InputError(
-            f"expected a MedSigLIP / SigLIP folder, found model_type {raw.get('model_type')!r}", folder
-        )
     model, info = SiglipVisionModel.from_pretrained(
         str(folder),
         config=vcfg,
@@ -126,6 +136,7 @@ def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
         output_loading_info=True,
         dtype=dtype,
         local_files_only=True,
+        trust_remote_code=False,
     )
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("text_model.", "logit_"))]
@@ -168,11 +179,18 @@ def from_base_models(
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     vision_dir = resolve_local(str(vision), "MedSigLIP")
     lm_dir = resolve_local(str(lm), "MedGemma")
-    siglip, vision_sizes = _load_siglip_vision(vision_dir, dev, dtype)
-    cfg.vision = {k: v for k, v in vision_sizes.items() if k in VISION_KEYS}
+    refuse_custom_code(lm_dir, "MedGemma")
+    cfg.vision = {k: v for k, v in _siglip_vision_config(vision_dir).to_dict().items() if k in VISION_KEYS}
     cfg.lm = {k: v for k, v in text_config_from_folder(lm_dir).items() if k in LM_KEYS}
     cfg.vision_base, cfg.lm_base = str(vision), str(lm)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise InputError(f"the base models' configs are not usable ({exc})", lm_dir) from None
+    shell = build(cfg, device="meta")  # count parameters without allocating them
+    n_params = sum(v.numel() for v in shell.parameters())
+    check_memory(n_params, 2 if dev.type == "cuda" else 4, dev, "MedSigLIP + MedGemma", lm_dir)
+    siglip, _sizes = _load_siglip_vision(vision_dir, dev, dtype)
     language = load_language_model(lm_dir, device=dev, dtype=dtype, quantize=quantize)
     tokenizer = load_tokenizer(lm_dir)
     with torch.device(dev):
@@ -230,7 +248,9 @@ def _finish(model: BrainGemma3D, folder: Path, weights: Path, adapter: Path) -> 
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model.lm = PeftModel.from_pretrained(model.lm, str(adapter))
+        refuse_custom_code(adapter, "LoRA adapter")
+        refuse_pickles(adapter, "LoRA adapter")
+        model.lm = PeftModel.from_pretrained(model.lm, str(adapter), local_files_only=True)
     model.checkpoint_sha256 = weights_sha256(weights)
     model.checkpoint_path = str(folder)
     return model.eval()
@@ -261,14 +281,33 @@ def load_checkpoint(
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise InputError(f"not a BrainGemma3D checkpoint (needs {CONFIG_NAME} and {WEIGHTS_NAME})", folder)
+    refuse_custom_code(folder, "checkpoint")
+    for sub in ("adapter", "tokenizer"):
+        if (folder / sub).is_dir():
+            refuse_custom_code(folder / sub, f"checkpoint {sub}")
+            refuse_pickles(folder / sub, f"checkpoint {sub}")
     try:
         cfg = ModelConfig.load(folder)
-        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
-            include_base = fh.metadata().get("include_base") == "True"
-        state = load_file(str(folder / WEIGHTS_NAME))
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"damaged checkpoint ({exc})", folder) from exc
+    except (ValueError, TypeError, OSError, RecursionError) as exc:
+        problem = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(f"damaged checkpoint config ({problem})", folder / CONFIG_NAME) from None
+    shapes = safetensors_shapes(folder / WEIGHTS_NAME, "checkpoint weights")
     dev = pick_device(device)
+    try:
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as fh:
+            include_base = (fh.metadata() or {}).get("include_base") == "True"
+    except Exception as exc:  # safetensors' own error type; the header was checked above
+        raise InputError(f"damaged checkpoint weights ({exc})", folder / WEIGHTS_NAME) from None
+    if include_base:
+        shell = build(cfg, device="meta")  # shapes only: nothing is allocated before the checks pass
+        expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+        compare_shapes(expected, shapes, "checkpoint weights", folder / WEIGHTS_NAME)
+        n_params = sum(v.numel() for v in shell.parameters())
+        check_memory(n_params, 4, torch.device("cpu"), "the checkpoint", folder)
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except Exception as exc:
+        raise InputError(f"damaged checkpoint weights ({exc})", folder / WEIGHTS_NAME) from None
     if include_base:
         tokenizer = load_tokenizer(folder / "tokenizer")
         model = build(cfg, tokenizer, device="cpu")
@@ -318,10 +357,12 @@ def read_published_projector(path: Path) -> tuple[dict, float]:
     """
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+    except Exception:  # weights_only refuses anything but tensors and plain containers
         raise InputError(
-            f"not a plain weights file (refused by torch.load(weights_only=True): {exc})"[:300], path
-        ) from exc
+            "not a plain weights file: torch.load(weights_only=True) refused it (damaged, or it holds Python "
+            "objects beyond tensors, which are never unpickled)",
+            path,
+        ) from None
     if not isinstance(raw, dict) or "vision_projector" not in raw or "vis_scale" not in raw:
         raise InputError("expected a dict with 'vision_projector' and 'vis_scale'", path)
     state = raw["vision_projector"]

@@ -20,6 +20,10 @@ SAMPLE = str(
 )
 
 
+def _not_json(name: str):
+    raise AssertionError(f"the engine wrote {name}, which is not standard JSON")
+
+
 class Worker:
     """The engine process with a reader thread, as the panel runs it (never blocking on a read)."""
 
@@ -37,7 +41,7 @@ class Worker:
 
     def _read(self):
         for line in self.proc.stdout:
-            self.events.put(json.loads(line))  # every stdout line must be a JSON event
+            self.events.put(json.loads(line, parse_constant=_not_json))  # every line: standard JSON
         self.events.put(None)
 
     def send(self, raw: str | dict) -> None:
@@ -117,6 +121,40 @@ def test_malformed_and_unknown_requests_keep_the_engine_alive(worker):
     assert worker.until("alive")[-1]["event"] == "result"
 
 
+def test_hostile_requests_get_one_clear_error_and_the_engine_keeps_running(worker, tmp_path):
+    worker.send("[" * 1000 + "]" * 1000)  # nested deeper than any parser should follow
+    deep = worker.until(None)[-1]
+    assert deep["event"] == "error" and "nested too deeply" in deep["message"]
+    worker.send('{"id": NaN, "cmd": "load"}')
+    assert "NaN is not a JSON number" in worker.until(None)[-1]["message"]
+    worker.send('{"id": Infinity, "cmd": "load"}')
+    assert "Infinity" in worker.until(None)[-1]["message"]
+    worker.send({"id": [1], "cmd": "load"})
+    assert "'id' must be a string or an integer" in worker.until(None)[-1]["message"]
+    worker.send({"id": "load", "cmd": "load", "model": "demo", "device": "cpu"})
+    worker.until("load")
+    base = {"cmd": "explain", "inputs": [SAMPLE], "out": str(tmp_path / "e"), "text": "Left frontal mass."}
+    for rid, extra, expected in (
+        ("many", {"options": {"n_samples": "many"}}, "option 'n_samples' must be int (got 'many')"),
+        ("flag", {"options": {"top_k": True}}, "option 'top_k' must be int"),
+        ("huge", {"options": {"n_samples": 10**12}}, "n_samples must be between 10 and 100000"),
+        ("span", {"span": [5, "x"]}, "'span' must be [start, end]"),
+        ("over", {"overwrite": "yes"}, "'overwrite' must be true or false"),
+    ):
+        worker.send({"id": rid, **base, **extra})
+        event = worker.until(rid)[-1]
+        assert event["event"] == "error" and expected in event["message"], event
+        assert "debug" not in event, event  # a bad request is not an internal error
+    worker.send({"id": "bad-decoding", "cmd": "report", "inputs": [SAMPLE], "out": str(tmp_path / "r"),
+                 "decoding": {"temperature": "hot"}})  # fmt: skip
+    assert "must be float" in worker.until("bad-decoding")[-1]["message"]
+    worker.send({"id": "nothing", "cmd": "cancel", "job": "ghost"})
+    assert "no running job 'ghost'" in worker.until("nothing")[-1]["message"]
+    worker.send({"id": "alive", "cmd": "load", "model": "demo", "device": "cpu"})
+    assert worker.until("alive")[-1]["event"] == "result"
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
+
+
 def test_cancel_stops_a_running_explanation_quickly_and_writes_nothing(worker, tmp_path):
     worker.send({"id": "load", "cmd": "load", "model": "demo", "device": "cpu"})
     worker.until("load")
@@ -133,7 +171,9 @@ def test_cancel_stops_a_running_explanation_quickly_and_writes_nothing(worker, t
     worker.send({"id": "busy", "cmd": "report", "inputs": [SAMPLE], "out": str(tmp_path / "other")})
     assert "busy" in worker.until("busy")[-1]["message"]
     started = time.monotonic()
-    worker.send({"id": "c", "cmd": "cancel"})
+    worker.send({"id": "c0", "cmd": "cancel", "job": "not-this-one"})  # another id cancels nothing
+    assert "no running job 'not-this-one'" in worker.until("c0")[-1]["message"]
+    worker.send({"id": "c", "cmd": "cancel", "job": "x"})
     ended = worker.until("x", timeout=30)[-1]
     assert ended["event"] == "error" and ended["cancelled"] is True
     assert time.monotonic() - started < 5.0

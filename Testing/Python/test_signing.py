@@ -83,6 +83,15 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+def _key_usage(*allowed: str) -> dict[str, bool]:
+    """KeyUsage keyword arguments with only ``allowed`` switched on."""
+    names = (
+        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+        "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+    )  # fmt: skip
+    return {name: name in allowed for name in names}
+
+
 def _cert(folder: Path, name: str, *, key=None, signing: bool = True) -> tuple[Path, Path, object, object]:
     """A self-signed certificate, optionally without any signing key usage (encipherment only)."""
     from cryptography import x509
@@ -93,14 +102,7 @@ def _cert(folder: Path, name: str, *, key=None, signing: bool = True) -> tuple[P
     key = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(timezone.utc)
-    usage = dict.fromkeys(
-        (
-            "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-            "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
-        ),
-        False,
-    )  # fmt: skip
-    usage["digital_signature" if signing else "key_agreement"] = True
+    usage = _key_usage("digital_signature" if signing else "key_agreement")
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -271,3 +273,168 @@ def test_make_cert_writes_a_signing_certificate_and_refuses_to_overwrite(tmp_pat
     assert timedelta(days=700) < cert.not_valid_after_utc - cert.not_valid_before_utc < timedelta(days=740)
     assert main(["make-cert", "--out", str(tmp_path), "--name", "Dr Ann Example"]) == 2
     assert "refusing to overwrite" in _one_line_error(capsys)
+
+
+def _hospital_ca(folder: Path, *names: str) -> tuple[Path, list[tuple[Path, Path]]]:
+    """A CA certificate and, for each name, a key and a certificate (with the CA in its chain) it issued."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Hospital Test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(**_key_usage("key_cert_sign", "crl_sign")), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_path = folder / "ca.pem"
+    ca_path.write_bytes(ca.public_bytes(pem))
+    issued = []
+    for name in names:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(
+                x509.KeyUsage(**_key_usage("digital_signature", "content_commitment")),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key_path, cert_path = folder / f"{_slug_name(name)}.key.pem", folder / f"{_slug_name(name)}.cert.pem"
+        key_path.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        cert_path.write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
+        issued.append((key_path, cert_path))
+    return ca_path, issued
+
+
+def _slug_name(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _countersign(pdf: bytes, key: Path, cert: Path, name: str) -> bytes:
+    """A second signature in a new field, added the way any PDF tool does (an incremental update)."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.sign import fields, signers
+
+    from BrainGemma3DLib.signing import _load_pem_pair, _pyhanko_signer
+
+    meta = signers.PdfSignatureMetadata(
+        field_name="Countersignature",
+        md_algorithm="sha256",
+        subfilter=fields.SigSeedSubFilter.PADES,
+        name=name,
+    )
+    signer = signers.PdfSigner(
+        meta,
+        signer=_pyhanko_signer(_load_pem_pair(key, cert, None)),
+        new_field_spec=fields.SigFieldSpec(sig_field_name="Countersignature"),
+    )
+    return signer.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(pdf))).getvalue()
+
+
+def _replace_page_text(pdf: bytes, text: bytes) -> bytes:
+    """An incremental update that swaps the first page's content for other text: what a forger does."""
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
+    page = writer.root["/Pages"]["/Kids"][0].get_object()
+    page["/Contents"] = writer.add_object(
+        generic.StreamObject(stream_data=b"BT 72 700 Td (" + text + b") Tj ET")
+    )
+    writer.update_container(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_changed_then_countersigned_report_fails_and_names_each_signature(world, tmp_path, capsys):
+    ca, [(key_a, cert_a), (key_b, cert_b)] = _hospital_ca(
+        tmp_path / "pki", "Dr A Radiologist", "Dr B Colleague"
+    )
+    first = tmp_path / "signed-a.pdf"
+    sign_pdf(world["draft"], first, signer="Dr A Radiologist", key=key_a, cert=cert_a)
+
+    forged = tmp_path / "forged.pdf"
+    forged.write_bytes(
+        _countersign(
+            _replace_page_text(first.read_bytes(), b"RIGHT frontal mass"), key_b, cert_b, "Dr B Colleague"
+        )
+    )
+    capsys.readouterr()
+    assert main(["verify", str(forged), "--trust", str(ca)]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "changed-after-signing: yes" in lines and "signer: Dr A Radiologist" in lines, out
+    assert lines[-1].startswith("FAILED") and "Dr A Radiologist" in lines[-1], out
+    sig_lines = [line for line in lines if line.startswith("signature ")]
+    assert len(sig_lines) == 2, out
+    assert sig_lines[0].startswith("signature 1 of 2: Dr A Radiologist") and "content changed" in sig_lines[0]
+    assert (
+        sig_lines[1].startswith("signature 2 of 2: Dr B Colleague")
+        and "changed after it: nothing" in (sig_lines[1])
+    )
+    result = verify_pdf(forged, [ca])
+    assert result["modified"] and not result["ok"]
+    assert [s["modified"] for s in result["signatures"]] == [True, False]
+    # Each signature on its own is intact, valid and trusted: only the revision analysis catches this.
+    assert all(s["intact"] and s["valid"] and s["trusted"] for s in result["signatures"])
+
+    # A plain countersignature (nothing changed in between) is fine, and both signers are listed.
+    cosigned = tmp_path / "cosigned.pdf"
+    cosigned.write_bytes(_countersign(first.read_bytes(), key_b, cert_b, "Dr B Colleague"))
+    assert main(["verify", str(cosigned), "--trust", str(ca)]) == 0
+    out = capsys.readouterr().out
+    assert "changed after it: signatures only" in out and "signer: Dr A Radiologist" in out.splitlines()
+    assert out.splitlines()[-1].startswith("OK: intact, valid and trusted, signed by Dr A Radiologist")
+
+
+def test_a_byte_changed_in_the_signature_padding_fails(world, signed, capsys, tmp_path):
+    data = bytearray(signed.read_bytes())
+    start = data.index(b"/Contents <") + len(b"/Contents <")
+    end = data.index(b">", start)
+    assert data[end - 1 : end] == b"0"  # the zero padding at the end of the reserved hex string
+    data[end - 10] = ord("7")
+    tampered = tmp_path / "padding.pdf"
+    tampered.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", str(tampered), "--trust", str(world["cert"])]) == 1
+    out = capsys.readouterr().out
+    assert "intact: no" in out.splitlines() and "reserved space" in out.splitlines()[-1], out
+
+
+def test_a_long_edited_text_signs_and_a_non_report_sized_one_is_refused(world, tmp_path, capsys):
+    line = "The lesion in the left temporal lobe shows surrounding edema and no enhancement.\n"
+    long_text = tmp_path / "long.txt"
+    long_text.write_text("Findings: " + line * 1800, encoding="utf-8")  # ~150 kB: many pages
+    creds = ["--key", str(world["key"]), "--cert", str(world["cert"]), "--signer", "Dr Jane Roe"]
+    out = tmp_path / "long.pdf"
+    assert main(["sign", str(world["draft"]), "--out", str(out), *creds, "--text", str(long_text)]) == 0
+    assert verify_pdf(out)["intact"] and _pdf_text(out).count("surrounding edema") == 1800
+
+    huge = tmp_path / "huge.txt"
+    huge.write_text(line * 3000, encoding="utf-8")  # ~250 kB
+    refused = tmp_path / "huge.pdf"
+    assert main(["sign", str(world["draft"]), "--out", str(refused), *creds, "--text", str(huge)]) == 2
+    err = _one_line_error(capsys)
+    assert "huge.txt" in err and "at most 200000" in err and not refused.exists()
