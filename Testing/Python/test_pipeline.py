@@ -135,3 +135,14 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["report", str(SAMPLE), "--out", str(blocker), "--quiet"]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_a_folder_without_dicom_is_our_one_line_and_nothing_from_itk(tmp_path, capfd):
+    from BrainGemma3DLib.cli import main
+
+    folder = tmp_path / "not-dicom"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no images here")
+    assert main(["report", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capfd.readouterr().err.strip()  # file-descriptor level: ITK writes from C++
+    assert len(err.splitlines()) == 1 and "no DICOM series found" in err and "not-dicom" in err, err
