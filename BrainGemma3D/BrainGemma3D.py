@@ -3,10 +3,10 @@
 This file is the Slicer face of the ``BrainGemma3DLib`` library and stays thin on purpose: it holds the panel
 (Qt), the parameter node, the logic behind each button and the self-test. Everything that computes lives in
 the library and is tested there without Slicer: the model runs in the library's worker process
-(``python -m BrainGemma3DLib.engine``), scene work in ``BrainGemma3DLib.scene``, signing in
-``BrainGemma3DLib.signing``. What needs the Slicer application but is not the panel (installing the Python
-dependencies, driving the worker from the event loop, settings and the terms dialog) is in the
-``BrainGemma3DModuleLib`` package beside this file.
+(``python -m BrainGemma3DLib.engine``), scene work in ``BrainGemma3DLib.slicer.scene``, signing
+in ``BrainGemma3DLib.reporting.signing``. What needs the Slicer application but is not the panel
+(installing the Python dependencies, driving the worker from the event loop, settings and the terms
+dialog) is in the ``BrainGemma3DModuleLib`` package beside this file.
 
 At file scope this module imports only what Slicer itself ships (Python's standard library, ``qt``, ``vtk``,
 ``slicer``): Slicer imports every module at startup, and torch, transformers or reportlab may not be
@@ -682,7 +682,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
         ``EngineError``.
         """
-        from BrainGemma3DLib import scene
+        from BrainGemma3DLib.slicer import scene
 
         if self.busy:
             raise RuntimeError(_("A report is already being generated."))
@@ -745,7 +745,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
     # --- Results in the scene ---------------------------------------------------------------------------
     def showResults(self, result, referenceVolume, *, opacity=0.5, topK=5):
         """Put the draft into a new text node and the attribution into a segmentation over the input."""
-        from BrainGemma3DLib import scene
+        from BrainGemma3DLib.slicer import scene
 
         report, files = result["report"], result["files"]
         attributes = {DRAFT_PDF_ATTRIBUTE: files["pdf"], REPORT_JSON_ATTRIBUTE: files["json"]}
@@ -764,7 +764,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def setOverlay(segmentationNode, *, opacity, topK):
-        from BrainGemma3DLib import scene
+        from BrainGemma3DLib.slicer import scene
 
         scene.set_opacity(segmentationNode, opacity)
         scene.set_top_k(segmentationNode, topK)
@@ -772,8 +772,12 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
     def review(self, textNode):
         """Entities of the (edited) text, its left/right warnings against the draft's image evidence, and
         how many of the model's drafts agreed with each statement (only while the text is the AI's own)."""
-        from BrainGemma3DLib import scene
-        from BrainGemma3DLib.report import agreement_sentence, consistency_warnings, structured_entities
+        from BrainGemma3DLib.reporting.report import (
+            agreement_sentence,
+            consistency_warnings,
+            structured_entities,
+        )
+        from BrainGemma3DLib.slicer import scene
 
         text = scene.read_text_node(textNode)
         entities = structured_entities(text)
@@ -806,7 +810,8 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         ``certificate``: a PKCS#12 file (then no ``privateKey``), or a PEM/DER certificate and ``privateKey``.
         ``password`` is used for this call only. The signed PDF and its audit record are never overwritten.
         """
-        from BrainGemma3DLib import scene, signing
+        from BrainGemma3DLib.reporting import signing
+        from BrainGemma3DLib.slicer import scene
 
         if textNode is None:
             raise ValueError(_("No report node selected."))
@@ -901,8 +906,9 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
             self.delayDisplay("Report generated")
 
             textNode, segmentationNode = logic.showResults(result, volume, opacity=0.4, topK=3)
-            from BrainGemma3DLib import scene, signing
-            from BrainGemma3DLib.errors import InputError
+            from BrainGemma3DLib.io.errors import InputError
+            from BrainGemma3DLib.reporting import signing
+            from BrainGemma3DLib.slicer import scene
 
             text = scene.read_text_node(textNode)
             self.assertTrue(text.strip())

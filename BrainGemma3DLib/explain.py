@@ -16,11 +16,10 @@ A radiologist signs only what they can check, so every draft comes with the regi
    distance to the original (what ``LimeImageExplainer`` does for images), not a hand-written regression.
    LIME gives no uncertainty, so each weight's standard error is computed from the same weighted ridge
    problem (:func:`standard_errors`); the maps keep only weights **significantly** above zero
-   (> ``SIGNIFICANCE`` standard errors). Unfiltered, noise on the many healthy supervoxels spreads a third of
-   the positive mass over the brain; filtered, it stays on what drove the text (measured on held-out
-   phantoms, README).
+   (> ``SIGNIFICANCE`` standard errors). Unfiltered, noise on the many healthy supervoxels spreads the
+   positive mass over the brain; filtered, it stays on what drove the text (docs/results.md).
 5. **Back to the patient**: the weights become a float map and a top-k labelmap on the grid, mapped onto the
-   input's own voxels through the volume's :class:`~BrainGemma3DLib.volume.GridMapping`, and written as
+   input's own voxels through the volume's :class:`~BrainGemma3DLib.io.volume.GridMapping`, and written as
    ``attribution.nii.gz`` and ``attribution.seg.nrrd`` (one named, coloured segment per top supervoxel,
    written with ``slicerio``, the Slicer team's reader/writer of that format).
 
@@ -35,11 +34,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .io.atomic import atomic_path
+from .io.errors import InputError
+from .io.volume import RAS_FROM_LPS
 
 BASELINES = ("mean", "zero", "blur")
 
@@ -224,8 +226,8 @@ def perturbation_masks(n_features: int, n_samples: int, keep: float, seed: int) 
     return z
 
 
-#: Most perturbed volumes per pass on a CPU: past ~16 the activations leave the caches and a pass gets slower
-#: per volume (demo weights, 2-core CPU, 256 perturbations: 1/pass 4.8 s, 16/pass 2.1 s, 64/pass 4.8 s).
+#: Most perturbed volumes per pass on a CPU: past this the activations leave the caches and a pass gets slower
+#: per volume (the batch-size sweep is in docs/results.md, "Explanation quality and speed").
 CPU_MAX_BATCH = 16
 GPU_MAX_BATCH = 64
 
@@ -279,7 +281,6 @@ def lime_fit(
     z: np.ndarray, scores: np.ndarray, kernel_width: float, seed: int
 ) -> tuple[dict[int, float], float, float]:
     """LIME's weighted ridge fit of ``scores`` on keep/drop rows ``z``: (column weights, intercept, R²)."""
-    from functools import partial
 
     from lime.lime_base import LimeBase
 
@@ -420,9 +421,6 @@ def write_attribution(explanation: Explanation, mapping, folder: str | os.PathLi
     radiologist's own images. Atomic: each file appears complete or not at all. Returns the paths.
     """
     import slicerio
-
-    from .atomic import atomic_path
-    from .volume import RAS_FROM_LPS
 
     folder = Path(folder)
     attribution = mapping.to_input(explanation.attribution_map(), kind="map")

@@ -33,17 +33,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from BrainGemma3DLib.data import scan
-from BrainGemma3DLib.entities import FINDINGS
-from BrainGemma3DLib.metrics import binary_f1
-from BrainGemma3DLib.model import build, preset
-from BrainGemma3DLib.model.grounding import (
+from BrainGemma3DLib.model import preset
+from BrainGemma3DLib.reporting.entities import FINDINGS
+from BrainGemma3DLib.training.data import scan
+from BrainGemma3DLib.training.grounding import (
     CLASSES,
     TOKEN_THRESHOLD,
     GroundingHead,
     token_targets,
 )
-from BrainGemma3DLib.train import mirror_batch, prepare_cases
+from BrainGemma3DLib.training.metrics import binary_f1
+from BrainGemma3DLib.training.tokenizer import fresh_model
+from BrainGemma3DLib.training.train import mirror_batch, prepare_cases
 
 VARIANTS = ("vit", "vit-dense", "wide", "fine", "overlap", "cnn", "core-mask")
 CORE, ENHANCING = list(CLASSES).index("core"), list(CLASSES).index("enhancing")
@@ -100,7 +101,7 @@ def learn(args, train_set, held_set, y_train, y_held) -> None:
     )
     cfg = preset("demo", in_channels=1)
     cfg.vision.update(vision)
-    model = build(cfg) if args.variant != "cnn" else None
+    model = fresh_model(cfg) if args.variant != "cnn" else None
     if args.variant == "overlap":
         p = cfg.patch_size
         model.encoder.patch_embedding = nn.Conv3d(

@@ -2,8 +2,8 @@
 
 The model runs in its own process so that Slicer never freezes, survives the worker crashing or running out
 of GPU memory, and keeps the model loaded between cases. A QTimer on the main thread reads the worker's
-events (a reader thread inside ``BrainGemma3DLib.engine_client.EngineProcess`` only queues lines; no Qt call
-happens off the main thread) and hands them to the running job's callbacks.
+events (a reader thread inside ``BrainGemma3DLib.slicer.engine_client.EngineProcess`` only queues lines;
+no Qt call happens off the main thread) and hands them to the running job's callbacks.
 """
 
 import importlib.util
@@ -72,7 +72,7 @@ class ReportWorker:
 
     def run(self, payloads, onProgress=None, onFinished=None):
         """Start a job: the payloads (``{"cmd": ...}`` requests) in order. Returns at once."""
-        from BrainGemma3DLib.engine_client import Job
+        from BrainGemma3DLib.slicer.engine_client import Job
 
         if self.busy:
             raise RuntimeError(_("A report is already being generated."))
@@ -84,10 +84,10 @@ class ReportWorker:
     def cancel(self):
         """Ask the worker to stop the job; kill it if it has not stopped after a grace period."""
         job = self._job
-        if job is None or job.cancelRequested:
+        if job is None or job.cancel_requested:
             return
-        job.cancelRequested = True
-        self._send(self._request({"cmd": "cancel", "job": job.currentId}))
+        job.cancel_requested = True
+        self._send(self._request({"cmd": "cancel", "job": job.current_id}))
         qt.QTimer.singleShot(int(CANCEL_GRACE_SECONDS * 1000), lambda: self._killIfStillRunning(job))
 
     def shutdown(self):
@@ -112,13 +112,13 @@ class ReportWorker:
         env["PYTHONIOENCODING"] = "utf-8"
         env["HF_HUB_OFFLINE"] = "1"  # the worker loads weights from local folders only
         folder = pathlib.Path(self._workFolder())
-        from BrainGemma3DLib.engine_client import EngineProcess
+        from BrainGemma3DLib.slicer.engine_client import EngineProcess
 
         self._engine = EngineProcess(
             [pythonExecutable(), "-m", "BrainGemma3DLib.engine"],
             env=env,
             cwd=str(folder),
-            logPath=folder / "engine.log",
+            log_path=folder / "engine.log",
         )
         self._timer.start()
 
@@ -151,18 +151,18 @@ class ReportWorker:
             self._dispatch(event)
 
     def _dispatch(self, event):
-        from BrainGemma3DLib.engine_client import EngineError
+        from BrainGemma3DLib.slicer.engine_client import EngineError
 
         kind, job = event.get("event"), self._job
         if kind == "ready":
             logging.info("BrainGemma3D worker %s ready", event.get("version"))
             return
-        if job is None or event.get("id") != job.currentId:
+        if job is None or event.get("id") != job.current_id:
             if kind == "error":
                 logging.warning("BrainGemma3D worker: %s", event.get("message"))
             return
         if kind == "progress":
-            job.onProgress(
+            job.on_progress(
                 str(event.get("stage", "")), float(event.get("fraction") or 0.0), event.get("message", "")
             )
         elif kind == "result":
@@ -175,7 +175,7 @@ class ReportWorker:
             job.index += 1
             if job.index == len(job.requests):  # finished before a cancel could stop it: keep the report
                 self._finish(event, None)
-            elif job.cancelRequested:
+            elif job.cancel_requested:
                 self._finish(None, EngineError(_("Cancelled; nothing was written."), cancelled=True))
             else:
                 self._send(job.requests[job.index])
@@ -186,22 +186,22 @@ class ReportWorker:
             error = EngineError(
                 message,
                 cancelled=bool(event.get("cancelled")),
-                outOfMemory=bool(event.get("out_of_memory")),
+                out_of_memory=bool(event.get("out_of_memory")),
                 debug=event.get("debug"),
             )
             self._finish(None, error)
 
     def _onEngineEnded(self):
         """The worker's stdout closed: it exited or crashed. A running job fails; the next run restarts it."""
-        from BrainGemma3DLib.engine_client import EngineError
+        from BrainGemma3DLib.slicer.engine_client import EngineError
 
         engine, self._engine = self._engine, None
         self._timer.stop()
-        code, tail = engine.returnCode(), engine.logTail()
+        code, tail = engine.return_code(), engine.log_tail()
         engine.close()
         if self._job is None:
             return
-        if self._job.cancelRequested:
+        if self._job.cancel_requested:
             self._finish(None, EngineError(_("Cancelled; the worker was stopped."), cancelled=True))
             return
         outOfMemory = "out of memory" in tail.lower()
@@ -210,9 +210,9 @@ class ReportWorker:
         ).format(code=code)
         if outOfMemory:
             message += "\n" + _("It ran out of memory: choose the CPU as device, or close other programs.")
-        self._finish(None, EngineError(message, outOfMemory=outOfMemory, debug=tail))
+        self._finish(None, EngineError(message, out_of_memory=outOfMemory, debug=tail))
 
     def _finish(self, result, error):
         job, self._job = self._job, None
-        if job is not None and job.onFinished is not None:
-            job.onFinished(result, error)
+        if job is not None and job.on_finished is not None:
+            job.on_finished(result, error)

@@ -21,7 +21,7 @@ from .projector import Projector
 
 @dataclass
 class Draft:
-    """A generated report draft, its cost and how it was decoded (:mod:`BrainGemma3DLib.consensus`)."""
+    """A generated report draft, its cost and how it was decoded (``reporting.consensus``)."""
 
     text: str
     num_tokens: int
@@ -68,6 +68,9 @@ class BrainGemma3D(nn.Module):
         )
         self.lm = lm
         self.tokenizer = tokenizer
+        # Provenance, set by the loader: what goes into every report as the model's identity.
+        self.checkpoint_path: str | None = None
+        self.checkpoint_sha256: str | None = None
         self.prompt = ChatPrompt.build(tokenizer, cfg.prompt) if tokenizer is not None else None
         # The slice baseline labels each slice's tokens in text, as MedGemma is shown a series of images.
         self.slice_labels: list[list[int]] = []
@@ -141,20 +144,11 @@ class BrainGemma3D(nn.Module):
     ) -> list[Draft]:
         """Greedy (deterministic) report drafts, one per volume; stops at end of turn.
 
-        ``volumes``: a :class:`~BrainGemma3DLib.volume.Volume` (preprocessed to the model grid here) or
-        model-grid arrays (C, D, H, W) / (B, C, D, H, W).
+        ``volumes``: model-grid arrays (C, D, H, W) or (B, C, D, H, W). The model never reads files or places
+        a study on its grid: the caller (``app.pipeline``) does, and keeps the mapping back to the patient.
         """
-        from ..volume import Volume
-
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if isinstance(volumes, Volume):
-            if volumes.data.shape[0] != self.cfg.in_channels:
-                raise ValueError(
-                    f"the model takes {self.cfg.in_channels} channel(s), "
-                    f"the study has {volumes.data.shape[0]}"
-                )
-            volumes, _mapping = volumes.to_model_grid(self.cfg.grid)
         batch = self.as_batch(volumes)
         timings["preprocess_s"] = time.perf_counter() - start
         self.eval()

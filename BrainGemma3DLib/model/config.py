@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io.atomic import write_text_atomic
+
 CONFIG_NAME = "braingemma3d_config.json"
 
 POSITIONS = ("pretrained3d", "linspace")
@@ -138,7 +140,7 @@ class ModelConfig:
     in_channels: int = 1  # 1 = FLAIR; 3 = FLAIR/T1ce/T2 as channels
     encoder: str = "inflated"  # "slices" = the slice-based baseline (2D tower over N labelled axial slices)
     slices: int = 8  # slice baseline: number of axial slices (num_latents / slices tokens each)
-    grid: tuple[int, int, int] = (32, 64, 64)  # model grid (D, H, W), see BrainGemma3DLib.volume
+    grid: tuple[int, int, int] = (32, 64, 64)  # model grid (D, H, W), see BrainGemma3DLib.io.volume
     tubelet: int = 4  # depth of the Conv3d patch kernel
     depth_stride: int = 4  # = tubelet (non-overlapping); the seed uses 1 with an overlapping kernel
     patch_init: str = "centre"
@@ -286,7 +288,6 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, folder: str | os.PathLike) -> Path:
-        from ..atomic import write_text_atomic
 
         path = Path(folder) / CONFIG_NAME
         return write_text_atomic(path, json.dumps({"format_version": 1, **self.to_dict()}, indent=2) + "\n")

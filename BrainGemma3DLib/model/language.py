@@ -9,13 +9,14 @@ is an error. The 2D vision tower's weights are never materialised.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..io.errors import InputError
 from .safety import refuse_custom_code
 
 # Checkpoint key layouts of Gemma3ForConditionalGeneration (old and new transformers) -> Gemma3ForCausalLM.
@@ -97,8 +98,6 @@ def load_language_model(
     check_weights_present(folder, "MedGemma")
     kwargs: dict = {"dtype": dtype}
     if quantize == "4bit":
-        import importlib.util
-
         from transformers import BitsAndBytesConfig
 
         if importlib.util.find_spec("bitsandbytes") is None:

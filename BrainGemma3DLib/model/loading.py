@@ -13,14 +13,15 @@ they are found as local folders or in the local Hugging Face cache, never downlo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..io.atomic import staging_dir
+from ..io.errors import InputError
+from ..io.stamps import sha256_files
 from .brain_model import BrainGemma3D
 from .config import CONFIG_NAME, ModelConfig, preset
 from .encoder import build_encoder, vision_config
@@ -148,17 +149,17 @@ def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
 
 
 def build(cfg: ModelConfig, tokenizer=None, *, device: str | torch.device = "cpu") -> BrainGemma3D:
-    """A randomly initialised model of ``cfg`` (``device="meta"`` builds shapes without memory)."""
+    """A randomly initialised model of ``cfg`` (``device="meta"`` builds shapes without memory).
+
+    Without a ``tokenizer`` the model can be run on tokens but not prompted (a fresh demo model gets its
+    tokenizer from :func:`BrainGemma3DLib.training.tokenizer.fresh_model`).
+    """
     from transformers import SiglipVisionModel
 
     with torch.device(device):
         siglip = SiglipVisionModel(vision_config(cfg))
         encoder = build_encoder(cfg, siglip)
     lm = build_language_model(cfg.lm, device=device)
-    if tokenizer is None and str(device) != "meta":
-        from .tokenizer import build_demo_tokenizer, report_corpus
-
-        tokenizer = build_demo_tokenizer(report_corpus(), vocab_size=int(cfg.lm["vocab_size"]))
     with torch.device(device):
         return BrainGemma3D(cfg, encoder, lm, tokenizer)
 
@@ -205,8 +206,6 @@ def save(model: BrainGemma3D, folder: str | os.PathLike, *, include_base: bool =
     """Write a checkpoint folder (see the module docstring); returns its path."""
     from safetensors.torch import save_file
 
-    from ..atomic import staging_dir
-
     folder = Path(folder)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("lm.")}
     if include_base:
@@ -224,8 +223,7 @@ def save(model: BrainGemma3D, folder: str | os.PathLike, *, include_base: bool =
         save_file(
             state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "include_base": str(include_base)}
         )
-        cfg = model.cfg
-        (tmp / CONFIG_NAME).write_text(json.dumps({"format_version": 1, **cfg.to_dict()}, indent=2) + "\n")
+        model.cfg.save(tmp)
         model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
         if hasattr(model.lm, "peft_config"):
             model.lm.save_pretrained(str(tmp / "adapter"))
@@ -259,11 +257,7 @@ def _finish(model: BrainGemma3D, folder: Path, weights: Path, adapter: Path) -> 
 def weights_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a weights file, or of a checkpoint folder's weights file (goes into every report)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path / WEIGHTS_NAME if path.is_dir() else path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_files([path / WEIGHTS_NAME if path.is_dir() else path])
 
 
 def load_checkpoint(

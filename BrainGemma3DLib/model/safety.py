@@ -14,7 +14,7 @@ import os
 import struct
 from pathlib import Path
 
-from ..errors import InputError
+from ..io.errors import InputError
 
 #: Files in which transformers finds an ``auto_map`` that makes it import Python code from the folder.
 CODE_CONFIGS = (

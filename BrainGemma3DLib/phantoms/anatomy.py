@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Volume
+from ..io.volume import Volume
 
 LOBES = ("frontal", "parietal", "temporal", "occipital")
 #: Lobe codes in :attr:`Anatomy.lobe`: 0 = outside the brain or not one of the four lobes.

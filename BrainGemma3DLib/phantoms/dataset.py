@@ -19,15 +19,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from ..atomic import staging_dir
-from ..errors import InputError
-from ..volume import Volume
+from ..io.atomic import staging_dir
+from ..io.errors import InputError
+from ..io.volume import Volume
 from .anatomy import build_anatomy
 from .contrasts import SEQUENCES, render
 from .lesion import ENHANCING, NECROTIC_CORE, place_lesion
@@ -117,7 +118,7 @@ def make_case(
             "healthy": True,
             "hemisphere": "none",
             "lobes": [],
-            "findings": {"edema": False, "necrosis": False, "enhancement": False, "compression": False},
+            "findings": {"edema": False, "necrosis": False, "enhancement": False, "mass_effect": False},
             "tumour_volume_ml": 0.0,
             "edema_volume_ml": 0.0,
             "midline_shift_mm": 0.0,
@@ -323,7 +324,6 @@ def generate(
                 cases.append(_manifest_entry(case.truth, case.case_id))
         else:
             import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
 
             # fork shares the template anatomy already built above; elsewhere each worker builds its own.
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

@@ -214,7 +214,7 @@ def _measure(anat: Anatomy, box, labels, necrosis, tissue, centre, has_enhanceme
             "edema": bool((labels == EDEMA).sum() * ml >= 0.5),
             "necrosis": bool(necrosis.sum() * ml >= 0.2),
             "enhancement": bool(has_enhancement and (labels == ENHANCING).sum() * ml >= 0.2),
-            "compression": bool(compressed),
+            "mass_effect": bool(compressed),
         },
         "tumour_volume_ml": round(float(core.sum()) * ml, 2),
         "necrosis_volume_ml": round(float(necrosis.sum()) * ml, 2),

@@ -4,8 +4,8 @@ The reports are training targets for the report-generating model and are scored 
 every statement is derived from the truth dict and follows a fixed vocabulary, while the wording, the
 sentence order and the optional sentences vary so that the model learns the findings, not one template.
 
-Vocabulary contract (what an evaluator may rely on; :data:`FINDING_KEYWORDS` and :data:`NEGATION_CUES`
-export it):
+Vocabulary contract (what an evaluator may rely on; the words come from
+:mod:`BrainGemma3DLib.reporting.vocabulary`, which the report reader uses too):
 
 - Laterality: a left case never contains the word "right" and vice versa; a bilateral case always says
   "bilateral" or "both hemispheres" (sometimes also "crossing the midline") and never "left"/"right".
@@ -15,8 +15,8 @@ export it):
   lobes", never "frontoparietal"); no other lobe adjective appears (a ventricular horn is named only
   after the main lobe, e.g. "temporal horn").
 - Findings: all four findings are always stated.  A present finding appears with one of its keywords and no
-  negation cue before it; an absent finding appears only negated: a cue from :data:`NEGATION_CUES` in the
-  same sentence, before the keyword and at most :data:`NEGATION_WINDOW` words before it.  A report never
+  negation cue before it; an absent finding appears only negated: a cue from ``NEGATION_CUES`` in the
+  same sentence, before the keyword and at most ``NEGATION_WINDOW`` words before it.  A report never
   holds both a positive and a negated mention of the same finding.
 - The lesion is called "lesion", "mass" or "tumor" (American spelling, as TextBraTS).
 - Size words ("small", "moderate", "large") appear only as given by :func:`size_category`; a midline shift
@@ -34,6 +34,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..reporting.vocabulary import (
+    FINDING_KEYWORDS,
+    FINDINGS,
+    LESION_WORDS,
+    LOBES,
+    NEGATION_CUES,
+    NEGATION_WINDOW,
+    canonical_findings,
+)
+
 __all__ = [
     "FINDINGS",
     "FINDING_KEYWORDS",
@@ -48,23 +58,6 @@ __all__ = [
     "write_report",
 ]
 
-#: The four lobes a report may name (kept here so this module has no heavy imports).
-LOBES = ("frontal", "parietal", "temporal", "occipital")
-#: The findings every pathological report states, positively or negated, in canonical order.
-FINDINGS = ("edema", "necrosis", "enhancement", "compression")
-#: Keywords (whole words, lower case) by which a keyword extractor recognises each finding.
-FINDING_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "edema": ("edema",),
-    "necrosis": ("necrosis", "necrotic"),
-    "enhancement": ("enhancement", "enhancing"),
-    "compression": ("compression", "compressed"),
-}
-#: Words that negate a finding keyword following them in the same sentence.
-NEGATION_CUES: tuple[str, ...] = ("no", "not", "without", "absent")
-#: A cue negates a keyword at most this many words after it (cue at i, keyword at i + 1 .. i + 6).
-NEGATION_WINDOW = 6
-#: Nouns naming the lesion.
-LESION_WORDS: tuple[str, ...] = ("lesion", "mass", "tumor")
 #: Tumour-core volume limits (ml) between "small", "moderate" and "large".
 SIZE_THRESHOLDS_ML = (10.0, 40.0)
 #: A midline shift is reported from this size (mm) on; below it the report never claims one.
@@ -141,7 +134,7 @@ def _parse(truth: dict) -> _Case:
     lobes = tuple(str(lobe) for lobe in truth.get("lobes") or ())
     if not lobes or any(lobe not in LOBES for lobe in lobes) or len(set(lobes)) != len(lobes):
         raise ValueError(f"lobes must be 1-4 distinct names from {LOBES}, got {truth.get('lobes')!r}")
-    raw = truth.get("findings") or {}
+    raw = canonical_findings(truth.get("findings") or {})
     missing = [f for f in FINDINGS if f not in raw]
     if missing:
         raise ValueError(f"findings lacks {missing}")
@@ -361,7 +354,7 @@ def _negative(finding: str, rng: np.random.Generator) -> str:
             f"The {noun} shows no contrast enhancement.",
             "No abnormal enhancement is evident.",
         ),
-        "compression": (
+        "mass_effect": (
             "No ventricular compression is observed.",
             "The ventricular system is not compressed.",
             "There is no compression of the ventricles.",
@@ -376,7 +369,7 @@ _NEG_NAMES = {
     "edema": ("edema", "peritumoral edema", "surrounding edema"),
     "necrosis": ("necrosis",),
     "enhancement": ("enhancement", "contrast enhancement"),
-    "compression": ("ventricular compression",),
+    "mass_effect": ("ventricular compression",),
 }
 
 
@@ -452,7 +445,7 @@ def _closing_sentence(c: _Case, rng: np.random.Generator) -> str:
         "edema": ("surrounding edema", "peritumoral edema"),
         "necrosis": ("central necrosis", "a necrotic core"),
         "enhancement": ("enhancement", "an enhancing component"),
-        "compression": ("ventricular compression",),
+        "mass_effect": ("ventricular compression",),
     }
     present = [_pick(rng, words[f]) for f in FINDINGS if c.findings[f]]
     features = f", with {_join(present)}" if present and _chance(rng, 0.6) else ""
@@ -502,7 +495,7 @@ def write_report(truth: dict, rng: np.random.Generator) -> str:
         todo = [f for f in todo if f not in ("necrosis", "enhancement")]
     for finding in todo:
         sentence = _positive(finding, c, rng)
-        if finding == "compression" and c.shift is not None and _chance(rng, 0.5):
+        if finding == "mass_effect" and c.shift is not None and _chance(rng, 0.5):
             body.append((sentence[:-1] + f", and there is a midline shift of about {c.shift} mm.", False))
             shift_told = True
         else:

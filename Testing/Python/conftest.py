@@ -1,140 +1,47 @@
-"""Shared fixtures: synthetic heads with a known LEFT-sided blob, written the way other tools write files."""
+"""Shared fixtures: the demo model and one phantom data set, each made once per test session."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import REPO, run_cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[2]
-#: Centre of the blob in RAS millimetres: x < 0 is the patient's LEFT.
-BLOB_RAS = np.array([-35.0, 15.0, 10.0])
-BLOB_RADIUS = 18.0
 
-
-def head_intensity(world: np.ndarray) -> np.ndarray:
-    """An analytic head (ellipsoid, smooth texture) and a bright blob on the patient's left."""
-    x, y, z = world[..., 0], world[..., 1], world[..., 2]
-    inside = (x / 70) ** 2 + (y / 90) ** 2 + (z / 65) ** 2 < 1
-    texture = 100 + 15 * np.sin(y / 9.0) * np.cos(z / 11.0)
-    img = np.where(inside, texture, 0.0)
-    blob = np.sum((world - BLOB_RAS) ** 2, axis=-1) < BLOB_RADIUS**2
-    return np.where(blob & inside, 300.0, img).astype(np.float32)
-
-
-def rotation(axis, degrees: float) -> np.ndarray:
-    a = np.asarray(axis, dtype=np.float64)
-    a = a / np.linalg.norm(a)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    t = np.radians(degrees)
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
-
-
-def variant_affine(name: str, spacing=(1.5, 1.5, 1.5)) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Voxel-to-RAS affine and shape covering the head, for an orientation variant."""
-    sp = np.asarray(spacing, dtype=np.float64)
-    half = np.array([80.0, 100.0, 75.0])
-    shape = tuple(int(np.ceil(2 * h / s)) + 1 for h, s in zip(half, sp, strict=True))
-    signs = {"RAS": (1, 1, 1), "LAS": (-1, 1, 1), "LPS": (-1, -1, 1), "oblique": (1, 1, 1)}[name]
-    rot = rotation([0.3, 0.2, 1.0], 15.0) if name == "oblique" else np.eye(3)
-    linear = rot @ np.diag(np.asarray(signs) * sp)
-    affine = np.eye(4)
-    affine[:3, :3] = linear
-    centre_index = (np.asarray(shape) - 1) / 2.0
-    affine[:3, 3] = -linear @ centre_index
-    return affine, shape  # type: ignore[return-value]
-
-
-def sample_head(affine: np.ndarray, shape) -> np.ndarray:
-    idx = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
-    world = idx @ affine[:3, :3].T.astype(np.float32) + affine[:3, 3].astype(np.float32)
-    return head_intensity(world)
-
-
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
-    return path
-
-
-def _sitk_image(data: np.ndarray, affine: np.ndarray):
-    import SimpleITK as sitk
-
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    return img
-
-
-def write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
-    import SimpleITK as sitk
-
-    sitk.WriteImage(_sitk_image(data, affine), str(path), useCompression=True)
-    return path
-
-
-def write_dicom_series(
-    folder: Path,
-    data: np.ndarray,
-    affine: np.ndarray,
-    series_uid: str = "1.2.3.4.5.6.1",
-    description: str = "AX FLAIR",
-    prefix: str = "slice",
-) -> Path:
-    """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags."""
-    import SimpleITK as sitk
-
-    folder.mkdir(parents=True, exist_ok=True)
-    img = _sitk_image(np.clip(data, -32768, 32767).astype(np.int16), affine)
-    d = img.GetDirection()
-    orientation = "\\".join(f"{v:.8f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        position = "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k)))
-        for tag, value in (
-            ("0008|0060", "MR"),
-            ("0008|0016", "1.2.840.10008.5.1.4.1.1.4"),
-            ("0008|0018", f"{series_uid}.{k + 1}"),
-            ("0020|000d", "1.2.3.4.5.6"),
-            ("0020|000e", series_uid),
-            ("0008|103e", description),
-            ("0010|0010", "Phantom^Test"),
-            ("0020|0037", orientation),
-            ("0020|0032", position),
-            ("0020|0013", str(k + 1)),
-            ("0018|0050", f"{img.GetSpacing()[2]:.6f}"),
-        ):
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
-        writer.Execute(sl)
-    return folder
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m BrainGemma3DLib ARGS`` as a user would, offline."""
-    return subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes tens of seconds (skip with -m 'not slow' for a quick run)"
     )
 
 
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The bundled demo weights on the CPU, loaded once; tests must not change it."""
+    from BrainGemma3DLib.model import load
+
+    return load("demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def phantom_data(tmp_path_factory) -> Path:
+    """8 tumour cases and 2 healthy controls (seed 9, all four sequences) in the BraTS + TextBraTS layout,
+    generated once; a test that changes files works on :func:`phantom_copy`."""
+    out = tmp_path_factory.mktemp("phantoms") / "data"
+    result = run_cli("phantoms", "--out", str(out), "--n", "8", "--healthy", "2", "--seed", "9", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture
+def phantom_copy(phantom_data, tmp_path) -> Path:
+    """A private copy of :func:`phantom_data` to change."""
+    return Path(shutil.copytree(phantom_data, tmp_path / "data"))

@@ -12,23 +12,16 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from helpers import DEMO_WEIGHTS, REPO, SAMPLE
 
-from BrainGemma3DLib.cli import main
-
-DEMO = REPO / "Resources/DemoWeights"
-SAMPLE = (
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
+from BrainGemma3DLib.app.cli import main
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     """A writable copy of the demo checkpoint to damage."""
     folder = tmp_path / "ckpt"
-    shutil.copytree(DEMO, folder)
+    shutil.copytree(DEMO_WEIGHTS, folder)
     return folder
 
 
@@ -45,6 +38,7 @@ def _report(folder, tmp_path, capsys) -> tuple[int, str]:
     return code, err
 
 
+@pytest.mark.slow
 def test_a_folder_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(checkpoint, tmp_path):
     marker = tmp_path / "code-ran"
     (checkpoint / "tokenizer" / "evil.py").write_text(
@@ -148,7 +142,7 @@ def test_configs_beyond_sane_bounds_or_the_weights_are_refused_before_allocating
 
 
 def test_memory_is_estimated_before_a_model_is_built(monkeypatch):
-    from BrainGemma3DLib.errors import InputError
+    from BrainGemma3DLib.io.errors import InputError
     from BrainGemma3DLib.model import safety
 
     monkeypatch.setattr(safety, "available_memory", lambda device: 8 * 2**30)

@@ -6,16 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import SAMPLE
 
-from BrainGemma3DLib.consensus import DecodingOptions, choose, decode
-from BrainGemma3DLib.errors import InputError
-
-SAMPLE = (
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
+from BrainGemma3DLib.io.errors import InputError
+from BrainGemma3DLib.reporting.consensus import DecodingOptions, choose, decode
 
 LEFT = "A lesion is seen in the left frontal lobe. "
 RIGHT = "A lesion is seen in the right frontal lobe. "
@@ -61,13 +55,11 @@ def test_bad_options_are_refused(options):
 
 
 @pytest.fixture(scope="module")
-def sample_grid():
-    from BrainGemma3DLib.model import load
-    from BrainGemma3DLib.volume import load_study
+def sample_grid(demo_model):
+    from BrainGemma3DLib.io.volume import load_study
 
-    model = load("demo")
-    grid, _mapping = load_study([SAMPLE]).to_model_grid(model.cfg.grid)
-    return model, grid
+    grid, _mapping = load_study([SAMPLE]).to_model_grid(demo_model.cfg.grid)
+    return demo_model, grid
 
 
 def test_same_seed_same_draft_and_the_callers_random_state_is_untouched(sample_grid):
@@ -95,7 +87,7 @@ def test_zero_samples_is_plain_greedy_decoding(sample_grid):
 def test_report_records_the_decoding_and_the_pdf_shows_the_agreement(tmp_path):
     import pypdfium2 as pdfium
 
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     out = tmp_path / "case"
     assert main(["report", str(SAMPLE), "--out", str(out), "--quiet", "--drafts", "3"]) == 0
@@ -112,7 +104,7 @@ def test_report_records_the_decoding_and_the_pdf_shows_the_agreement(tmp_path):
 
 
 def test_bad_drafts_option_is_one_line_exit_2(tmp_path, capsys):
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     out = tmp_path / "case"
     assert main(["report", str(SAMPLE), "--out", str(out), "--quiet", "--drafts", "-2"]) == 2
@@ -122,8 +114,8 @@ def test_bad_drafts_option_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_agreement_lists_the_weakest_statement_first_and_disappears_once_edited():
-    from BrainGemma3DLib.pdf import report_with_text
-    from BrainGemma3DLib.report import agreement_sentence
+    from BrainGemma3DLib.reporting.pdf import report_with_text
+    from BrainGemma3DLib.reporting.report import agreement_sentence
 
     report = {
         "text": LEFT + "Edema.",

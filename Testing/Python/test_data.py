@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from BrainGemma3DLib.data import CaseRecord, check_split, make_split, scan
-from BrainGemma3DLib.errors import InputError
+from BrainGemma3DLib.io.errors import InputError
+from BrainGemma3DLib.training.data import CaseRecord, check_split, make_split, scan
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    out = tmp_path_factory.mktemp("d") / "p"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "BrainGemma3DLib",
-            "phantoms",
-            "--out",
-            str(out),
-            "--n",
-            "3",
-            "--healthy",
-            "1",
-            "--seed",
-            "4",
-            "--quiet",
-        ],
-        check=True,
-    )
-    return out
-
-
-def test_scan_reads_the_layout(phantoms):
-    found = scan(phantoms)
-    assert len(found.cases) == 4 and not found.skipped
+def test_scan_reads_the_layout(phantom_copy):
+    found = scan(phantom_copy)
+    assert len(found.cases) == 10 and not found.skipped
     lesion = [c for c in found.cases if not c.healthy]
-    assert len(lesion) == 3 and all(c.truth and c.report and c.images["flair"].is_file() for c in lesion)
-    (phantoms / "TextBraTSData" / "BraTS20_Training_002" / "BraTS20_Training_002_flair_text.txt").unlink()
-    again = scan(phantoms, sequences=("flair", "t1ce"))
-    assert "BraTS20_Training_002" in again.skipped and len(again.cases) == 3
+    assert len(lesion) == 8 and all(c.truth and c.report and c.images["flair"].is_file() for c in lesion)
+    (phantom_copy / "TextBraTSData" / "BraTS20_Training_002" / "BraTS20_Training_002_flair_text.txt").unlink()
+    again = scan(phantom_copy, sequences=("flair", "t1ce"))
+    assert "BraTS20_Training_002" in again.skipped and len(again.cases) == 9
     assert set(again.cases[0].images) == {"flair", "t1ce"}
 
 

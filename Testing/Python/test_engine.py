@@ -11,13 +11,10 @@ import threading
 import time
 
 import pytest
-from conftest import REPO
+from helpers import REPO
+from helpers import SAMPLE as SAMPLE_PATH
 
-SAMPLE = str(
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
+SAMPLE = str(SAMPLE_PATH)
 
 
 def _not_json(name: str):
@@ -205,7 +202,7 @@ def test_explain_one_statement(worker, tmp_path):
 def test_out_of_memory_is_reported_as_such():
     import torch
 
-    from BrainGemma3DLib.engine import describe_error
+    from BrainGemma3DLib.app.engine import describe_error
 
     described = describe_error(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert described["out_of_memory"] is True and "ran out of memory" in described["message"]

@@ -1,5 +1,5 @@
-"""The panel's worker client (BrainGemma3DLib.engine_client), driven against the real worker without Slicer:
-the same polling the module's QTimer does, one Generate's requests in order, a crash seen as the end."""
+"""The panel's worker client (BrainGemma3DLib.slicer.engine_client), driven against the real worker without
+Slicer: the same polling the module's QTimer does, one Generate's requests in order, a crash ends it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import os
 import sys
 import time
 
-from conftest import REPO
+import pytest
+from helpers import REPO
+from helpers import SAMPLE as SAMPLE_PATH
 
-SAMPLE = str(
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
+SAMPLE = str(SAMPLE_PATH)
 
 
 def _poll(engine, until, timeout=300.0):
@@ -28,12 +26,16 @@ def _poll(engine, until, timeout=300.0):
     raise AssertionError(f"timed out; saw {seen[-3:]}")
 
 
+@pytest.mark.slow
 def test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream(tmp_path):
-    from BrainGemma3DLib.engine_client import EngineProcess, Job
+    from BrainGemma3DLib.slicer.engine_client import EngineProcess, Job
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     engine = EngineProcess(
-        [sys.executable, "-m", "BrainGemma3DLib.engine"], env=env, cwd=str(tmp_path), logPath=tmp_path / "log"
+        [sys.executable, "-m", "BrainGemma3DLib.engine"],
+        env=env,
+        cwd=str(tmp_path),
+        log_path=tmp_path / "log",
     )
     try:
         assert _poll(engine, lambda ev: any(e and e["event"] == "ready" for e in ev))
@@ -53,11 +55,11 @@ def test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream(tmp_p
             lambda result, error: finished.append((result, error)),
         )
         for step in range(2):
-            assert job.currentId == str(step + 1)
+            assert job.current_id == str(step + 1)
             engine.send(job.requests[job.index])
             events = _poll(
                 engine,
-                lambda ev, rid=job.currentId: any(
+                lambda ev, rid=job.current_id: any(
                     e and e["id"] == rid and e["event"] == "result" for e in ev
                 ),
             )
@@ -67,13 +69,13 @@ def test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream(tmp_p
         assert engine.running()
         engine.kill()  # a crash: the stream ends with None and the log is readable
         assert None in _poll(engine, lambda ev: None in ev)
-        assert not engine.running() and isinstance(engine.logTail(), str)
+        assert not engine.running() and isinstance(engine.log_tail(), str)
     finally:
         engine.close()
 
 
 def test_engine_error_carries_the_panels_flags():
-    from BrainGemma3DLib.engine_client import EngineError
+    from BrainGemma3DLib.slicer.engine_client import EngineError
 
-    error = EngineError("GPU ran out of memory", outOfMemory=True, debug="trace")
-    assert str(error) == "GPU ran out of memory" and error.outOfMemory and not error.cancelled
+    error = EngineError("GPU ran out of memory", out_of_memory=True, debug="trace")
+    assert str(error) == "GPU ran out of memory" and error.out_of_memory and not error.cancelled

@@ -5,21 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from BrainGemma3DLib.entities import extract
-from BrainGemma3DLib.metrics import keyword_f1, keywords, set_f1, strict_scores
 from BrainGemma3DLib.phantoms.reports import LOBES, write_healthy_report, write_report
+from BrainGemma3DLib.reporting.entities import extract
+from BrainGemma3DLib.training.metrics import keyword_f1, keywords, set_f1, strict_scores
 
 LEFT_FRONTAL = {
     "healthy": False,
     "hemisphere": "left",
     "lobes": ["frontal"],
-    "findings": {"edema": True, "necrosis": False, "enhancement": True, "compression": False},
+    "findings": {"edema": True, "necrosis": False, "enhancement": True, "mass_effect": False},
 }
 HEALTHY = {
     "healthy": True,
     "hemisphere": "none",
     "lobes": [],
-    "findings": {"edema": False, "necrosis": False, "enhancement": False, "compression": False},
+    "findings": {"edema": False, "necrosis": False, "enhancement": False, "mass_effect": False},
 }
 
 
@@ -30,13 +30,13 @@ HEALTHY = {
             "A mass in the left frontal lobe. Edema is present. No necrosis. Ring enhancement.",
             "left",
             ["frontal"],
-            {"edema": True, "necrosis": False, "enhancement": True, "compression": None},
+            {"edema": True, "necrosis": False, "enhancement": True, "mass_effect": None},
         ),
         (
             "The lesion involves the right temporal and occipital lobes, without ventricular compression.",
             "right",
             ["temporal", "occipital"],
-            {"compression": False},
+            {"mass_effect": False},
         ),
         (
             "Lesion crossing the midline in both frontal lobes. Necrosis is absent.",
@@ -49,13 +49,13 @@ HEALTHY = {
             "Left parietal lesion. The temporal horn of the left lateral ventricle is compressed.",
             "left",
             ["parietal"],
-            {"compression": True},
+            {"mass_effect": True},
         ),
         (
             "No abnormality in the frontal lobe. The ventricles are not compressed.",
             "none",
             [],
-            {"compression": False},
+            {"mass_effect": False},
         ),
     ],
 )
@@ -75,7 +75,7 @@ def test_generator_reports_are_read_back_exactly():
             "hemisphere": str(rng.choice(["left", "right", "bilateral"])),
             "lobes": [str(x) for x in rng.choice(LOBES, size=int(rng.integers(1, 4)), replace=False)],
             "findings": {
-                f: bool(rng.random() < 0.5) for f in ("edema", "necrosis", "enhancement", "compression")
+                f: bool(rng.random() < 0.5) for f in ("edema", "necrosis", "enhancement", "mass_effect")
             },
             "tumour_volume_ml": float(rng.uniform(1, 60)),
             "edema_volume_ml": 20.0,

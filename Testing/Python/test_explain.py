@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import sample_head, variant_affine
+from helpers import sample_head, variant_affine
 
 TEXT = "The lesion is in the left frontal lobe. There is surrounding edema."
 FAST = {"n_segments": 16, "n_samples": 40, "batch_size": 8}
@@ -16,14 +16,12 @@ GEOMETRY = {"n_segments": 32, "n_samples": 96, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
-def model():
-    from BrainGemma3DLib.model import load
-
-    return load("demo")
+def model(demo_model):
+    return demo_model
 
 
 def _case(variant: str):
-    from BrainGemma3DLib.volume import Volume
+    from BrainGemma3DLib.io.volume import Volume
 
     affine, shape = variant_affine(variant, spacing=(2.0, 2.0, 2.5))
     return Volume(sample_head(affine, shape), affine, ("synthetic.nii.gz",))
@@ -119,7 +117,7 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
     from scipy import ndimage
 
     from BrainGemma3DLib.explain import ExplainOptions, explain, write_attribution
-    from BrainGemma3DLib.volume import RAS_FROM_LPS
+    from BrainGemma3DLib.io.volume import RAS_FROM_LPS
 
     volume = _case(variant)
     grid, mapping = volume.to_model_grid(model.cfg.grid)
@@ -175,34 +173,22 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
     assert np.allclose(to_world, volume.affine, atol=1e-3)  # RAS, the input's own voxel grid
 
 
-def test_evaluate_explain_scores_attributions_against_the_tumour(tmp_path):
+@pytest.mark.slow
+def test_evaluate_explain_scores_attributions_against_the_tumour(phantom_data, tmp_path):
     """`evaluate --explain` explains each pathological draft and scores it against its tumour labels."""
-    from BrainGemma3DLib.cli import main
+    import csv
 
-    data = tmp_path / "data"
-    assert main(["phantoms", "--out", str(data), "--n", "2", "--healthy", "1", "--seed", "5", "--quiet"]) == 0
+    from BrainGemma3DLib.app.cli import main
+
     out = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                "demo",
-                "--data",
-                str(data),
-                "--split",
-                "all",
-                "--out",
-                str(out),
-                "--explain",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["evaluate", "--model", "demo", "--data", str(phantom_data), "--split", "all", "--out", str(out)]
+    assert main([*args, "--limit", "3", "--drafts", "0", "--explain", "--quiet"]) == 0
     result = json.loads((out / "metrics.json").read_text())
+    with open(out / "cases.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    pathological = sum(row["healthy"] in ("False", "false", "0") for row in rows)
     explained = result["explain"]
-    assert explained["cases"] == 2  # the healthy control has no tumour to point at
+    assert len(rows) == 3 and explained["cases"] == pathological >= 1  # a healthy control has no tumour
     for key in ("top_supervoxel_in_lesion", "positive_mass_in_lesion"):
         assert 0.0 <= explained[key]["ci_low"] <= explained[key]["value"] <= explained[key]["ci_high"] <= 1.0
     assert "3D LIME vs tumour + edema" in (out / "metrics.md").read_text()

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from BrainGemma3DLib.errors import InputError
+from BrainGemma3DLib.io.errors import InputError
 from BrainGemma3DLib.model import build, from_base_models, load_checkpoint, preset, save
 from BrainGemma3DLib.model.compressor import region_mask
 from BrainGemma3DLib.model.encoder import InflatedSiglipEncoder, SliceSiglipEncoder, resample_position_table
 from BrainGemma3DLib.model.projector import block_centres
-from BrainGemma3DLib.model.tokenizer import build_demo_tokenizer, report_corpus
+from BrainGemma3DLib.training.tokenizer import build_demo_tokenizer, report_corpus
 
 
 @pytest.fixture(scope="module")
@@ -313,44 +313,6 @@ def test_training_loss_reaches_only_the_trainable_parts(tokenizer):
     assert all(p.grad is None for p in model.lm.parameters())
     assert model.projector.scale.grad is not None and model.encoder.patch_embedding.weight.grad is not None
     assert model.compressor.latents.grad is not None and model.encoder.depth_position.grad is not None
-
-
-def test_bench_model_cli(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "BrainGemma3DLib",
-            "bench",
-            "model",
-            "--repeat",
-            "1",
-            "--tokens",
-            "8",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    rows = {r["name"]: r for r in json.loads(out.read_text())}
-    whole = next(r for name, r in rows.items() if name.endswith("whole report"))
-    assert whole["unit"] == "s" and whole["value"] > 0
-    assert any("generate 8 tokens" in name for name in rows)
-    missing_gpu = subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", "bench", "model", "--device", "cuda"],
-        capture_output=True,
-        text=True,
-    )
-    if not torch.cuda.is_available():
-        assert missing_gpu.returncode == 2 and "no CUDA GPU" in missing_gpu.stderr
 
 
 def test_lora_adapter_round_trip(tokenizer, tmp_path):

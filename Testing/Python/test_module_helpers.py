@@ -15,14 +15,11 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
+from helpers import SAMPLE as SAMPLE_PATH
 
 MODULE_DIR = REPO / "BrainGemma3D"
-SAMPLE = str(
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
+SAMPLE = str(SAMPLE_PATH)
 
 
 class FakeTimer:
@@ -203,6 +200,7 @@ def _report(out, *, explain=False, options=None):
     ]
 
 
+@pytest.mark.slow
 def test_report_worker_generates_keeps_the_model_cancels_and_survives_a_crash(helpers, tmp_path, monkeypatch):
     worker_module = helpers.worker
     with pytest.raises(RuntimeError, match="PythonSlicer"):

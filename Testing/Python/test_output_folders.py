@@ -13,18 +13,13 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO
+from helpers import REPO, SAMPLE
 
-from BrainGemma3DLib import atomic
-from BrainGemma3DLib.atomic import replace_dir
-from BrainGemma3DLib.cli import main
-from BrainGemma3DLib.errors import InputError
+from BrainGemma3DLib.app.cli import main
+from BrainGemma3DLib.io import atomic
+from BrainGemma3DLib.io.atomic import replace_dir
+from BrainGemma3DLib.io.errors import InputError
 
-SAMPLE = (
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
 QUICK = ["--quiet", "--drafts", "0"]
 EXPLAIN = ["--explain", "--samples", "20", "--supervoxels", "12", "--batch-size", "8"]
 SET = ("report.json", "report.txt", "report.pdf", "attribution.nii.gz", "attribution.seg.nrrd")
@@ -124,7 +119,7 @@ CRASH = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from BrainGemma3DLib import atomic
+    from BrainGemma3DLib.io import atomic
     out, when = Path(sys.argv[1]), sys.argv[2]
     if when == "between-renames":
         atomic._exchange = lambda a, b: False
@@ -159,12 +154,12 @@ def test_after_kill_9_the_old_set_is_there_and_the_next_run_cleans_up(tmp_path, 
 
 
 def test_a_full_disk_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, monkeypatch):
-    from BrainGemma3DLib import report
+    from BrainGemma3DLib.app import pipeline
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report, "write_report", full)
+    monkeypatch.setattr(pipeline, "write_report", full)
     out = tmp_path / "case"
     assert main(["report", str(SAMPLE), "--out", str(out), *QUICK]) == 2
     err = _err(capsys)

@@ -23,9 +23,9 @@ def requirement_name(line: str) -> str:
 
 def test_pyproject_entry_points():
     tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["name"] == "braingemma3d"
-    assert project["scripts"]["braingemma3d"] == "BrainGemma3DLib.cli:main"
+    assert project["scripts"]["braingemma3d"] == "BrainGemma3DLib.app.cli:main"
     deps = {requirement_name(d): d for d in project["dependencies"]}
     assert "==" not in deps["numpy"] and "==" not in deps["simpleitk"]
 
@@ -48,24 +48,25 @@ def test_demo_weights_are_small_safe_and_documented():
     assert not [p for p in files if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt")]  # safetensors only
     import json
 
-    held = json.loads((weights / "heldout_metrics.json").read_text())
+    held = json.loads((weights / "heldout_metrics.json").read_text(encoding="utf-8"))
     assert held["split"] == "all" and held["cases"] >= 100
-    assert "synthetic phantoms" in (REPO / "README.md").read_text()
+    assert "synthetic phantoms" in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_demo_weights_write_the_sample_case_report():
     """`--model demo` reads the bundled sample case: its side and its lobe, as its truth.json says."""
     import json
 
-    from BrainGemma3DLib.entities import extract
+    from BrainGemma3DLib.io.volume import load_volume
     from BrainGemma3DLib.model import load
-    from BrainGemma3DLib.volume import load_volume
+    from BrainGemma3DLib.reporting.entities import extract
 
     case = REPO / "Resources" / "Samples" / "BrainGemma3DSample" / "MICCAI_BraTS2020_TrainingData"
     case = case / "BraTS20_Training_001"
-    truth = json.loads((case / "truth.json").read_text())
+    truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
     model = load("demo", device="cpu")
-    draft = model.generate(load_volume(case / "BraTS20_Training_001_flair.nii.gz"))[0]
+    grid, _mapping = load_volume(case / "BraTS20_Training_001_flair.nii.gz").to_model_grid(model.cfg.grid)
+    draft = model.generate(grid)[0]
     found = extract(draft.text)
     assert found.laterality == truth["hemisphere"], draft.text
     assert set(found.lobes) & set(truth["lobes"]), draft.text

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from BrainGemma3DLib.errors import InputError
-from BrainGemma3DLib.keyimages import default_point, key_images
-from BrainGemma3DLib.pdf import SIGNATURE_BOX, build_pdf, load_bundle, read_bundle, report_with_text
-from BrainGemma3DLib.report import NOTICE, build_report
-from BrainGemma3DLib.volume import Volume
+from BrainGemma3DLib.io.errors import InputError
+from BrainGemma3DLib.io.volume import Volume
+from BrainGemma3DLib.reporting.keyimages import default_point, key_images
+from BrainGemma3DLib.reporting.pdf import SIGNATURE_BOX, build_pdf, load_bundle, read_bundle, report_with_text
+from BrainGemma3DLib.reporting.report import NOTICE, build_report
 
 #: A bright blob on the patient's LEFT (RAS x < 0), ANTERIOR (y > 0) and SUPERIOR (z > 0): one blob checks
 #: both image axes of every view.

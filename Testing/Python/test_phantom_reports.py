@@ -14,13 +14,14 @@ import pytest
 
 from BrainGemma3DLib.phantoms import reports
 from BrainGemma3DLib.phantoms.reports import write_healthy_report, write_report
+from BrainGemma3DLib.reporting import vocabulary
 
 LOBES = ("frontal", "parietal", "temporal", "occipital")
 KEYWORDS = {
     "edema": {"edema"},
     "necrosis": {"necrosis", "necrotic"},
     "enhancement": {"enhancement", "enhancing"},
-    "compression": {"compression", "compressed"},
+    "mass_effect": {"compression", "compressed"},
 }
 CUES = {"no", "not", "without", "absent"}
 WINDOW = 6
@@ -191,7 +192,7 @@ FIXED = {
     "healthy": False,
     "hemisphere": "left",
     "lobes": ["frontal", "parietal"],
-    "findings": {"edema": True, "necrosis": True, "enhancement": False, "compression": True},
+    "findings": {"edema": True, "necrosis": True, "enhancement": False, "mass_effect": True},
     "tumour_volume_ml": 25.0,
     "edema_volume_ml": 30.0,
     "midline_shift_mm": 4.2,
@@ -283,7 +284,8 @@ def test_healthy_reports():
 
 def test_exported_vocabulary_matches_the_contract():
     assert {k: set(v) for k, v in reports.FINDING_KEYWORDS.items()} == KEYWORDS
-    assert set(reports.NEGATION_CUES) == CUES
+    assert CUES <= set(reports.NEGATION_CUES)  # the reports negate only with cues the reader knows
+    assert reports.NEGATION_CUES is vocabulary.NEGATION_CUES  # one list, shared by writer and reader
     assert reports.NEGATION_WINDOW == WINDOW
     assert set(reports.LESION_WORDS) == LESION_NOUNS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from BrainGemma3DLib.phantoms import make_case
 from BrainGemma3DLib.phantoms.dataset import STORAGE_VARIANTS

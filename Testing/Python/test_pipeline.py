@@ -7,19 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import SAMPLE
 
-SAMPLE = (
-    REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
-)
 FAST = ["--samples", "40", "--supervoxels", "20", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     out = tmp_path_factory.mktemp("report") / "case"
     code = main(
@@ -90,7 +85,7 @@ def test_pdf_is_a_draft_with_the_notice_and_the_given_fields(explained):
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, make, problem):
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     path = make(tmp_path)
     out = tmp_path / "out"
@@ -109,8 +104,8 @@ def _four_d(folder):
 
 
 def test_cancel_leaves_no_partial_output(tmp_path):
+    from BrainGemma3DLib.app.pipeline import ReportRequest, run_report
     from BrainGemma3DLib.explain import Cancelled, ExplainOptions
-    from BrainGemma3DLib.pipeline import ReportRequest, run_report
 
     stages: list[str] = []
     out = tmp_path / "cancelled"
@@ -129,7 +124,7 @@ def test_cancel_leaves_no_partial_output(tmp_path):
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -138,7 +133,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
 
 
 def test_a_folder_without_dicom_is_our_one_line_and_nothing_from_itk(tmp_path, capfd):
-    from BrainGemma3DLib.cli import main
+    from BrainGemma3DLib.app.cli import main
 
     folder = tmp_path / "not-dicom"
     folder.mkdir()

@@ -8,9 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BLOB_RADIUS, BLOB_RAS, sample_head, variant_affine
+from helpers import BLOB_RADIUS, BLOB_RAS, sample_head, variant_affine
 
-from BrainGemma3DLib.report import (
+from BrainGemma3DLib.io.volume import GridMapping, Volume
+from BrainGemma3DLib.reporting.report import (
     BILATERAL_MIN_FRACTION,
     NOTICE,
     SCHEMA_VERSION,
@@ -23,7 +24,6 @@ from BrainGemma3DLib.report import (
     structured_entities,
     write_report,
 )
-from BrainGemma3DLib.volume import GridMapping, Volume
 
 SHAPE = (20, 40, 48)  # (D, H, W)
 SPACING = 2.0

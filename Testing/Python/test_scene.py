@@ -1,4 +1,4 @@
-"""Scene glue (BrainGemma3DLib.scene) headless, with Slicer's real MRML classes from the slicer-core wheel.
+"""Scene glue (BrainGemma3DLib.slicer.scene) headless, with Slicer's real MRML classes (slicer-core wheel).
 
 What matters to the radiologist: the worker sees the volume exactly where Slicer shows it (oblique grids and
 parent transforms included) without the user's node being touched, and the attribution overlay lands on the
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, rotation
+from helpers import REPO, rotation
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML classes) is not installed")
 slicerio = pytest.importorskip("slicerio", reason="slicerio is not installed")
 nrrd = pytest.importorskip("nrrd", reason="pynrrd is not installed")
 
-from BrainGemma3DLib import scene as bscene  # noqa: E402
-from BrainGemma3DLib.errors import InputError  # noqa: E402
-from BrainGemma3DLib.volume import RAS_FROM_LPS, load_volume  # noqa: E402
+from BrainGemma3DLib.io.errors import InputError  # noqa: E402
+from BrainGemma3DLib.io.volume import RAS_FROM_LPS, load_volume  # noqa: E402
+from BrainGemma3DLib.slicer import scene as bscene  # noqa: E402
 
 SHAPE = (18, 22, 14)
 
@@ -403,9 +403,9 @@ def test_library_imports_without_slicer():
     """Only the scene module needs Slicer: the package and its volume I/O import with slicer blocked."""
     code = (
         "import sys; sys.modules['slicer'] = None\n"
-        "import BrainGemma3DLib, BrainGemma3DLib.volume, BrainGemma3DLib.atomic\n"
-        "try:\n    import BrainGemma3DLib.scene\nexcept ImportError as e:\n    print('blocked:', e)\n"
+        "import BrainGemma3DLib, BrainGemma3DLib.io.volume, BrainGemma3DLib.io.atomic\n"
+        "try:\n    import BrainGemma3DLib.slicer.scene\nexcept ImportError as e:\n    print('blocked:', e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert "blocked: BrainGemma3DLib.scene needs 3D Slicer" in result.stdout
+    assert "blocked: BrainGemma3DLib.slicer.scene needs 3D Slicer" in result.stdout

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from BrainGemma3DLib.cli import main
-from BrainGemma3DLib.errors import InputError
-from BrainGemma3DLib.pdf import build_pdf, read_bundle
-from BrainGemma3DLib.report import NOTICE, build_report
-from BrainGemma3DLib.signing import make_test_certificate, sign_pdf, verify_pdf
+from BrainGemma3DLib.app.cli import main
+from BrainGemma3DLib.io.errors import InputError
+from BrainGemma3DLib.reporting.pdf import build_pdf, read_bundle
+from BrainGemma3DLib.reporting.report import NOTICE, build_report
+from BrainGemma3DLib.reporting.signing import make_test_certificate, sign_pdf, verify_pdf
 
 AI_TEXT = (
     "Findings: A mass in the left temporal lobe with surrounding edema.\n"
@@ -336,7 +336,7 @@ def _countersign(pdf: bytes, key: Path, cert: Path, name: str) -> bytes:
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
 
-    from BrainGemma3DLib.signing import _load_pem_pair, _pyhanko_signer
+    from BrainGemma3DLib.reporting.signing import _load_pem_pair, _pyhanko_signer
 
     meta = signers.PdfSignatureMetadata(
         field_name="Countersignature",

@@ -364,7 +364,7 @@ def test_every_parameter_is_bound_to_a_widget_that_can_show_it():
     assert bound["outputPdfPath"].findtext("property[@name='filters']/set").count("Writable") == 1
 
 
-def test_the_panel_state_is_the_issue_s():
+def test_the_panel_state_has_every_control_the_design_names():
     fields = parameter_fields()
     assert {
         "inputVolume", "t1ceVolume", "t2Volume", "modelSource", "checkpointFolder", "medSigLipFolder",

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import run_cli, sample_head, variant_affine, write_dicom_series, write_nifti, write_nrrd
+from helpers import run_cli, sample_head, variant_affine, write_dicom_series, write_nifti, write_nrrd
 
-from BrainGemma3DLib.errors import InputError
-from BrainGemma3DLib.volume import Volume, load_study, load_volume
+from BrainGemma3DLib.io.errors import InputError
+from BrainGemma3DLib.io.volume import Volume, load_study, load_volume
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,9 @@ def test_formats_agree(head, suffix):
     elif suffix in (".nrrd", ".mha"):
         write_nrrd(path, data, affine)
     else:  # detached header + raw data, written by SimpleITK
-        from conftest import _sitk_image
+        from helpers import sitk_image
 
-        sitk.WriteImage(_sitk_image(data, affine), str(path))
+        sitk.WriteImage(sitk_image(data, affine), str(path))
     vol = load_volume(path)
     assert np.allclose(vol.affine, affine, atol=1e-4)
     assert np.allclose(vol.data[0], data)
@@ -57,15 +57,15 @@ def test_formats_agree(head, suffix):
 
 def test_detached_header_hash_covers_voxels(head, tmp_path):
     root, affine, data = head
-    from conftest import _sitk_image
+    from helpers import sitk_image
 
     path = tmp_path / "d.mhd"
-    sitk.WriteImage(_sitk_image(data, affine), str(path))
+    sitk.WriteImage(sitk_image(data, affine), str(path))
     first = load_volume(path).sha256
     raw = next(p for p in tmp_path.iterdir() if p.suffix in (".raw", ".zraw"))
     changed = data.copy()
     changed[10, 10, 10] += 1
-    sitk.WriteImage(_sitk_image(changed, affine), str(path))
+    sitk.WriteImage(sitk_image(changed, affine), str(path))
     assert raw.exists() and load_volume(path).sha256 != first
 
 
@@ -278,20 +278,3 @@ def test_foreground_fills_dark_ventricles_and_normalises_inside_it(head):
     assert (grid[0][~mapping.foreground] == 0).all()
     inside = grid[0][mapping.foreground]
     assert np.percentile(inside, 99.5) == pytest.approx(0.75, abs=0.02) and inside.max() <= 1.0
-
-
-def test_bench_io_json(tmp_path):
-    import json
-
-    out = tmp_path / "bench.json"
-    result = run_cli("bench", "io", "--repeat", "1", "--json", str(out))
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(out.read_text())
-    comparisons = [r for r in rows if "ratio" in r]
-    singles = [r for r in rows if "value" in r]
-    assert len(comparisons) == 2 and len(singles) == 3
-    for r in comparisons:
-        assert r["ours_s"] > 0 and r["reference_s"] > 0
-        assert r["ratio"] == pytest.approx(r["reference_s"] / r["ours_s"], rel=0.05)
-    assert {r["unit"] for r in singles} == {"MB", "x"} and all(r["value"] > 0 for r in singles)
-    assert "ratio" in result.stdout

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import (
+from helpers import (
     BLOB_RADIUS,
     BLOB_RAS,
     sample_head,
@@ -20,7 +20,7 @@ from conftest import (
     write_nrrd,
 )
 
-from BrainGemma3DLib.volume import load_volume
+from BrainGemma3DLib.io.volume import load_volume
 
 GRID = (48, 96, 96)
 VARIANTS = ["RAS", "LAS", "LPS", "oblique"]

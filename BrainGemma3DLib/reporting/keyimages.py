@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from .volume import Volume
+from ..io.volume import Volume
 
 __all__ = ["OVERLAY_MIN_FRACTION", "VIEWS", "default_point", "foreground_box", "key_images"]
 

@@ -17,16 +17,16 @@ import copy
 import json
 import os
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from .atomic import write_text_atomic
+from ..io.atomic import write_text_atomic
+from ..io.stamps import utc_iso
+from ..io.volume import GridMapping
 from .entities import extract
-from .phantoms.reports import LOBES
-from .volume import GridMapping
+from .vocabulary import FINDINGS, LOBES
 
 __all__ = [
     "BILATERAL_MIN_FRACTION",
@@ -53,8 +53,6 @@ BILATERAL_MIN_FRACTION = 0.35
 #: 0.3 means a 65 % / 35 % split: with BILATERAL_MIN_FRACTION = 0.35, a side is named exactly when it
 #: is strong.
 STRONG_LATERALISATION = 0.3
-#: Entity findings in report.json, in their fixed order.
-FINDING_KEYS = ("edema", "necrosis", "enhancement", "mass_effect")
 
 # --- sections -----------------------------------------------------------------------------------------------
 
@@ -205,17 +203,12 @@ def structured_entities(text: str) -> dict:
     None (not mentioned), so a reader can tell "denied" from "not looked at".  ``mass_effect`` gathers the
     ways a report says the lesion pushes on its surroundings: ventricular compression, mass effect, midline
     shift, effacement, herniation; a positive statement anywhere wins over a denial elsewhere, as in
-    :func:`BrainGemma3DLib.entities.extract`.  Lobes come in the fixed order of
-    :data:`~BrainGemma3DLib.phantoms.reports.LOBES`, so two reports naming the same lobes compare equal.
+    :func:`BrainGemma3DLib.reporting.entities.extract`.  Lobes come in the fixed order of
+    :data:`~BrainGemma3DLib.reporting.vocabulary.LOBES`, so two reports naming the same lobes compare equal.
     """
     plain = extract(text)
     rewritten = extract(_mass_effect_text(text))
-    findings = {
-        "edema": plain.findings.get("edema"),
-        "necrosis": plain.findings.get("necrosis"),
-        "enhancement": plain.findings.get("enhancement"),
-        "mass_effect": rewritten.findings.get("compression"),
-    }
+    findings = {f: (rewritten if f == "mass_effect" else plain).findings.get(f) for f in FINDINGS}
     return {
         "laterality": plain.laterality,
         "lobes": [lobe for lobe in LOBES if lobe in plain.lobes],
@@ -235,16 +228,7 @@ def _x_axis(grid_affine: np.ndarray) -> int:
     return int(np.argmax(row))
 
 
-def _world_x(grid_affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """RAS x (mm) of every grid voxel centre, shape ``shape`` (computed from the affine, any direction)."""
-    a = np.asarray(grid_affine, dtype=np.float64)
-    d, h, w = (np.arange(n, dtype=np.float64) for n in shape)
-    return (
-        (a[0, 0] * d)[:, None, None] + (a[0, 1] * h)[None, :, None] + (a[0, 2] * w)[None, None, :] + a[0, 3]
-    )
-
-
-def _midline_x(brain: np.ndarray, grid_affine: np.ndarray) -> float:
+def _midline_x(brain: np.ndarray, mapping: GridMapping) -> float:
     """World x (mm) of the brain's mid-sagittal line: weighted median of the mask's row midpoints.
 
     Why this estimate: the outline of the brain (or head) is mirror-symmetric about the mid-sagittal plane,
@@ -256,8 +240,7 @@ def _midline_x(brain: np.ndarray, grid_affine: np.ndarray) -> float:
     brain: a head tilted by a few degrees moves the true plane by a few mm away from the centre, which only
     matters for evidence near the midline, and that is counted as bilateral anyway.
     """
-    a = np.asarray(grid_affine, dtype=np.float64)
-    k = _x_axis(a)
+    k = _x_axis(mapping.grid_affine)
     rows = np.moveaxis(brain, k, -1)  # (P, Q, N): each [p, q] is one row along the right-left axis
     n = rows.shape[-1]
     has = rows.any(axis=-1)
@@ -270,7 +253,7 @@ def _midline_x(brain: np.ndarray, grid_affine: np.ndarray) -> float:
     ends = []
     for along in (first[p, q], last[p, q]):
         index[:, k] = along
-        ends.append(index @ a[0, :3] + a[0, 3])
+        ends.append(mapping.grid_to_world(index)[:, 0])
     mid = (ends[0] + ends[1]) / 2.0
     weight = (last[p, q] - first[p, q] + 1).astype(np.float64)
     order = np.argsort(mid)
@@ -312,7 +295,7 @@ def attribution_side(attribution: np.ndarray, mapping: GridMapping, brain: np.nd
         raise ValueError(f"brain mask shape {mask.shape} is not the grid shape {shape}")
     if not mask.any():
         mask = np.ones(shape, dtype=bool)
-    midline = _midline_x(mask, mapping.grid_affine)
+    midline = _midline_x(mask, mapping)
     positive = np.where(mask & np.isfinite(att) & (att > 0), att, 0.0)
     total = float(positive.sum())
     if not total > 0:
@@ -324,7 +307,7 @@ def attribution_side(attribution: np.ndarray, mapping: GridMapping, brain: np.nd
             "peak_ras": None,
             "midline_ras_x": round(midline, 2),
         }
-    x = _world_x(mapping.grid_affine, shape)
+    x = mapping.world_coordinates()[..., 0]
     left = float(positive[x < midline].sum())  # RAS: smaller x = patient's left
     right = float(positive[x > midline].sum())
     on_line = total - left - right  # voxels exactly on the midline count half to each side
@@ -395,10 +378,6 @@ def consistency_warnings(entities: dict, side: dict | None) -> list[str]:
 # --- report.json / report.txt -------------------------------------------------------------------------------
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_report(
     text: str,
     *,
@@ -408,13 +387,16 @@ def build_report(
     attribution_side: dict | None = None,
     warnings: list[str] | None = None,
     created: str | None = None,
+    decoding: dict | None = None,
+    explanation: dict | None = None,
 ) -> dict:
-    """The report.json dict (DESIGN.md §5) of a generated draft.
+    """The report.json dict (DESIGN.md §5) of a generated draft: the one place it is assembled.
 
-    ``status`` is "draft": only signing makes it final.  ``warnings`` holds the left/right consistency check
-    (computed here from the text and ``attribution_side``) followed by the caller's own warnings, without
-    repeats.  ``created`` defaults to now, ISO 8601 UTC to the second ("2026-11-23T08:00:00Z").  The given
-    dicts are copied, so later changes by the caller do not alter the report.
+    ``decoding`` (how the draft was chosen) and ``explanation`` (the LIME summary and the segments written)
+    are included when given.  ``status`` is "draft": only signing makes it final.  ``warnings`` holds the
+    left/right consistency check (computed here from the text and ``attribution_side``) followed by the
+    caller's own warnings, without repeats.  ``created`` defaults to now, ISO 8601 UTC to the second
+    ("2026-11-23T08:00:00Z").  The given dicts are copied, so later changes by the caller do not alter it.
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be a string, got {type(text).__name__}")
@@ -424,11 +406,11 @@ def build_report(
     for warning in [*consistency_warnings(entities, side), *(warnings or [])]:
         if warning not in all_warnings:
             all_warnings.append(str(warning))
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "status": "draft",
         "notice": NOTICE,
-        "created": created or _utc_now(),
+        "created": created or utc_iso(),
         "text": text,
         "sections": split_sections(text),
         "entities": entities,
@@ -438,6 +420,11 @@ def build_report(
         "input": copy.deepcopy(dict(input)),
         "timings": copy.deepcopy(dict(timings)),
     }
+    if decoding is not None:
+        report["decoding"] = copy.deepcopy(dict(decoding))
+    if explanation is not None:
+        report["explanation"] = copy.deepcopy(dict(explanation))
+    return report
 
 
 def agreement_sentence(report: dict) -> str:
@@ -448,7 +435,7 @@ def agreement_sentence(report: dict) -> str:
     agreement = decoding.get("agreement")
     if not agreement or report.get("edited"):
         return ""
-    names = {"laterality": "side", "lesion": "lesion", "lobes": "lobes", "compression": "mass effect"}
+    names = {"laterality": "side", "lesion": "lesion", "lobes": "lobes", "mass_effect": "mass effect"}
     ranked = sorted(agreement.items(), key=lambda kv: (kv[1], kv[0]))
     parts = ", ".join(f"{names.get(k, k)} {round(100 * v)}\u00a0%" for k, v in ranked)
     return f"Model agreement (share of its {decoding.get('drafts', '?')} drafts stating the same): {parts}."

@@ -17,10 +17,10 @@ import threading
 class EngineError(RuntimeError):
     """A failed request, as the panel shows it: one clear message, flags to act on, details for the box."""
 
-    def __init__(self, message, *, cancelled=False, outOfMemory=False, debug=None):
+    def __init__(self, message, *, cancelled=False, out_of_memory=False, debug=None):
         super().__init__(message)
         self.cancelled = cancelled
-        self.outOfMemory = outOfMemory
+        self.out_of_memory = out_of_memory
         self.debug = debug
 
 
@@ -38,9 +38,9 @@ class EngineProcess:
     and the log's tail explains a crash.
     """
 
-    def __init__(self, command, *, env, cwd, logPath):
-        self.logPath = pathlib.Path(logPath)
-        self._log = open(self.logPath, "w", encoding="utf-8")  # closed in close(), with the process
+    def __init__(self, command, *, env, cwd, log_path):
+        self.log_path = pathlib.Path(log_path)
+        self._log = open(self.log_path, "w", encoding="utf-8")  # closed in close(), with the process
         flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0  # no console window on Windows
         self.process = subprocess.Popen(
             command,
@@ -96,16 +96,16 @@ class EngineProcess:
     def running(self):
         return self.process.poll() is None
 
-    def returnCode(self):
+    def return_code(self):
         try:
             return self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
 
-    def logTail(self, characters=3000):
+    def log_tail(self, characters=3000):
         self._log.flush()
         try:
-            return self.logPath.read_text(encoding="utf-8", errors="replace")[-characters:]
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-characters:]
         except OSError:
             return ""
 
@@ -136,13 +136,13 @@ class EngineProcess:
 class Job:
     """One Generate: the requests it sends in order (load, then report) and where its events go."""
 
-    def __init__(self, requests, onProgress, onFinished):
+    def __init__(self, requests, on_progress, on_finished):
         self.requests = requests
         self.index = 0
-        self.onProgress = onProgress
-        self.onFinished = onFinished
-        self.cancelRequested = False
+        self.on_progress = on_progress
+        self.on_finished = on_finished
+        self.cancel_requested = False
 
     @property
-    def currentId(self):
+    def current_id(self):
         return self.requests[self.index]["id"]

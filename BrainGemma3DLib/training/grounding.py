@@ -3,9 +3,8 @@ of the brain holds, using the tumour labels BraTS ships with every case (and hea
 
 Why: the report's words give a weak, indirect signal about *where* (one side word and one or two lobe words
 per report), and a model trained on them alone learns the words' prior ("left" for every lesion) instead of
-reading the image. We measured it: the demo model trained on 1,000 phantoms stayed at chance on the
-hemisphere, and so did a model trained on nothing but "the lesion is in the left/right hemisphere". With this
-loss the same model reads the side (see README, "Training"). Two small linear heads, used only in training:
+reading the image (measured in docs/training.md and docs/results.md). With this loss the same model reads the
+side. Two small linear heads, used only in training:
 
 - token level: each encoder patch token predicts, for each of the :data:`CLASSES`, "present in my patch"
   (the inflated 3D encoder);
@@ -26,7 +25,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import ModelConfig
+from ..io.volume import load_volume
+from ..model.config import ModelConfig
+from ..reporting.entities import FINDINGS, extract
 
 #: A patch token counts as lesion when at least this fraction of its voxels is lesion.
 TOKEN_THRESHOLD = 0.02
@@ -41,7 +42,6 @@ CLASSES = {"lesion": (1, 2, 4), "core": (1,), "edema": (2,), "enhancing": (4,)}
 
 def lesion_on_grid(seg_path, mapping) -> np.ndarray:
     """A BraTS label file as per-class fractions on the model grid, (len(CLASSES), D, H, W) float32."""
-    from ..volume import load_volume
 
     seg = load_volume(seg_path)
     labels = np.rint(seg.data[0])
@@ -61,7 +61,7 @@ def visual_targets(cfg: ModelConfig, lesion: torch.Tensor) -> torch.Tensor | Non
     """(B, L, D, H, W) class fractions -> (B, K, L) per visual token (the LM's order), or None."""
     b, n_cls = lesion.shape[:2]
     if cfg.encoder == "slices":
-        from .encoder import slice_positions
+        from ..model.encoder import slice_positions
 
         picked = lesion[:, :, slice_positions(cfg)]  # (B, L, N, H, W)
         pooled = F.adaptive_avg_pool2d(picked.flatten(1, 2), cfg.slice_pool)  # (B, L * N, s, s)
@@ -114,7 +114,6 @@ def finding_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     Read with the negation-aware entity reader; a report that claims no lesion denies every finding; a
     finding a report does not mention is unknown (left out of the loss).
     """
-    from ..entities import FINDINGS, extract
 
     targets = torch.zeros(len(texts), len(FINDINGS))
     known = torch.zeros(len(texts), len(FINDINGS))
@@ -139,7 +138,6 @@ class FindingHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        from ..entities import FINDINGS
 
         self.score = nn.Linear(cfg.vision_hidden, len(FINDINGS))
 

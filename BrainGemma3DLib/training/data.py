@@ -9,7 +9,7 @@ The layout is the one real BraTS/TextBraTS downloads have and ``braingemma3d pha
 Folders are found by these fixed names, never by guessing from strings. A case without a report, or without
 one of the requested sequences, is skipped and counted, so a user sees how much of the data set was used.
 The tumour labels (``_seg``) are optional: where present, training uses them to ground the visual tokens
-(see :mod:`BrainGemma3DLib.model.grounding`); healthy controls count as "no lesion anywhere".
+(see :mod:`BrainGemma3DLib.training.grounding`); healthy controls count as "no lesion anywhere".
 
 Splits are by patient (one BraTS case is one patient; a ``patient_id`` in truth.json overrides), stratified by
 healthy/pathological and hemisphere, with a fixed seed, and saved into the checkpoint; a split that would put
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..io.errors import InputError
 
 BRATS_DIR = "MICCAI_BraTS2020_TrainingData"
 TEXT_DIR = "TextBraTSData"

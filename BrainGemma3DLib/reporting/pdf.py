@@ -10,7 +10,7 @@ The draft embeds a bundle file (:data:`BUNDLE_NAME`: the report dict, the header
 base64) so that signing can rebuild the final PDF from the draft alone, without the input images or the
 model.  The final PDF embeds its own bundle too (status "signed"), so machines can read the signed report
 without parsing page text.  The bottom of the last page keeps :data:`SIGNATURE_BOX` free for the visible
-signature that :mod:`BrainGemma3DLib.signing` places there.
+signature that :mod:`BrainGemma3DLib.reporting.signing` places there.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from .atomic import atomic_path
-from .errors import InputError
+from ..io.atomic import atomic_path
+from ..io.errors import InputError
 from .report import (
     NOTICE,
     agreement_sentence,
@@ -364,10 +364,7 @@ def _entities(report: dict, width: float) -> list:
         str(entities.get("laterality") or "none"),
         lobes,
         "yes" if entities.get("lesion") else "no",
-        *(
-            _finding_word(findings.get(key, findings.get("compression") if key == "mass_effect" else None))
-            for key, _name in _FINDING_NAMES
-        ),
+        *(_finding_word(findings.get(key)) for key, _name in _FINDING_NAMES),
     ]
     cols = [0.12, 0.25, 0.09, 0.11, 0.11, 0.16, 0.16]
     table = Table(
@@ -662,7 +659,7 @@ def build_pdf(
     """Write the report PDF to ``out`` atomically and return its path.
 
     ``report``: the report.json dict (DESIGN.md §5, plus ``warnings``; a final one carries ``signed`` {by,
-    at}).  ``images``: PNG bytes by view (:func:`BrainGemma3DLib.keyimages.key_images`).  ``draft``: True
+    at}).  ``images``: PNG bytes by view (:func:`~.keyimages.key_images`).  ``draft``: True
     for the unsigned draft (DRAFT watermark, reserved signature box), False for the version to sign.
     ``text``: the radiologist's edited text, replacing the draft's (sections, entities and left/right warnings
     follow it, see :func:`report_with_text`).  ``fields``: optional header fields (:data:`FIELD_LABELS` keys);

@@ -8,7 +8,7 @@
    never for MedGemma, which stays frozen).
 3. ``lora``: peft LoRA on the LM's attention projections, plus the projector.
 
-Contrastive and warmup add the lesion-grounding loss (:mod:`BrainGemma3DLib.model.grounding`) on every case
+Contrastive and warmup add the lesion-grounding loss (:mod:`BrainGemma3DLib.training.grounding`) on every case
 whose lesion mask is known (BraTS tumour labels; healthy controls have none): without it the model learns the
 words' prior for "where" instead of reading the image. ``--grounding 0`` turns it off.
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..io.atomic import write_text_atomic
+from ..io.errors import InputError
+from ..io.volume import load_study
 from .data import make_split, scan
-from .errors import InputError
-from .model.grounding import CLASSES, FINDING_HEAD_FILE, HEAD_FILE, FindingHead, GroundingHead
+from .grounding import CLASSES, FINDING_HEAD_FILE, HEAD_FILE, FindingHead, GroundingHead, lesion_on_grid
 
 PHASES = ("contrastive", "warmup", "lora")
 
@@ -108,12 +110,12 @@ def _text_tower(model, opts: TrainOptions):
     from transformers import SiglipTextConfig, SiglipTextModel
 
     if opts.vision:
-        from .model.loading import resolve_local
+        from ..model.loading import resolve_local
 
         folder = resolve_local(opts.vision, "MedSigLIP")
         from transformers import AutoTokenizer, SiglipModel
 
-        from .model.language import refuse_custom_code
+        from ..model.safety import refuse_custom_code
 
         refuse_custom_code(folder, "MedSigLIP")
         siglip = SiglipModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
@@ -159,7 +161,8 @@ def mirror_batch(
 
 
 def _load_model(opts: TrainOptions):
-    from .model import build, from_base_models, load_checkpoint, preset
+    from ..model import from_base_models, load_checkpoint, preset
+    from .tokenizer import fresh_model
 
     if opts.init:
         return load_checkpoint(opts.init, vision=opts.vision, lm=opts.lm, device="cpu")
@@ -170,7 +173,7 @@ def _load_model(opts: TrainOptions):
             raise InputError("--preset medgemma needs --vision and --lm folders (or --init)")
         return from_base_models(cfg, opts.vision, opts.lm, device="cpu")
     torch.manual_seed(opts.seed)
-    return build(cfg)
+    return fresh_model(cfg)
 
 
 def _trainable(model, phase: str, opts: TrainOptions) -> list[nn.Parameter]:
@@ -224,8 +227,6 @@ class Prepared:
 
 def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     """One case on the model grid (and its lesion classes where known); runs in a worker process too."""
-    from .model.grounding import lesion_on_grid
-    from .volume import load_study
 
     rec, grid, lesions = task
     study = load_study([rec.images[s] for s in rec.images])
@@ -256,7 +257,6 @@ def prepare_cases(records, grid, progress: bool, *, lesions: bool = True, worker
     }
     if workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
 
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
@@ -269,13 +269,8 @@ def prepare_cases(records, grid, progress: bool, *, lesions: bool = True, worker
     return Prepared(arrays, [rec.report for rec in records], lesion, torch.tensor(known, dtype=torch.bool))
 
 
-def train(opts: TrainOptions) -> dict:
-    """Run one phase (see the module docstring); returns the final training state."""
-    from accelerate import Accelerator
-    from tqdm import tqdm
-
-    from .model.loading import save
-
+def check_options(opts: TrainOptions) -> None:
+    """Refuse options that cannot train, before anything is read or written."""
     if opts.phase not in PHASES:
         raise InputError(f"--phase must be one of {', '.join(PHASES)}")
     if opts.schedule not in ("cosine", "constant"):
@@ -290,27 +285,13 @@ def train(opts: TrainOptions) -> dict:
         raise InputError(f"--workers must be at least 1 (got {opts.workers})")
     if opts.epochs < 1 or opts.batch_size < 1 or opts.grad_accum < 1 or opts.lr <= 0:
         raise InputError("--epochs, --batch-size and --grad-accum must be >= 1 and --lr > 0")
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "train_state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state and state.get("phase") != opts.phase:
-        raise InputError(
-            f"folder holds a {state.get('phase')} run; use a new --out for phase {opts.phase}", out
-        )
-    resume_from = state.get("last_checkpoint")
-    if resume_from:
-        opts.init = str(out / resume_from)
-
     if (opts.train_lm or opts.train_encoder) and (opts.phase != "warmup" or opts.preset == "medgemma"):
         raise InputError("--train-lm/--train-encoder are for the warmup phase of the demo preset")
-    model = _load_model(opts)
-    found = scan(opts.data, opts.sequences)
-    if model.cfg.in_channels != len(opts.sequences):
-        raise InputError(
-            f"the model takes {model.cfg.in_channels} channel(s); --sequences gives {len(opts.sequences)}"
-        )
-    saved_split = None if opts.new_split else (getattr(model, "split", None) or _split_of(opts.init))
+
+
+def _choose_split(opts: TrainOptions, found) -> dict:
+    """The --init checkpoint's split (the same test cases through every phase), or a new one."""
+    saved_split = None if opts.new_split else _split_of(opts.init)
     if saved_split:
         listed = {c for name in ("train", "val", "test") for c in saved_split.get(name, [])}
         present = {c.case_id for c in found.cases}
@@ -321,20 +302,51 @@ def train(opts: TrainOptions) -> dict:
                 "(never to evaluate on cases the earlier phase trained on)",
                 opts.data,
             )
-    split = saved_split or make_split(found.cases, seed=opts.seed)
-    by_id = {c.case_id: c for c in found.cases}
-    train_recs = [by_id[c] for c in split["train"] if c in by_id]
-    val_recs = [by_id[c] for c in split["val"] if c in by_id]
-    if opts.max_cases:
-        train_recs, val_recs = train_recs[: opts.max_cases], val_recs[: max(1, opts.max_cases // 4)]
-    if not train_recs or not val_recs:
-        raise InputError("the split has no training or no validation case; add cases", opts.data)
-    grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
-    train_set = prepare_cases(
-        train_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers
-    )
-    val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
-    grounded = grounded and bool(train_set.labelled.any())
+    return saved_split or make_split(found.cases, seed=opts.seed)
+
+
+@dataclass
+class _Run:
+    """What one phase trains: the model, the optional heads, the optimiser, and how a batch is scored."""
+
+    opts: TrainOptions
+    accelerator: object
+    model: nn.Module  # as prepared by accelerate (what backward/step act on)
+    core: nn.Module  # the unwrapped BrainGemma3D
+    optimizer: torch.optim.Optimizer
+    head: nn.Module | None = None  # contrastive phase: image vs text embedding
+    text_tok: object = None
+    max_len: int = 64
+    grounder: nn.Module | None = None  # lesion grounding on the visual tokens
+    finder: nn.Module | None = None  # finding presence on the visual tokens
+
+    def batch_loss(self, x: torch.Tensor, texts: list[str], lesion=None, labelled=None):
+        """(the phase's own loss, the grounding loss or None, the finding loss or None) for one batch."""
+        x = x.to(self.accelerator.device)
+        if self.opts.phase == "lora":
+            return self.core.loss(x, texts), None, None
+        patches, compressed = self.core.encode(x)
+        if self.opts.phase == "contrastive":
+            ids = self.text_tok(
+                texts, padding="max_length", truncation=True, max_length=self.max_len, return_tensors="pt"
+            )["input_ids"].to(self.accelerator.device)
+            main = self.head(compressed, ids)
+        else:
+            main = self.core.text_loss(self.core.project(compressed), texts)
+        ground = None
+        if self.grounder is not None and lesion is not None and bool(labelled.any()):
+            keep = labelled.to(x.device)
+            ground = self.grounder(
+                patches[keep] if patches is not None else None,
+                compressed[keep],
+                lesion.to(x.device, torch.float32)[keep],
+            )
+        return main, ground, (self.finder(compressed, texts) if self.finder is not None else None)
+
+
+def _set_up(opts: TrainOptions, model, grounded: bool) -> _Run:
+    """The trainable parameters, the phase's heads and the optimiser, prepared by accelerate."""
+    from accelerate import Accelerator
 
     accelerator = Accelerator(
         cpu=opts.device == "cpu",
@@ -342,7 +354,7 @@ def train(opts: TrainOptions) -> dict:
         mixed_precision="bf16" if torch.cuda.is_available() and opts.device != "cpu" else "no",
     )
     params = _trainable(model, opts.phase, opts)
-    head = None
+    head, text_tok, max_len = None, None, 64
     if opts.phase == "contrastive":
         tower, text_tok, max_len = _text_tower(model, opts)
         head = ContrastiveHead(model.cfg.vision_hidden, tower, opts.loss, train_text=not opts.vision)
@@ -359,127 +371,164 @@ def train(opts: TrainOptions) -> dict:
         params += list(finder.parameters())
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if head is not None:
-        head = accelerator.prepare(head)
-    if grounder is not None:
-        grounder = accelerator.prepare(grounder)
-    if finder is not None:
-        finder = accelerator.prepare(finder)
+    head, grounder, finder = (
+        accelerator.prepare(m) if m is not None else None for m in (head, grounder, finder)
+    )
     core = accelerator.unwrap_model(model)
+    return _Run(opts, accelerator, model, core, optimizer, head, text_tok, max_len, grounder, finder)
 
-    def batch_loss(x: torch.Tensor, texts: list[str], lesion=None, labelled=None):
-        """(the phase's own loss, the grounding loss or None, the finding loss or None) for one batch."""
-        x = x.to(accelerator.device)
-        if opts.phase == "lora":
-            return core.loss(x, texts), None, None
-        patches, compressed = core.encode(x)
-        if opts.phase == "contrastive":
-            ids = text_tok(
-                texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
-            )["input_ids"].to(accelerator.device)
-            main = head(compressed, ids)
-        else:
-            main = core.text_loss(core.project(compressed), texts)
-        ground = None
-        if grounder is not None and lesion is not None and bool(labelled.any()):
-            keep = labelled.to(x.device)
-            ground = grounder(
-                patches[keep] if patches is not None else None,
-                compressed[keep],
-                lesion.to(x.device, torch.float32)[keep],
-            )
-        return main, ground, (finder(compressed, texts) if finder is not None else None)
 
-    log_path = out / "metrics.jsonl"
+def _train_epoch(run: _Run, train_set: Prepared, epoch: int, rng: np.random.Generator) -> dict:
+    """One pass over the training cases in a seeded order; returns the mean losses and the case count."""
+    from tqdm import tqdm
+
+    opts = run.opts
+    run.model.train()
+    order = rng.permutation(len(train_set.texts))
+    losses, ground_losses, finding_losses = [], [], []
+    batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
+    if opts.phase == "contrastive":
+        batches = [b for b in batches if len(b) > 1] or batches  # contrastive needs negatives
+    bar = tqdm(
+        batches, desc=f"{opts.phase} epoch {epoch}/{opts.epochs}", disable=not opts.progress, file=sys.stderr
+    )
+    for step, idx in enumerate(bar):
+        rate = learning_rate(opts, (epoch - 1) * len(batches) + step, opts.epochs * len(batches))
+        for group in run.optimizer.param_groups:
+            group["lr"] = rate
+        with run.accelerator.accumulate(run.model):
+            texts = [train_set.texts[i] for i in idx]
+            xb, tb, lb = mirror_batch(train_set.x[idx], texts, opts.mirror, rng, train_set.lesions_of(idx))
+            loss, ground, finding = run.batch_loss(xb, tb, lb, train_set.labelled[idx])
+            losses.append(float(loss.detach()))  # the phase's own loss, comparable with val_loss
+            if ground is not None:
+                ground_losses.append(float(ground.detach()))
+                loss = loss + opts.grounding * ground
+            if finding is not None:
+                finding_losses.append(float(finding.detach()))
+                loss = loss + opts.findings * finding
+            run.accelerator.backward(loss)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+    record = {"train_loss": float(np.mean(losses)), "samples": len(order)}
+    if ground_losses:
+        record["train_grounding"] = float(np.mean(ground_losses))
+    if finding_losses:
+        record["train_findings"] = float(np.mean(finding_losses))
+    return record
+
+
+@torch.no_grad()
+def _validate(run: _Run, val_set: Prepared) -> dict:
+    """Mean validation losses (the phase's own loss picks the best epoch)."""
+    run.model.eval()
+    n, size = len(val_set.texts), run.opts.batch_size
+    val_losses, val_ground, val_finding = [], [], []
+    for i in range(0, n, size):
+        idx = list(range(i, min(i + size, n)))
+        if run.opts.phase == "contrastive" and len(idx) < 2:
+            idx = list(range(max(0, n - 2), n))
+        texts = [val_set.texts[j] for j in idx]
+        main, ground, finding = run.batch_loss(
+            val_set.x[idx], texts, val_set.lesions_of(idx), val_set.labelled[idx]
+        )
+        val_losses.append(float(main))
+        if ground is not None:
+            val_ground.append(float(ground))
+        if finding is not None:
+            val_finding.append(float(finding))
+    record = {"val_loss": float(np.mean(val_losses))}
+    if val_ground:
+        record["val_grounding"] = float(np.mean(val_ground))
+    if val_finding:
+        record["val_findings"] = float(np.mean(val_finding))
+    return record
+
+
+def _save_epoch(run: _Run, folder: Path, split: dict) -> None:
+    """The epoch's checkpoint with its split and any auxiliary heads (what the next phase continues)."""
+    from safetensors.torch import save_file
+
+    from ..model.loading import save
+
+    save(run.core, folder, include_base=run.core.cfg.preset != "medgemma")
+    write_text_atomic(folder / "split.json", json.dumps(split, indent=2) + "\n")
+    for aux, file_name in ((run.grounder, HEAD_FILE), (run.finder, FINDING_HEAD_FILE)):
+        if aux is not None:
+            save_file(run.accelerator.unwrap_model(aux).state_dict(), str(folder / file_name))
+
+
+def train(opts: TrainOptions) -> dict:
+    """Run one phase (see the module docstring); returns the final training state.
+
+    Resumable: ``--out`` keeps ``train_state.json`` and one checkpoint per epoch; a re-run continues after the
+    last finished epoch on the same shuffles and learning-rate curve. ``best/`` is the epoch with the lowest
+    validation loss of the phase's own objective.
+    """
+    check_options(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "train_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state and state.get("phase") != opts.phase:
+        raise InputError(
+            f"folder holds a {state.get('phase')} run; use a new --out for phase {opts.phase}", out
+        )
+    if state.get("last_checkpoint"):
+        opts.init = str(out / state["last_checkpoint"])
+
+    model = _load_model(opts)
+    found = scan(opts.data, opts.sequences)
+    if model.cfg.in_channels != len(opts.sequences):
+        raise InputError(
+            f"the model takes {model.cfg.in_channels} channel(s); --sequences gives {len(opts.sequences)}"
+        )
+    split = _choose_split(opts, found)
+    by_id = {c.case_id: c for c in found.cases}
+    train_recs = [by_id[c] for c in split["train"] if c in by_id]
+    val_recs = [by_id[c] for c in split["val"] if c in by_id]
+    if opts.max_cases:
+        train_recs, val_recs = train_recs[: opts.max_cases], val_recs[: max(1, opts.max_cases // 4)]
+    if not train_recs or not val_recs:
+        raise InputError("the split has no training or no validation case; add cases", opts.data)
+    grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
+    train_set = prepare_cases(
+        train_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers
+    )
+    val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
+    run = _set_up(opts, model, grounded and bool(train_set.labelled.any()))
+
     start_epoch = int(state.get("epoch", 0))
     best = float(state.get("best_val_loss", math.inf))
     rng = np.random.default_rng(opts.seed)
     for _ in range(start_epoch):  # keep the shuffles identical after a resume
         rng.permutation(len(train_recs))
     for epoch in range(start_epoch + 1, opts.epochs + 1):
-        model.train()
         started = time.perf_counter()
-        order = rng.permutation(len(train_recs))
-        losses, ground_losses, finding_losses = [], [], []
-        batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
-        if opts.phase == "contrastive":
-            batches = [b for b in batches if len(b) > 1] or batches  # contrastive needs negatives
-        bar = tqdm(
-            batches,
-            desc=f"{opts.phase} epoch {epoch}/{opts.epochs}",
-            disable=not opts.progress,
-            file=sys.stderr,
-        )
-        for step, idx in enumerate(bar):
-            rate = learning_rate(opts, (epoch - 1) * len(batches) + step, opts.epochs * len(batches))
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            with accelerator.accumulate(model):
-                texts = [train_set.texts[i] for i in idx]
-                xb, tb, lb = mirror_batch(
-                    train_set.x[idx], texts, opts.mirror, rng, train_set.lesions_of(idx)
-                )
-                loss, ground, finding = batch_loss(xb, tb, lb, train_set.labelled[idx])
-                losses.append(float(loss.detach()))  # the phase's own loss, comparable with val_loss
-                if ground is not None:
-                    ground_losses.append(float(ground.detach()))
-                    loss = loss + opts.grounding * ground
-                if finding is not None:
-                    finding_losses.append(float(finding.detach()))
-                    loss = loss + opts.findings * finding
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad()
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
-        model.eval()
-        with torch.no_grad():
-            val_losses, val_ground, val_finding = [], [], []
-            for i in range(0, len(val_recs), opts.batch_size):
-                idx = list(range(i, min(i + opts.batch_size, len(val_recs))))
-                if opts.phase == "contrastive" and len(idx) < 2:
-                    idx = list(range(max(0, len(val_recs) - 2), len(val_recs)))
-                texts = [val_set.texts[j] for j in idx]
-                main, ground, finding = batch_loss(
-                    val_set.x[idx], texts, val_set.lesions_of(idx), val_set.labelled[idx]
-                )
-                val_losses.append(float(main))
-                if ground is not None:
-                    val_ground.append(float(ground))
-                if finding is not None:
-                    val_finding.append(float(finding))
-        val_loss = float(np.mean(val_losses))  # the phase's own loss picks the best epoch
+        trained = _train_epoch(run, train_set, epoch, rng)
+        validated = _validate(run, val_set)
         seconds = time.perf_counter() - started
         name = f"epoch-{epoch:03d}"
-        core.split = split
-        save(core, out / name, include_base=core.cfg.preset != "medgemma")
-        (out / name / "split.json").write_text(json.dumps(split, indent=2) + "\n")
-        for aux, file_name in ((grounder, HEAD_FILE), (finder, FINDING_HEAD_FILE)):
-            if aux is not None:
-                from safetensors.torch import save_file
-
-                save_file(accelerator.unwrap_model(aux).state_dict(), str(out / name / file_name))
-        if val_loss < best:
-            best = val_loss
+        _save_epoch(run, out / name, split)
+        if validated["val_loss"] < best:
+            best = validated["val_loss"]
             shutil.rmtree(out / "best", ignore_errors=True)
             shutil.copytree(out / name, out / "best")
         record = {
             "phase": opts.phase,
             "epoch": epoch,
-            "train_loss": round(float(np.mean(losses)), 5),
-            "val_loss": round(val_loss, 5),
+            "train_loss": round(trained["train_loss"], 5),
+            "val_loss": round(validated["val_loss"], 5),
             "seconds": round(seconds, 2),
-            "samples_per_s": round(len(order) / seconds, 2),
+            "samples_per_s": round(trained["samples"] / seconds, 2),
             "cases": len(train_recs),
         }
-        if ground_losses:
-            record["train_grounding"] = round(float(np.mean(ground_losses)), 5)
-        if val_ground:
-            record["val_grounding"] = round(float(np.mean(val_ground)), 5)
-        if finding_losses:
-            record["train_findings"] = round(float(np.mean(finding_losses)), 5)
-        if val_finding:
-            record["val_findings"] = round(float(np.mean(val_finding)), 5)
-        with open(log_path, "a", encoding="utf-8") as fh:
+        for key in ("train_grounding", "val_grounding", "train_findings", "val_findings"):
+            value = trained.get(key, validated.get(key))
+            if value is not None:
+                record[key] = round(value, 5)
+        with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         state = {
             "phase": opts.phase,
@@ -488,9 +537,7 @@ def train(opts: TrainOptions) -> dict:
             "best_val_loss": best,
             "options": {k: str(v) for k, v in vars(opts).items()},
         }
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(tmp, state_path)
+        write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
     return state
 
 

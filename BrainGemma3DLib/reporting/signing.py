@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import getpass
-import hashlib
 import io
 import json
 import logging
@@ -31,8 +30,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import InputError
+from ..io.atomic import atomic_path
+from ..io.errors import InputError
+from ..io.stamps import sha256_bytes as _sha256
+from ..io.stamps import utc_iso as _utc
 from .pdf import SIGNATURE_BOX, SIGNATURE_FIELD, build_pdf, load_bundle, report_with_text
 
 __all__ = ["make_test_certificate", "sign_pdf", "verify_pdf", "audit_path", "read_password_file"]
@@ -45,14 +46,6 @@ DEFAULT_REASON = "Radiology report approved"
 MAX_TEXT_CHARS = 200_000
 AUDIT_FORMAT = "braingemma3d-signing-audit"
 TEST_CERT_NOTICE = "BrainGemma3D throw-away test certificate - NOT FOR CLINICAL USE"
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def audit_path(signed_pdf: str | os.PathLike) -> Path:

@@ -24,14 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..explain import ExplainOptions, explain
+from ..io.volume import Volume, load_study, load_volume
+
 BRATS_SHAPE = (240, 240, 155)
 GRID = (64, 128, 128)
 
 
 def make_brats_sized_nifti(path: Path, seed: int = 0) -> Path:
     """A phantom FLAIR resampled to BraTS' 1 mm 240 x 240 x 155 grid, stored as float32 NIfTI."""
-    from .phantoms import make_case
-    from .volume import Volume
+    from ..phantoms import make_case
 
     case = make_case("lesion", 0, seed)
     flair = case.images["flair"]
@@ -65,7 +67,6 @@ def reference_preprocess(img) -> np.ndarray:
 
 def ours_io(path: str) -> np.ndarray:
     """Our loading and preprocessing."""
-    from .volume import load_volume
 
     array, _ = load_volume(path).to_model_grid(GRID)
     return array
@@ -80,7 +81,7 @@ def _peak_rss_mb(name: str, path: str) -> float:
     code = (
         "import json, resource, threading, time\n"
         "import nibabel, torch, scipy.ndimage, skimage.filters\n"
-        "from BrainGemma3DLib import bench\n"
+        "from BrainGemma3DLib.training import bench\n"
         "page = resource.getpagesize() / 2**20\n"
         "def rss():\n"
         "    with open('/proc/self/statm') as fh:\n"
@@ -112,8 +113,6 @@ def _comparison(name: str, times: dict[str, list[float]]) -> dict:
 def _preprocess_only(path: str, repeat: int) -> dict[str, list[float]]:
     """Preprocessing alone, from data already in memory (file decompression is the same for both)."""
     import nibabel as nib
-
-    from .volume import load_volume
 
     loaded = nib.load(path)
     img = nib.Nifti1Image(loaded.get_fdata(dtype=np.float32), loaded.affine)
@@ -178,25 +177,36 @@ if __name__ == "__main__":  # pragma: no cover - convenience
 # model: warm latency of one report
 # ------------------------------------------------------------------------------------------------------
 def _sample_flair() -> Path:
-    root = Path(__file__).resolve().parents[1] / "Resources" / "Samples" / "BrainGemma3DSample"
+    root = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "BrainGemma3DSample"
     return (
         root / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz"
     )
 
 
 def _timed_reports(model, volume, tokens: int, repeat: int) -> dict[str, float]:
+    """Median per-stage seconds; ``volume`` is a Volume (its placement on the grid is timed as preprocessing)
+    or model-grid arrays."""
     import torch
 
-    model.generate(volume, max_new_tokens=tokens, min_new_tokens=tokens)  # warm-up
+    def one() -> dict[str, float]:
+        start = time.perf_counter()
+        grid = volume.to_model_grid(model.cfg.grid)[0] if isinstance(volume, Volume) else volume
+        prepared = time.perf_counter() - start
+        draft = model.generate(grid, max_new_tokens=tokens, min_new_tokens=tokens)[0]
+        timings = dict(draft.timings)
+        timings["preprocess_s"] = timings.get("preprocess_s", 0.0) + prepared
+        return {**timings, "tokens": draft.num_tokens}
+
+    one()  # warm-up
     runs = []
     for _ in range(repeat):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        draft = model.generate(volume, max_new_tokens=tokens, min_new_tokens=tokens)[0]
+        timings = one()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        runs.append({**draft.timings, "total_s": time.perf_counter() - start, "tokens": draft.num_tokens})
+        runs.append({**timings, "total_s": time.perf_counter() - start})
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
@@ -215,8 +225,9 @@ def run_model(
     """
     import torch
 
-    from .model import build, preset
-    from .model.loading import DEMO_WEIGHTS, load_checkpoint
+    from ..model import preset
+    from ..model.loading import DEMO_WEIGHTS, load_checkpoint
+    from .tokenizer import fresh_model
 
     dev = torch.device(device)
     label = f"model[{preset_name}{'/' + quantize if quantize else ''}, {dev.type}]"
@@ -226,10 +237,8 @@ def run_model(
         model = _medgemma_random(quantize)
     else:
         torch.manual_seed(0)
-        model = build(preset(preset_name)).to(dev)
+        model = fresh_model(preset(preset_name)).to(dev)
     if preset_name == "demo":
-        from .volume import load_volume
-
         volume = load_volume(_sample_flair())  # preprocessing is timed as part of the report
     else:
         volume = torch.rand(1, model.cfg.in_channels, *model.cfg.grid, device=dev)
@@ -261,18 +270,18 @@ def _medgemma_random(quantize: str | None):
     """The real-size model with random weights on CUDA; the LM goes through the real (4-bit) loader."""
     import torch
 
-    from .model import preset
-    from .model.brain_model import BrainGemma3D
-    from .model.encoder import build_encoder
-    from .model.language import build_language_model, load_language_model
-    from .model.tokenizer import build_demo_tokenizer, report_corpus
+    from ..model import preset
+    from ..model.brain_model import BrainGemma3D
+    from ..model.encoder import build_encoder
+    from ..model.language import build_language_model, load_language_model
+    from .tokenizer import build_demo_tokenizer, report_corpus
 
     cfg = preset("medgemma")
     tokenizer = build_demo_tokenizer(report_corpus(100), vocab_size=1000)
     with torch.device("cuda"):
         from transformers import SiglipVisionModel
 
-        from .model.encoder import vision_config
+        from ..model.encoder import vision_config
 
         encoder = build_encoder(cfg, SiglipVisionModel(vision_config(cfg))).to(torch.bfloat16)
     if quantize == "4bit":
@@ -303,7 +312,7 @@ def run_train(
     grounding on, lora) on ``cases`` fresh phantoms (plus a few healthy controls); preprocessing is timed
     apart, as training preprocesses every case once before the first epoch.
     """
-    from .phantoms import generate
+    from ..phantoms import generate
     from .train import TrainOptions, train
 
     rows = []
@@ -351,9 +360,7 @@ def run_explain(
 ) -> list[dict]:
     """A full 3D LIME explanation of the sample case's draft, batched (ours) and one volume per forward pass
     (the published implementation's way), side by side in one run with the same perturbations."""
-    from .explain import ExplainOptions, explain
-    from .model import load
-    from .volume import load_study
+    from ..model import load
 
     model = load(model_ref, device=device)
     study = load_study([_sample_flair()])

@@ -18,17 +18,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .phantoms.reports import FINDING_KEYWORDS, LESION_WORDS, LOBES
+from .vocabulary import (
+    FINDING_KEYWORDS,
+    FINDING_SYNONYMS,
+    FINDINGS,
+    LESION_WORDS,
+    LOBES,
+    NEGATION_CUES,
+    NEGATION_WINDOW,
+    POST_NEGATIONS,
+    SCOPE_BREAKERS,
+)
 
-NEGATION_CUES = ("no", "not", "without", "absent", "absence", "negative", "free", "neither", "nor")
-POST_NEGATIONS = ("absent", "not", "none", "unremarkable")
-NEGATION_WINDOW = 6
-FINDINGS = tuple(FINDING_KEYWORDS)
-_EXTRA_KEYWORDS = {
-    "edema": ("oedema", "edematous"),
-    "enhancement": ("enhances",),
-    "compression": ("compressing", "effacement"),
-}
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -54,10 +55,6 @@ def sentences(text: str) -> list[list[str]]:
     """Lower-case word lists, one per sentence."""
     parts = re.split(r"(?<=[.!?;])\s+|\n+", text.lower())
     return [words for p in parts if (words := _WORD.findall(p))]
-
-
-#: Words that end a negation's scope ("no necrosis but marked edema": edema is present).
-SCOPE_BREAKERS = ("but", "however", "although", "whereas", "while", "though", "yet")
 
 
 def _negated(words: list[str], i: int) -> bool:
@@ -102,7 +99,7 @@ def extract(text: str) -> Entities:
             if w in LESION_WORDS and not _negated(words, i):
                 lesion = True
             for finding, keys in FINDING_KEYWORDS.items():
-                if w in keys or w in _EXTRA_KEYWORDS.get(finding, ()):
+                if w in keys or w in FINDING_SYNONYMS.get(finding, ()):
                     present = not _negated(words, i)
                     # A positive statement wins over a negated one elsewhere in the report.
                     result.findings[finding] = bool(result.findings[finding]) or present
@@ -116,3 +113,16 @@ def extract(text: str) -> Entities:
     result.lobes = lobes
     result.lesion = lesion or any(result.findings.values()) or result.laterality != "none" or bool(lobes)
     return result
+
+
+def set_f1(predicted: set, reference: set) -> float:
+    """F1 of two sets; 1.0 when both are empty (the published convention)."""
+    if not predicted and not reference:
+        return 1.0
+    if not predicted or not reference:
+        return 0.0
+    tp = len(predicted & reference)
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / len(predicted), tp / len(reference)
+    return 2 * precision * recall / (precision + recall)

@@ -3,7 +3,7 @@
 - :func:`keyword_f1` reproduces the published protocol exactly, for comparability: whole-word keyword sets
   (laterality, anatomy, pathology) from the generated and the reference text, per-case F1, 1.0 when both sets
   are empty. It ignores negation: "no necrosis" counts as naming necrosis.
-- :func:`strict_scores` compares negation-aware entities (:mod:`BrainGemma3DLib.entities`) with each case's
+- :func:`strict_scores` compares negation-aware entities (``reporting.entities``) with each case's
   ``truth.json``: hemisphere accuracy and left/right flip rate (lesion cases), lobe F1, per-finding F1,
   healthy specificity (healthy cases with no lesion claimed) and lesion sensitivity, each with a 95% bootstrap
   interval over cases.
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .entities import FINDINGS, Entities, extract
+from ..reporting.entities import FINDINGS, Entities, extract, set_f1
+from ..reporting.vocabulary import canonical_findings
 
 KEYWORD_SETS = {
     "laterality": ("left", "right", "bilateral"),
@@ -29,19 +30,6 @@ def keywords(text: str, category: str) -> set[str]:
     """Whole-word keywords of ``category`` present in ``text`` (case-insensitive)."""
     lower = text.lower()
     return {w for w in KEYWORD_SETS[category] if re.search(rf"\b{re.escape(w)}\b", lower)}
-
-
-def set_f1(predicted: set, reference: set) -> float:
-    """F1 of two sets; 1.0 when both are empty (the published convention)."""
-    if not predicted and not reference:
-        return 1.0
-    if not predicted or not reference:
-        return 0.0
-    tp = len(predicted & reference)
-    if tp == 0:
-        return 0.0
-    precision, recall = tp / len(predicted), tp / len(reference)
-    return 2 * precision * recall / (precision + recall)
 
 
 def keyword_f1(generated: str, reference: str) -> dict[str, float]:
@@ -70,7 +58,7 @@ def case_scores(entities: Entities, truth: dict) -> dict:
         row["lobe_f1"] = set_f1(set(entities.lobes), set(truth["lobes"]))
     for f in FINDINGS:
         row[f"pred_{f}"] = bool(entities.findings.get(f))
-        row[f"true_{f}"] = bool(truth["findings"][f])
+        row[f"true_{f}"] = bool(canonical_findings(truth["findings"])[f])
     return row
 
 

@@ -4,7 +4,7 @@
    ``pycocoevalcap`` package, which ships everything it needs (no download at run time): BLEU-1..4, ROUGE-L,
    CIDEr, and METEOR (its bundled METEOR 1.5 jar runs on Java; without Java, METEOR is reported as null).
    Texts are lower-cased and split into words and punctuation, as those papers do.
-2. The published keyword protocol (:func:`BrainGemma3DLib.metrics.keyword_f1`), for comparability.
+2. The published keyword protocol (:func:`BrainGemma3DLib.training.metrics.keyword_f1`), for comparability.
 3. Our strict, negation-aware scores against each case's ``truth.json`` with 95% bootstrap intervals.
 4. With ``--explain``: the 3D LIME explanation of each pathological case's draft against its tumour labels
    (tumour + edema): how often the top supervoxel lies inside the lesion, and the share of the positive
@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import scan
-from .errors import InputError
+from ..explain import explain, lesion_overlap
+from ..io.atomic import staging_dir
+from ..io.errors import InputError
+from ..io.volume import load_study
+from ..reporting.consensus import DecodingOptions, decode
+from ..reporting.entities import extract
+from .data import make_split, scan
+from .grounding import lesion_on_grid
 from .metrics import KEYWORD_SETS, keyword_f1, strict_scores
 
 SEQUENCES_BY_CHANNELS = {1: ("flair",), 2: ("flair", "t1ce"), 3: ("flair", "t1ce", "t2")}
@@ -74,23 +80,19 @@ def evaluate(
 ) -> dict:
     """Generate, score and write the three files; returns metrics.json's content.
 
-    ``decoding``: :class:`~BrainGemma3DLib.consensus.DecodingOptions` (default: the report command's
+    ``decoding``: :class:`~BrainGemma3DLib.reporting.consensus.DecodingOptions` (default: the report command's
     default, the consensus of 16 sampled drafts, so the scores are those of the drafts users get).
     """
     from tqdm import tqdm
 
-    from .atomic import staging_dir
-    from .consensus import DecodingOptions, decode
-    from .data import make_split
-    from .model import load
-    from .volume import load_study
+    from ..model import load
 
     decoding = decoding or DecodingOptions()
     decoding.check()
     model = load(model_ref, device=device)
     sequences = SEQUENCES_BY_CHANNELS[model.cfg.in_channels]
     found = scan(data, sequences)
-    ckpt = Path(getattr(model, "checkpoint_path", "") or ".")
+    ckpt = Path(model.checkpoint_path or ".")
     split_file = ckpt / "split.json"
     parts = json.loads(split_file.read_text()) if split_file.is_file() else make_split(found.cases)
     if split not in ("train", "val", "test", "all"):
@@ -125,7 +127,7 @@ def evaluate(
             rows[-1].update({f"explain_{k}": v for k, v in overlaps[-1].items()})
     result: dict = {
         "model": model_ref,
-        "checkpoint_sha256": getattr(model, "checkpoint_sha256", None),
+        "checkpoint_sha256": model.checkpoint_sha256,
         "split": split,
         "cases": len(ids),
         "decoding": {"method": "consensus", **vars(decoding)} if decoding.samples else {"method": "greedy"},
@@ -136,7 +138,6 @@ def evaluate(
         result["explain"] = _explain_summary(overlaps)
     if all(t is not None for t in truths):
         result["strict"] = strict_scores(generated, truths)
-        from .entities import extract
 
         for row, text in zip(rows, generated, strict=True):
             ent = extract(text)
@@ -161,8 +162,6 @@ def evaluate(
 
 def _explain_case(model, grid, mapping, text: str, seg_path, options) -> dict:
     """Explain one draft and score it against the case's tumour + edema labels on the grid."""
-    from .explain import explain, lesion_overlap
-    from .model.grounding import lesion_on_grid
 
     found = explain(model, grid, mapping.foreground, mapping.grid_spacing, text, options=options)
     lesion = lesion_on_grid(seg_path, mapping)[0] >= 0.5
@@ -226,7 +225,7 @@ def metrics_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Columns of the design comparison (README): (heading, section of metrics.json, key).
+#: Columns of the design comparison (docs/results.md): (heading, section of metrics.json, key).
 COMPARISON_COLUMNS = (
     ("BLEU-4", "text", "BLEU-4"),
     ("ROUGE-L", "text", "ROUGE-L"),
@@ -242,7 +241,7 @@ COMPARISON_COLUMNS = (
 
 
 def comparison_markdown(runs: list[tuple[str, dict]]) -> str:
-    """One row per evaluated design (``metrics.json`` contents), the README's comparison columns."""
+    """One row per evaluated design (``metrics.json`` contents), the comparison columns of docs/results.md."""
     head = "| design | cases | " + " | ".join(c[0] for c in COMPARISON_COLUMNS) + " |"
     lines = [head, "|---" * (len(COMPARISON_COLUMNS) + 2) + "|"]
     for name, result in runs:

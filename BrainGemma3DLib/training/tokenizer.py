@@ -11,15 +11,16 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .language import CHAT_TEMPLATE
+from ..model import ModelConfig, build
+from ..model.language import CHAT_TEMPLATE
+from ..phantoms.reports import write_healthy_report, write_report
+from ..reporting.vocabulary import FINDINGS, LOBES
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
 
 def report_corpus(n: int = 400, seed: int = 0) -> list[str]:
     """Phantom-style report texts (healthy and pathological) to train the demo tokenizer on."""
-    from ..phantoms.reports import LOBES, write_healthy_report, write_report
-
     rng = np.random.default_rng(seed)
     texts = []
     for i in range(n):
@@ -31,9 +32,7 @@ def report_corpus(n: int = 400, seed: int = 0) -> list[str]:
             "healthy": False,
             "hemisphere": str(rng.choice(["left", "right", "bilateral"])),
             "lobes": [str(x) for x in rng.choice(LOBES, size=k, replace=False)],
-            "findings": {
-                f: bool(rng.random() < 0.6) for f in ("edema", "necrosis", "enhancement", "compression")
-            },
+            "findings": {f: bool(rng.random() < 0.6) for f in FINDINGS},
             "tumour_volume_ml": float(rng.uniform(1, 60)),
             "edema_volume_ml": float(rng.uniform(0, 120)),
             "midline_shift_mm": float(rng.uniform(0, 8)),
@@ -66,3 +65,10 @@ def build_demo_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def fresh_model(cfg: ModelConfig, tokenizer=None):
+    """A randomly initialised model of ``cfg`` with the demo tokenizer (trained here) unless one is given."""
+    if tokenizer is None:
+        tokenizer = build_demo_tokenizer(report_corpus(), vocab_size=int(cfg.lm["vocab_size"]))
+    return build(cfg, tokenizer)

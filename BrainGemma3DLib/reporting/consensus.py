@@ -3,9 +3,7 @@
 Why: greedy decoding picks the most likely *next word*, not the most likely *finding*. A report can say
 "enhancement present" in many ways and "absent" in a few; when the model spreads its probability for
 "present" over five phrasings and puts the rest of it on one phrasing of "absent", the single most likely
-path can deny a finding the model believes is there. We measured it with the demo weights on held-out
-phantoms: on FLAIR (where enhancement cannot be seen) the greedy drafts deny enhancement in 38 % of tumours,
-at random, although the model's drafts affirm it far more often than not (README, "Decoding").
+path can deny a finding the model believes is there (measured in docs/experiments.md, "Decoding").
 
 So a draft is chosen by **minimum Bayes risk** over the model's own samples with a clinical utility: draw
 ``samples`` drafts at ``temperature`` (plus the greedy one), read each with the negation-aware entity reader
@@ -20,13 +18,13 @@ Same seed, same inputs -> the same draft (the sampling generator is seeded and i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .entities import FINDINGS, Entities, extract
-from .errors import InputError
-from .metrics import set_f1
+from ..io.errors import InputError
+from .entities import FINDINGS, Entities, extract, set_f1
 
 
 @dataclass
@@ -79,7 +77,6 @@ def choose(texts: list[str]) -> tuple[int, dict[str, float]]:
 def decode(model, grid, options: DecodingOptions | None = None, *, max_new_tokens: int | None = None):
     """One :class:`~BrainGemma3DLib.model.Draft` for a model-grid volume: greedy, or the consensus of the
     greedy draft and ``options.samples`` sampled ones. ``draft.decoding`` says how it was chosen."""
-    import time
 
     opts = options or DecodingOptions()
     opts.check()

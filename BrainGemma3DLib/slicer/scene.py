@@ -28,11 +28,12 @@ try:
     from vtk.util import numpy_support
 except ImportError as exc:  # pragma: no cover - only without Slicer and without slicer-core
     raise ImportError(
-        "BrainGemma3DLib.scene needs 3D Slicer's Python or the slicer-core wheel (pip install slicer-core)"
+        "BrainGemma3DLib.slicer.scene needs 3D Slicer's Python or the slicer-core wheel "
+        "(pip install slicer-core)"
     ) from exc
 
-from .atomic import atomic_path, full_suffix
-from .errors import InputError
+from ..io.atomic import atomic_path, full_suffix
+from ..io.errors import InputError
 
 #: Single-file formats the worker reads (a .nhdr would leave a detached data file outside the atomic rename).
 VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")

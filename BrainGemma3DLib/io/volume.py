@@ -20,7 +20,6 @@ the radiologist's own voxels with exactly the input's shape and affine.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from scipy import ndimage
 
 from .atomic import atomic_path, full_suffix
 from .errors import InputError
+from .stamps import sha256_files
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,15 @@ class GridMapping:
         """Grid voxel size in mm along D, H, W."""
         return tuple(float(s) for s in np.linalg.norm(self.grid_affine[:3, :3], axis=0))  # type: ignore
 
-    def grid_to_world(self, dhw: Sequence[float]) -> np.ndarray:
-        """RAS millimetres of a (fractional) grid index ``(d, h, w)``."""
-        return (self.grid_affine @ np.append(np.asarray(dhw, dtype=np.float64), 1.0))[:3]
+    def grid_to_world(self, dhw: Sequence[float] | np.ndarray) -> np.ndarray:
+        """RAS millimetres of (fractional) grid indices ``(d, h, w)``: one point, or an array ``(..., 3)``."""
+        a = np.asarray(self.grid_affine, dtype=np.float64)
+        return np.asarray(dhw, dtype=np.float64) @ a[:3, :3].T + a[:3, 3]
+
+    def world_coordinates(self) -> np.ndarray:
+        """RAS millimetres of every grid voxel centre, shape ``(D, H, W, 3)``."""
+        index = np.stack(np.meshgrid(*(np.arange(n) for n in self.grid_shape), indexing="ij"), axis=-1)
+        return self.grid_to_world(index)
 
     def world_to_grid(self, ras: Sequence[float]) -> np.ndarray:
         """Fractional grid index ``(d, h, w)`` of a RAS point."""
@@ -379,16 +385,6 @@ def load_study(paths: Sequence[str | os.PathLike], names: Sequence[str] | None =
         notes,
         dict(ref.meta),
     )
-
-
-def sha256_files(paths: Sequence[str | os.PathLike]) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (one digest for a multi-file source)."""
-    digest = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _channel_name(path: str | os.PathLike) -> str:

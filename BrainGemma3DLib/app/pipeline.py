@@ -15,9 +15,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .consensus import DecodingOptions, decode
-from .errors import InputError
-from .explain import Cancelled, ExplainOptions
+from ..explain import Cancelled, ExplainOptions, explain, write_attribution
+from ..io.atomic import check_output_dir, replace_dir
+from ..io.errors import InputError
+from ..io.volume import load_study
+from ..reporting.consensus import DecodingOptions, decode
+from ..reporting.keyimages import key_images
+from ..reporting.pdf import build_pdf
+from ..reporting.report import (
+    attribution_side,
+    build_report,
+    consistency_warnings,
+    structured_entities,
+    write_report,
+)
 
 #: (stage, fraction of the whole run at its start) for the progress bar.
 STAGES = (
@@ -71,8 +82,8 @@ def model_info(model, ref: str) -> dict:
         if ref == "demo"
         else "BrainGemma3D",
         "preset": cfg.preset,
-        "checkpoint": "demo" if ref == "demo" else str(getattr(model, "checkpoint_path", ref)),
-        "checkpoint_sha256": getattr(model, "checkpoint_sha256", None),
+        "checkpoint": "demo" if ref == "demo" else str(model.checkpoint_path or ref),
+        "checkpoint_sha256": model.checkpoint_sha256,
         "encoder": cfg.encoder,
         "compressor": cfg.compressor,
         "visual_tokens": cfg.num_visual_tokens,
@@ -96,7 +107,6 @@ def header_fields(study, given: dict[str, str]) -> dict[str, str]:
 
 def _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel):
     """The explanation stage of both entry points, its progress mapped into the stage's part of the bar."""
-    from .explain import explain
 
     lo, hi = _START["explain"], _NEXT["explain"]
     return explain(
@@ -123,13 +133,7 @@ def run_report(
 
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
-    from .atomic import check_output_dir, replace_dir
-    from .explain import write_attribution
-    from .keyimages import key_images
-    from .model import load
-    from .pdf import build_pdf
-    from .report import attribution_side, build_report, write_report
-    from .volume import load_study
+    from ..model import load
 
     timings: dict[str, float] = {}
     out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
@@ -165,32 +169,30 @@ def run_report(
 
     t = _stage(progress, cancel, "check", "checking left/right consistency")
     side = attribution_side(found.attribution_map(), mapping) if found is not None else None
-    input_info = study.summary()
-    report = build_report(
-        draft.text,
-        model=model_info(model, request.model),
-        input=input_info,
-        timings={k: round(v, 3) for k, v in timings.items()},
-        attribution_side=side,
-    )
-    report["decoding"] = draft.decoding
-    if found is not None:
-        report["explanation"] = found.summary()
     timings["check_s"] = time.perf_counter() - t
 
     with replace_dir(out, REPORT_FILES, overwrite=request.overwrite) as tmp:
         t = _stage(progress, cancel, "pdf", "rendering key images and the PDF draft")
         attribution_volume = mapping.to_input(found.attribution_map()) if found is not None else None
         files: dict[str, str] = {}
+        explanation = None
         if found is not None:
             written = write_attribution(found, mapping, tmp, top_k=request.explain_options.top_k)
-            report["explanation"]["segments"] = written["segments"]
+            explanation = found.summary() | {"segments": written["segments"]}
             files["attribution"] = str(out / "attribution.nii.gz")
             files["segmentation"] = str(out / "attribution.seg.nrrd")
         point = side.get("peak_ras") if side else None
         images = key_images(study.channel(0), attribution_volume, point)
         timings["pdf_s"] = time.perf_counter() - t
-        report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        report = build_report(
+            draft.text,
+            model=model_info(model, request.model),
+            input=study.summary(),
+            timings={k: round(v, 3) for k, v in timings.items()},
+            attribution_side=side,
+            decoding=draft.decoding,
+            explanation=explanation,
+        )
         build_pdf(report, images, tmp / "report.pdf", draft=True, fields=header_fields(study, request.fields))
         _stage(progress, cancel, "write", "writing the report files")
         write_report(report, tmp)
@@ -215,10 +217,6 @@ def run_explain(
     """Explain a (possibly edited) report text, or one statement in it, for a study; write the two
     attribution files into ``out`` (a new or empty folder, or with ``overwrite`` one holding only a previous
     explanation: replaced whole) and return them with the side and consistency check."""
-    from .atomic import check_output_dir, replace_dir
-    from .explain import write_attribution
-    from .report import attribution_side, consistency_warnings, structured_entities
-    from .volume import load_study
 
     options = options or ExplainOptions()
     check_output_dir(out, ATTRIBUTION_FILES, overwrite=overwrite)
