@@ -195,6 +195,7 @@ class BrainGemma3DParameterNode:
     medSigLipFolder: pathlib.Path
     medGemmaFolder: pathlib.Path
     device: Device = Device.AUTO
+    quantize4bit: bool = False
     explain: bool = True
     reportTextNode: vtkMRMLTextNode
     attributionSegmentation: vtkMRMLSegmentationNode
@@ -413,6 +414,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     volumes,
                     model=model,
                     device=node.device.value,
+                    quantize="4bit" if node.quantize4bit else None,
                     explain=node.explain,
                     options={"top_k": ATTRIBUTION_SEGMENTS},
                     vision=vision,
@@ -668,6 +670,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         *,
         model="demo",
         device="auto",
+        quantize=None,
         explain=True,
         options=None,
         vision=None,
@@ -695,6 +698,8 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
                 safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName() or role).strip("._") or role
                 inputs.append(str(scene.volume_node_to_file(node, case / "inputs" / f"{role}-{safe}.nrrd")))
         load = {"cmd": "load", "model": str(model), "device": str(device)}
+        if quantize:
+            load["quantize"] = str(quantize)
         if vision:
             load["vision"] = str(vision)
         if lm:

@@ -45,10 +45,39 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drafts",
         type=int,
-        default=16,
-        help="sampled drafts the report is the consensus of (default 16; 0 = plain greedy decoding)",
+        default=None,
+        help="sampled drafts the report is the consensus of (0 = plain greedy decoding; default: the model's "
+        "own: 16 for ours, the published sampling for a published checkpoint)",
     )
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of those drafts")
+
+
+def add_model_loading(p: argparse.ArgumentParser) -> None:
+    """--device / --quantize / --grid: how a checkpoint is loaded (report, evaluate)."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=["4bit"],
+        help="MedGemma in 4-bit NF4 (bitsandbytes), as the published model runs on a GPU",
+    )
+    p.add_argument(
+        "--grid",
+        nargs=3,
+        type=int,
+        default=None,
+        metavar=("D", "H", "W"),
+        help="a published checkpoint's model grid (default 64 128 128, as its inference scripts; its model "
+        "card uses 32 128 128)",
+    )
+
+
+def loading_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``model.load`` from :func:`add_model_loading`'s options."""
+    options = {"device": args.device, "grid": tuple(args.grid) if args.grid else None}
+    if args.quantize:
+        options["quantize"] = args.quantize
+    return options
 
 
 def options_from(cls, args: argparse.Namespace, **overrides):

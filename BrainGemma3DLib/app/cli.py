@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..io.errors import InputError
-from .arguments import Command, add_decoding, grid_size, out_folder
+from .arguments import Command, add_decoding, add_model_loading, grid_size, out_folder
 
 log = logging.getLogger("BrainGemma3DLib")
 
@@ -78,8 +78,12 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace a previous report in --out (the whole set; files it did not write are never touched)",
     )
-    p.add_argument("--model", default="demo", help="demo (bundled, synthetic) or a checkpoint folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--model",
+        default="demo",
+        help="demo (bundled, synthetic), a checkpoint folder, or the published layout",
+    )
+    add_model_loading(p)
     p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")
     p.add_argument("--supervoxels", type=int, default=50, help="explain: SLIC supervoxels in the brain")
     p.add_argument("--samples", type=int, default=256, help="explain: perturbed volumes scored")
@@ -119,6 +123,8 @@ def _run_report(args: argparse.Namespace) -> int:
         decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
         fields=fields,
         overwrite=args.overwrite,
+        quantize=args.quantize,
+        grid=tuple(args.grid) if args.grid else None,
     )
 
     def progress(stage: str, fraction: float, message: str) -> None:

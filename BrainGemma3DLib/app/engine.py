@@ -7,8 +7,9 @@ or a CUDA out-of-memory in PyTorch must never take Slicer (and the radiologist's
 Protocol: JSON lines. The engine first prints ``{"event": "ready", "version": ...}``. Each request is one
 JSON object per line on stdin with an ``id`` and a ``cmd``:
 
-- ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm}: load (or keep) the model; ``vision``
-  and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint does not record them;
+- ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm, quantize: "4bit", grid: [D, H, W]}:
+  load (or keep) the model; ``vision`` and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint
+  does not record them; ``quantize`` loads MedGemma in 4-bit; ``grid`` is a published checkpoint's grid;
 - ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...},
   overwrite: bool}: the whole report (:func:`BrainGemma3DLib.app.pipeline.run_report`; ``decoding``: samples,
   temperature, seed; ``out`` new or empty unless ``overwrite`` replaces a previous report there, as the CLI);
@@ -178,18 +179,26 @@ class Engine:
         ref = _text(request, "model", "demo")
         device = _text(request, "device", "auto")
         bases = {k: _text(request, k, "") for k in ("vision", "lm") if request.get(k)}  # MedSigLIP/MedGemma
-        key = (ref, str(pick_device(device)), tuple(sorted(bases.items())))
+        quantize = _text(request, "quantize", "") or None
+        if quantize not in (None, "4bit"):
+            raise InputError("'quantize' must be \"4bit\" or absent")
+        grid = _grid(request)
+        extra = {"quantize": quantize} if quantize else {}
+        if grid is not None:
+            extra["grid"] = grid
+        key = (ref, str(pick_device(device)), tuple(sorted(bases.items())), quantize, grid)
         if self.model is not None and self.model_key == key:
             return {"model": ref, "device": key[1], "reused": True}
         self._progress(rid)("load", 0.0, f"loading {ref} on {key[1]}")
         self.model, self.model_key = None, None
-        self.model = load(ref, device=device, **bases)
+        self.model = load(ref, device=device, **bases, **extra)
         self.model_key = key
         return {
             "model": ref,
             "device": key[1],
             "reused": False,
             "preset": self.model.cfg.preset,
+            "grid": list(self.model.cfg.grid),
             "checkpoint_sha256": self.model.checkpoint_sha256,
             "cuda_available": _cuda_available(),
         }
@@ -273,6 +282,17 @@ def _fields(request: dict) -> dict[str, str]:
     return {str(k): v for k, v in given.items()}
 
 
+def _grid(request: dict) -> tuple[int, int, int] | None:
+    grid = request.get("grid")
+    if grid is None:
+        return None
+    if not (
+        isinstance(grid, list) and len(grid) == 3 and all(type(v) is int and 8 <= v <= 512 for v in grid)
+    ):
+        raise InputError("'grid' must be [D, H, W], each between 8 and 512")
+    return tuple(grid)
+
+
 def _span(request: dict, length: int) -> tuple[int, int] | None:
     span = request.get("span")
     if span is None:
@@ -295,7 +315,7 @@ def _options(request: dict, key: str, cls, what: str):
     if unknown:
         raise InputError(f"unknown {what} option(s) {unknown}; known: {sorted(defaults)}")
     for name, value in given.items():
-        kind = type(defaults[name])
+        kind = int if defaults[name] is None else type(defaults[name])  # None: "the model's own", else an int
         fits = (
             isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
             if kind is not float

@@ -64,6 +64,8 @@ class ReportRequest:
     max_new_tokens: int | None = None
     decoding: DecodingOptions = field(default_factory=DecodingOptions)  # consensus of sampled drafts
     overwrite: bool = False  # replace a previous report in ``out`` (whole); else ``out`` must be new or empty
+    quantize: str | None = None  # "4bit": MedGemma in NF4 (a checkpoint on real MedGemma)
+    grid: tuple[int, int, int] | None = None  # a published checkpoint's grid (default: its scripts')
 
 
 def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
@@ -77,13 +79,18 @@ def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: s
 def model_info(model, ref: str) -> dict:
     """The model block of report.json: what wrote the draft, down to the weights' SHA-256."""
     cfg = model.cfg
+    names = {"demo": "BrainGemma3D demo (synthetic phantoms, not for clinical use)"}
+    name = names.get(
+        ref, "BrainGemma3D (published checkpoint)" if cfg.preset == "published" else "BrainGemma3D"
+    )
     return {
-        "name": "BrainGemma3D demo (synthetic phantoms, not for clinical use)"
-        if ref == "demo"
-        else "BrainGemma3D",
+        "name": name,
         "preset": cfg.preset,
         "checkpoint": "demo" if ref == "demo" else str(model.checkpoint_path or ref),
         "checkpoint_sha256": model.checkpoint_sha256,
+        "checkpoint_files": dict(model.checkpoint_files),
+        "grid": list(cfg.grid),
+        "notes": list(model.load_notes),
         "encoder": cfg.encoder,
         "compressor": cfg.compressor,
         "visual_tokens": cfg.num_visual_tokens,
@@ -144,7 +151,8 @@ def run_report(
 
     t = _stage(progress, cancel, "model", f"loading the model ({request.model})")
     if model is None:
-        model = load(request.model, device=request.device)
+        extra = {"quantize": request.quantize} if request.quantize else {}
+        model = load(request.model, device=request.device, grid=request.grid, **extra)
     if study.data.shape[0] != model.cfg.in_channels:
         raise InputError(
             f"the model reads {model.cfg.in_channels} sequence(s); {len(request.inputs)} input(s) were given",
@@ -153,7 +161,7 @@ def run_report(
     timings["model_s"] = time.perf_counter() - t
 
     t = _stage(progress, cancel, "generate", "writing the draft")
-    grid, mapping = study.to_model_grid(model.cfg.grid)
+    grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
     draft = decode(model, grid, request.decoding, max_new_tokens=request.max_new_tokens)
     timings["generate_s"] = time.perf_counter() - t
     if not draft.text.strip():
@@ -222,7 +230,7 @@ def run_explain(
     check_output_dir(out, ATTRIBUTION_FILES, overwrite=overwrite)
     _stage(progress, cancel, "read", "reading the input")
     study = load_study(list(inputs))
-    grid, mapping = study.to_model_grid(model.cfg.grid)
+    grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
     _stage(progress, cancel, "explain", "explaining (3D LIME)")
     found = _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel)
     _stage(progress, cancel, "write", "writing the attribution files")

@@ -153,8 +153,12 @@ class Volume:
         upper_level: float = 0.75,
         margin_mm: float = 4.0,
         nominal_fov_mm: Sequence[float] = NOMINAL_FOV_MM,
+        method: str = "ours",
     ) -> tuple[np.ndarray, GridMapping]:
         """Resample onto the model grid (see the module docstring) and normalise intensities.
+
+        ``method="published"`` places the study as the published BrainGemma3D's loader does instead
+        (:meth:`to_published_grid`); the other arguments then do not apply.
 
         Steps: (1) reorder/flip the voxel axes to LPS without interpolation; (2) find the foreground (head)
         by Otsu's threshold on channel 0 and its robust bounding box; (3) place a patient-aligned grid over
@@ -168,6 +172,10 @@ class Volume:
         """
         from skimage.filters import threshold_otsu
 
+        if method == "published":
+            return self.to_published_grid(grid_shape)
+        if method != "ours":
+            raise ValueError(f"unknown grid placement {method!r} (ours or published)")
         grid = tuple(int(g) for g in grid_shape)
         if len(grid) != 3 or min(grid) < 2:
             raise ValueError(f"grid_shape must be three sizes >= 2, got {grid_shape}")
@@ -231,6 +239,60 @@ class Volume:
             paths=self.paths,
         )
         return out, mapping
+
+    def to_published_grid(self, grid_shape: Sequence[int]) -> tuple[np.ndarray, GridMapping]:
+        """The published BrainGemma3D loader's grid, reproduced from its observed behaviour (our code).
+
+        Steps, as it does them: the closest canonical (RAS) voxel order (nibabel's ``as_closest_canonical``),
+        float32; axes transposed to (D, H, W) = (inferior->superior, posterior->anterior, left->right); the
+        whole volume's 1st/99th percentiles mapped to 0/1 and clipped (background included: no foreground
+        step); one trilinear resize per axis to ``grid_shape`` (torch, ``align_corners=False``), so each axis
+        is stretched on its own. Channel 0 only (the published model reads FLAIR). Not copied: its file-name
+        heuristic that treats any path containing "healthy" as a differently stored volume; a patient's scan
+        takes the path its BraTS training cases took. The returned mapping describes this grid exactly (the
+        per-axis stretch included), so attributions still land on the input's own voxels.
+        """
+        import torch
+        from skimage.filters import threshold_otsu
+        from torch.nn import functional as F
+
+        grid = tuple(int(g) for g in grid_shape)
+        if len(grid) != 3 or min(grid) < 2:
+            raise ValueError(f"grid_shape must be three sizes >= 2, got {grid_shape}")
+        ornt = nio.io_orientation(self.affine)
+        data = np.asarray(self.data[0], dtype=np.float32)
+        canonical = np.asarray(nio.apply_orientation(data, ornt), dtype=np.float32)
+        canonical_affine = self.affine @ nio.inv_ornt_aff(ornt, data.shape)
+        vol = np.transpose(canonical, (2, 1, 0))  # (i, j, k) = (R, A, S) -> (D, H, W) = (S, A, R)
+        vmin, vmax = np.percentile(vol, 1), np.percentile(vol, 99)
+        if vmax > vmin:
+            vol = np.clip((vol - vmin) / (vmax - vmin), 0, 1)
+        else:
+            vol = np.zeros_like(vol)
+        tensor = torch.from_numpy(np.ascontiguousarray(vol)).unsqueeze(0).unsqueeze(0)
+        out = F.interpolate(tensor, size=grid, mode="trilinear", align_corners=False)[0].numpy()
+        # grid (d, h, w) -> canonical voxel (i, j, k): half-pixel-centred scaling per axis, as resizing does.
+        k_in, j_in, i_in = vol.shape
+        scale = np.array([i_in / grid[2], j_in / grid[1], k_in / grid[0]], dtype=np.float64)
+        to_canonical = np.zeros((4, 4))
+        to_canonical[0, 2], to_canonical[1, 1], to_canonical[2, 0] = scale
+        to_canonical[:3, 3] = 0.5 * scale - 0.5
+        to_canonical[3, 3] = 1.0
+        threshold = float(threshold_otsu(out[0])) if float(out.max()) > float(out.min()) else 0.0
+        foreground = _filled_foreground(out[0] > threshold)
+        if not foreground.any():
+            raise InputError("only background on the model grid (is the image empty?)", _first(self.paths))
+        mapping = GridMapping(
+            input_shape=self.shape,
+            input_affine=self.affine.copy(),
+            grid_shape=grid,  # type: ignore[arg-type]
+            grid_affine=canonical_affine @ to_canonical,
+            foreground=foreground,
+            intensity_ranges=((float(vmin), float(vmax)),),
+            threshold=threshold,
+            paths=self.paths,
+        )
+        return out.astype(np.float32, copy=False), mapping
 
     # --- output ---------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, dtype: np.dtype | type | None = None) -> Path:

@@ -7,6 +7,7 @@ Shapes: volumes (B, C, D, H, W) -> patch tokens (B, N, E_v) -> visual tokens (B,
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ class Draft:
     num_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
     decoding: dict = field(default_factory=lambda: {"method": "greedy"})
+    token_ids: list[int] = field(default_factory=list)  # generated ids, up to and including the stop token
 
 
 def text_embedding_rms(lm) -> float:
@@ -71,7 +73,11 @@ class BrainGemma3D(nn.Module):
         # Provenance, set by the loader: what goes into every report as the model's identity.
         self.checkpoint_path: str | None = None
         self.checkpoint_sha256: str | None = None
-        self.prompt = ChatPrompt.build(tokenizer, cfg.prompt) if tokenizer is not None else None
+        self.checkpoint_files: dict[str, str] = {}  # every weight file read: path -> SHA-256
+        self.load_notes: list[str] = []  # what the loader set aside, said in every report
+        self.prompt = None
+        if tokenizer is not None:
+            self.prompt = ChatPrompt.build(tokenizer, cfg.prompt, cfg.prompt_style, cfg.stop)
         # The slice baseline labels each slice's tokens in text, as MedGemma is shown a series of images.
         self.slice_labels: list[list[int]] = []
         if cfg.encoder == "slices" and tokenizer is not None:
@@ -138,15 +144,45 @@ class BrainGemma3D(nn.Module):
         volumes,
         *,
         max_new_tokens: int | None = None,
-        min_new_tokens: int = 0,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
+        min_new_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        do_sample: bool = False,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
     ) -> list[Draft]:
-        """Greedy (deterministic) report drafts, one per volume; stops at end of turn.
+        """Report drafts, one per volume: greedy (deterministic), or sampled with ``seed`` when ``do_sample``.
 
         ``volumes``: model-grid arrays (C, D, H, W) or (B, C, D, H, W). The model never reads files or places
         a study on its grid: the caller (``app.pipeline``) does, and keeps the mapping back to the patient.
+        Settings left at None come from the model's own decoding (``cfg.decoding``: the published one for a
+        published checkpoint), else plain greedy. Sampling draws from a generator seeded with ``seed`` and
+        forked from the caller's, whose random state is left untouched.
         """
+        own = self.cfg.decoding
+        most = max_new_tokens or self.cfg.max_new_tokens
+        settings = {
+            "max_new_tokens": most,
+            "min_new_tokens": min(
+                most, own.get("min_new_tokens", 0) if min_new_tokens is None else min_new_tokens
+            ),
+            "repetition_penalty": own.get("repetition_penalty", 1.0)
+            if repetition_penalty is None
+            else repetition_penalty,
+            "no_repeat_ngram_size": own.get("no_repeat_ngram_size", 0)
+            if no_repeat_ngram_size is None
+            else no_repeat_ngram_size,
+        }
+        if do_sample:
+            settings.update(
+                do_sample=True,
+                temperature=own.get("temperature", 1.0) if temperature is None else temperature,
+                top_p=own.get("top_p", 1.0) if top_p is None else top_p,
+                top_k=own.get("top_k", 0),
+            )
+        else:
+            settings.update(do_sample=False)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = self.as_batch(volumes)
@@ -156,29 +192,35 @@ class BrainGemma3D(nn.Module):
         embeds = self.prompt_embeddings(self.visual_tokens(batch))
         timings["encode_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        out = self.lm.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
-            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
-            min_new_tokens=min_new_tokens or None,
-            do_sample=False,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            eos_token_id=self.prompt.stop_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+            # With only inputs_embeds, a repetition penalty sees the generated tokens alone: so it does in the
+            # published code, whose behaviour this reproduces; transformers' reminder of it is noise here.
+            warnings.filterwarnings(
+                "ignore", message="Passing `(repetition_penalty|no_repeat_ngram_size)` with"
+            )
+            torch.manual_seed(seed)
+            out = self.lm.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+                min_new_tokens=settings.pop("min_new_tokens") or None,
+                eos_token_id=self.prompt.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **settings,
+            )
         timings["generate_s"] = time.perf_counter() - start
-        texts = self._texts(out, keep_all=min_new_tokens > 0)
-        return [Draft(text, cut, dict(timings)) for text, cut in texts]
+        keep_all = min_new_tokens is not None and min_new_tokens >= settings["max_new_tokens"]  # benchmarks
+        return self._drafts(out, timings, keep_all=keep_all)
 
-    def _texts(self, out: torch.Tensor, keep_all: bool = False) -> list[tuple[str, int]]:
-        """Generated ids -> (text up to the first stop token, number of tokens kept), one per row."""
+    def _drafts(self, out: torch.Tensor, timings: dict | None = None, keep_all: bool = False) -> list[Draft]:
+        """Generated ids -> drafts: the text up to the first stop token, one per row."""
         stops = (*self.prompt.stop_ids, self.tokenizer.pad_token_id)
         result = []
         for row in out:
             ids = row.tolist()
             cut = len(ids) if keep_all else next((k for k, t in enumerate(ids) if t in stops), len(ids))
-            result.append((self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip(), cut))
+            text = self.tokenizer.decode(ids[:cut], skip_special_tokens=True).strip()
+            result.append(Draft(text, cut, dict(timings or {}), token_ids=ids[: cut + 1]))
         return result
 
     @torch.no_grad()
@@ -207,7 +249,7 @@ class BrainGemma3D(nn.Module):
                 eos_token_id=self.prompt.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        return [Draft(text, cut) for text, cut in self._texts(out)]
+        return self._drafts(out)
 
     def target_ids(self, text: str, span: tuple[int, int] | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of ``text`` + end of turn, and which of them are scored (all, or those in ``span``)."""

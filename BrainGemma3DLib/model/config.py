@@ -5,8 +5,12 @@ Presets:
   MedGemma 1.5 4B IT's language model (Gemma 3 4B text). When the real folders are loaded, the tower and LM
   sizes are read from their own ``config.json`` files and replace these values: nothing is repeated by hand.
 - ``demo``: the same classes at toy sizes, for CPU, tests and the bundled demo weights.
-- ``seed``: the published system's design reproduced by configuration (linspace positions, pool1d, depth
-  stride 1 with an overlapping kernel), so both can be trained and compared on the same data.
+- ``published``: the published BrainGemma3D's design, exactly (its preprocessing onto its grid, Conv3d
+  kernel (2, 14, 14) with depth stride 1 and padding 1 inflated by repeating and averaging, its fixed position
+  code, pool1d, a bare projector scale, its prompt without a chat template, its sampling). At the demo sizes
+  it trains and compares the two designs on the same data; at the real sizes it is what a checkpoint in the
+  published layout runs as (:func:`BrainGemma3DLib.model.loading.load_published`).
+- ``slices``: the slice-based baseline (a 2D reader over labelled axial slices).
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from ..io.atomic import write_text_atomic
 
 CONFIG_NAME = "braingemma3d_config.json"
 
-POSITIONS = ("pretrained3d", "linspace")
+POSITIONS = ("pretrained3d", "published")
 COMPRESSORS = ("perceiver", "pool1d")
-PATCH_INITS = ("centre", "mean")
+PATCH_INITS = ("centre", "mean", "published")
 ENCODERS = ("inflated", "slices")
+PIXEL_RANGES = ("siglip", "unit")  # [0, 1] mapped to SigLIP's [-1, 1], or given as is (the published code)
+PROMPT_STYLES = ("chat", "published")
+PREPROCESSINGS = ("ours", "published")
 
 DEFAULT_PROMPT = (
     "You are a neuroradiologist. Write the FLAIR MRI report for this brain volume: location of any lesion "
@@ -80,15 +87,37 @@ SLICE_BASELINE = {
     "location_code": False,
 }
 
-#: The published system's design choices, reproducible on top of any preset.
-SEED_DESIGN = {
-    "position": "linspace",
-    "compressor": "pool1d",
-    "tubelet": 3,
+#: The published BrainGemma3D's prompt (no chat template; its tokenizer puts <bos> in front).
+PUBLISHED_PROMPT = "Generate a radiology report for this brain MRI FLAIR scan. \n"
+#: The published decoding: sampling at temperature 0.1, top-p 0.9, with its repetition controls.
+PUBLISHED_DECODING = {
+    "do_sample": True,
+    "temperature": 0.1,
+    "top_p": 0.9,
+    "top_k": 50,  # the published code does not pass it: its MedGemma folder's generation_config, else 50
+    "repetition_penalty": 1.2,
+    "no_repeat_ngram_size": 3,
+    "min_new_tokens": 10,
+}
+#: The published system's design choices, on top of any preset's sizes (see the module docstring).
+PUBLISHED_DESIGN = {
+    "preprocess": "published",
+    "pixel_range": "unit",
+    "tubelet": 2,
     "depth_stride": 1,
+    "patch_init": "published",
+    "position": "published",
+    "compressor": "pool1d",
+    "regions": None,
     "projector_norm": False,
     "location_code": False,
+    "prompt_style": "published",
+    "prompt": PUBLISHED_PROMPT,
+    "stop": "eos",
+    "decoding": dict(PUBLISHED_DECODING),
 }
+#: The published inference scripts' grid (D, H, W); the model card's quick start uses (32, 128, 128).
+PUBLISHED_GRID = (64, 128, 128)
 
 
 #: Sane upper bounds of a config's sizes (generous: several times the largest real model of each kind).
@@ -142,7 +171,7 @@ class ModelConfig:
     slices: int = 8  # slice baseline: number of axial slices (num_latents / slices tokens each)
     grid: tuple[int, int, int] = (32, 64, 64)  # model grid (D, H, W), see BrainGemma3DLib.io.volume
     tubelet: int = 4  # depth of the Conv3d patch kernel
-    depth_stride: int = 4  # = tubelet (non-overlapping); the seed uses 1 with an overlapping kernel
+    depth_stride: int = 4  # = tubelet (non-overlapping); the published design: 1, overlapping kernel
     patch_init: str = "centre"
     position: str = "pretrained3d"
     compressor: str = "perceiver"
@@ -159,6 +188,11 @@ class ModelConfig:
     location_code: bool = True  # add each anchored token's block centre to its content (needs regions)
     prompt: str = DEFAULT_PROMPT
     max_new_tokens: int = 160
+    preprocess: str = "ours"  # how a study is put on the grid: ours (geometry kept) or the published loader's
+    pixel_range: str = "siglip"
+    prompt_style: str = "chat"  # chat template around the visual tokens, or published [visual][<bos> prompt]
+    stop: str = "turn"  # generation stops at <end_of_turn> or <eos> ("turn"), or at <eos> only ("eos")
+    decoding: dict = field(default_factory=dict)  # generate() settings of the model's own default decoding
     vision_base: str = ""  # folder or HF id of the MedSigLIP weights ("" = built from `vision`)
     lm_base: str = ""  # folder or HF id of the MedGemma weights ("" = built from `lm`)
 
@@ -239,8 +273,19 @@ class ModelConfig:
             problems.append(f"patch_init must be one of {PATCH_INITS} (got {self.patch_init!r})")
         if self.vision:
             p = int(self.vision["patch_size"])
-            if self.grid[1] % p or self.grid[2] % p:
-                problems.append(f"grid H and W {self.grid[1:]} must be multiples of the patch size {p}")
+            if self.grid[1] < p or self.grid[2] < p:  # other sizes floor, as a convolution does
+                problems.append(f"grid H and W {self.grid[1:]} must be at least the patch size {p}")
+        for name, allowed in (
+            ("pixel_range", PIXEL_RANGES),
+            ("prompt_style", PROMPT_STYLES),
+            ("preprocess", PREPROCESSINGS),
+            ("stop", ("turn", "eos")),
+        ):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed} (got {getattr(self, name)!r})")
+        unknown = set(self.decoding) - set(PUBLISHED_DECODING)
+        if unknown:
+            problems.append(f"unknown decoding settings {sorted(unknown)}")
         if self.depth_stride < 1 or self.tubelet < 1 or self.depth_stride > self.tubelet:
             problems.append("need 1 <= depth_stride <= tubelet")
         if self.num_latents < 1:
@@ -298,7 +343,7 @@ class ModelConfig:
 
 
 def preset(name: str, **overrides) -> ModelConfig:
-    """A named preset (``medgemma``, ``demo``, ``seed`` or ``slices``), with field overrides."""
+    """A named preset (``medgemma``, ``demo``, ``published`` or ``slices``), with field overrides."""
     if name == "medgemma":
         base = dict(
             preset="medgemma",
@@ -314,7 +359,7 @@ def preset(name: str, **overrides) -> ModelConfig:
             vision_base="google/medsiglip-448",
             lm_base="google/medgemma-1.5-4b-it",
         )
-    elif name in ("demo", "seed", "slices"):
+    elif name in ("demo", "published", "slices"):
         base = dict(
             preset=name,
             vision=dict(
@@ -360,11 +405,11 @@ def preset(name: str, **overrides) -> ModelConfig:
             compressor_layers=2,
             compressor_heads=4,
         )
-        if name == "seed":
-            base.update(SEED_DESIGN)
+        if name == "published":
+            base.update(PUBLISHED_DESIGN)
         if name == "slices":
             base.update(SLICE_BASELINE)
     else:
-        raise ValueError(f"unknown preset {name!r} (expected medgemma, demo, seed or slices)")
+        raise ValueError(f"unknown preset {name!r} (expected medgemma, demo, published or slices)")
     base.update(overrides)
     return ModelConfig(**base)

@@ -1,7 +1,7 @@
 """MedSigLIP's vision tower inflated to 3D.
 
 Shapes (B = batch, C = channels, grid (D, H, W), patch p, tubelet t, width E):
-    volume (B, C, D, H, W) in [0, 1]  ->  [-1, 1] (SigLIP's pixel normalisation)
+    volume (B, C, D, H, W) in [0, 1]  ->  [-1, 1] (SigLIP's pixel normalisation; published design: as is)
     Conv3d(kernel (t, p, p), stride (s, p, p))  ->  (B, E, D', H/p, W/p)
     flatten in (d, h, w) order  ->  tokens (B, N = D' * H/p * W/p, E)  + 3D positions (N, E)
     SigLIP encoder layers + post-layernorm (reused unchanged)  ->  (B, N, E)
@@ -36,7 +36,18 @@ def vision_config(cfg: ModelConfig):
 
 
 def inflate_patch_kernel(weight2d: torch.Tensor, in_channels: int, tubelet: int, init: str) -> torch.Tensor:
-    """Conv2d weight (E, 3, p, p) -> Conv3d weight (E, in_channels, t, p, p); see the module docstring."""
+    """Conv2d weight (E, 3, p, p) -> Conv3d weight (E, in_channels, t, p, p); see the module docstring.
+
+    ``published``: the published code's inflation, in its order of operations: each frame is the 2D kernel
+    divided by ``t``, and one input channel takes the *mean* of the RGB kernels.
+    """
+    if init == "published":
+        frames = weight2d.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+        if in_channels == weight2d.shape[1]:
+            return frames
+        if in_channels == 1:
+            return frames.mean(dim=1, keepdim=True)
+        raise ValueError(f"the published inflation takes 1 or 3 channels, got {in_channels}")
     if in_channels == 3:
         adapted = weight2d
     else:
@@ -63,6 +74,22 @@ def resample_position_table(table2d: torch.Tensor, grid_hw: tuple[int, int]) -> 
     square = table2d.reshape(1, g, g, dim).permute(0, 3, 1, 2).float()
     resized = F.interpolate(square, size=tuple(grid_hw), mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], dim).to(table2d.dtype)
+
+
+def published_positions(d: int, h: int, w: int, dim: int) -> torch.Tensor:
+    """The published code's fixed 3D position code, (d * h * w, dim) in (d, h, w) order.
+
+    A depth ramp from -1 to 1 added to *every* channel, plus the row and column ramps (-1 to 1) in channels 0
+    and 1: the pretrained 2D table is not used. Kept exactly so a published checkpoint sees what it was
+    trained with (our design keeps the pretrained table instead).
+    """
+    depth = torch.linspace(-1, 1, steps=d).unsqueeze(1).repeat(1, dim)  # (d, dim)
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, steps=h), torch.linspace(-1, 1, steps=w), indexing="ij")
+    plane = torch.zeros((h * w, dim))
+    plane[:, 0] = rows.reshape(-1)
+    if dim > 1:
+        plane[:, 1] = cols.reshape(-1)
+    return (depth.unsqueeze(1) + plane.unsqueeze(0)).reshape(d * h * w, dim)
 
 
 def inflated_conv(cfg: ModelConfig, emb, tubelet: int, stride: int, pad: int, init: str) -> nn.Conv3d:
@@ -134,11 +161,8 @@ class InflatedSiglipEncoder(_SiglipLayers):
             plane = plane_table(emb, (h, w))
             self.plane_position = nn.Parameter(plane)
             self.depth_position = nn.Parameter(torch.zeros(d, dim, device=plane.device))
-        else:  # the published scheme: zeros with a linspace in two of the dimensions, fixed
-            fixed = torch.zeros(d, h * w, dim)
-            fixed[:, :, 0] = torch.linspace(0.0, 1.0, d)[:, None]
-            fixed[:, :, 1] = torch.linspace(0.0, 1.0, h * w)[None, :]
-            self.register_buffer("linspace_position", fixed.reshape(d * h * w, dim), persistent=False)
+        else:
+            self.register_buffer("fixed_position", published_positions(d, h, w, dim), persistent=False)
 
     def positions(self) -> torch.Tensor:
         """(N, E) position of every patch token, in (d, h, w) flattening order."""
@@ -147,11 +171,13 @@ class InflatedSiglipEncoder(_SiglipLayers):
             return (self.depth_position[:, None, :] + self.plane_position[None, :, :]).reshape(
                 d * self.plane_position.shape[0], -1
             )
-        return self.linspace_position
+        return self.fixed_position
 
     def embed(self, volume: torch.Tensor) -> torch.Tensor:
         """(B, C, D, H, W) in [0, 1] -> patch embeddings (B, N, E), before positions."""
-        x = volume.to(self.patch_embedding.weight.dtype) * 2.0 - 1.0
+        x = volume.to(self.patch_embedding.weight.dtype)
+        if self.cfg.pixel_range == "siglip":
+            x = x * 2.0 - 1.0
         x = self.patch_embedding(x)  # (B, E, D', H/p, W/p)
         return x.flatten(2).transpose(1, 2)
 

@@ -9,6 +9,7 @@ is an error. The 2D vision tower's weights are never materialised.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -56,6 +57,25 @@ def text_config_from_folder(folder: Path) -> dict:
     if kind == "gemma3_text":
         return Gemma3TextConfig(**raw).to_dict()
     raise InputError(f"expected a Gemma 3 / MedGemma folder, found model_type {kind!r}", folder)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence transformers' own load report (a table of keys) while our loaders check the keys themselves
+    and say in one line what is wrong."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files a model folder's loader reads (its ``*.safetensors``, sorted)."""
+    return sorted(Path(folder).glob("*.safetensors"))
 
 
 def check_weights_present(folder: Path, what: str) -> None:
@@ -112,15 +132,16 @@ def load_language_model(
         kwargs["device_map"] = {"": device}
     elif quantize not in (None, "none"):
         raise InputError(f"unknown quantisation {quantize!r} (use 4bit or none)")
-    model, info = Gemma3ForCausalLM.from_pretrained(
-        str(folder),
-        config=text_cfg,
-        key_mapping=KEY_MAPPING,
-        output_loading_info=True,
-        local_files_only=True,
-        trust_remote_code=False,
-        **kwargs,
-    )
+    with quiet_loading():  # the 2D tower's keys are skipped on purpose; the check below says what matters
+        model, info = Gemma3ForCausalLM.from_pretrained(
+            str(folder),
+            config=text_cfg,
+            key_mapping=KEY_MAPPING,
+            output_loading_info=True,
+            local_files_only=True,
+            trust_remote_code=False,
+            **kwargs,
+        )
     missing = [
         k
         for k in info.get("missing_keys", [])
@@ -154,15 +175,27 @@ def load_tokenizer(folder: str | Path):
 
 @dataclass
 class ChatPrompt:
-    """Token ids around the visual tokens:
-    ``<bos><start_of_turn>user\\n [visual tokens] \\n prompt<end_of_turn>\\n<start_of_turn>model\\n``."""
+    """Token ids around the visual tokens, and where generation stops.
+
+    ``chat`` (ours): ``<bos><start_of_turn>user\\n [visual tokens] \\n prompt<end_of_turn>\\n``
+    ``<start_of_turn>model\\n``, stopping at ``<eos>`` or ``<end_of_turn>``. ``published``: ``[visual
+    tokens]`` then the prompt as the tokenizer encodes it with its special tokens (Gemma's puts ``<bos>``
+    first), no chat template, stopping at ``<eos>`` only: what the published code feeds MedGemma.
+    """
 
     prefix_ids: list[int]
     suffix_ids: list[int]
     stop_ids: list[int]
 
     @classmethod
-    def build(cls, tokenizer, prompt: str) -> ChatPrompt:
+    def build(cls, tokenizer, prompt: str, style: str = "chat", stop: str = "turn") -> ChatPrompt:
+        stops = [tokenizer.eos_token_id]
+        end_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        if stop == "turn" and isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
+            stops.append(end_turn)
+        stops = [s for s in stops if s is not None]
+        if style == "published":
+            return cls([], list(tokenizer(prompt, add_special_tokens=True)["input_ids"]), stops)
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": f"{VISUAL_MARK}\n{prompt}"}],
             tokenize=False,
@@ -171,12 +204,8 @@ class ChatPrompt:
         if text.count(VISUAL_MARK) != 1:
             raise ValueError("the tokenizer's chat template does not keep the user message intact")
         prefix, suffix = text.split(VISUAL_MARK)
-        stop = [tokenizer.eos_token_id]
-        end_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-        if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
-            stop.append(end_turn)
         return cls(
             tokenizer(prefix, add_special_tokens=False)["input_ids"],
             tokenizer(suffix, add_special_tokens=False)["input_ids"],
-            [s for s in stop if s is not None],
+            stops,
         )

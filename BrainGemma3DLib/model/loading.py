@@ -21,7 +21,8 @@ import torch
 
 from ..io.atomic import staging_dir
 from ..io.errors import InputError
-from ..io.stamps import sha256_files
+from ..io.stamps import sha256_bytes, sha256_files
+from .adapters import ADAPTER_WEIGHTS, load_adapter
 from .brain_model import BrainGemma3D
 from .config import CONFIG_NAME, ModelConfig, preset
 from .encoder import build_encoder, vision_config
@@ -30,7 +31,9 @@ from .language import (
     check_weights_present,
     load_language_model,
     load_tokenizer,
+    quiet_loading,
     text_config_from_folder,
+    weight_files,
 )
 from .safety import check_memory, compare_shapes, refuse_custom_code, refuse_pickles, safetensors_shapes
 
@@ -130,15 +133,16 @@ def _load_siglip_vision(folder: Path, device: torch.device, dtype: torch.dtype):
 
     vcfg = _siglip_vision_config(folder)
     check_weights_present(folder, "MedSigLIP")
-    model, info = SiglipVisionModel.from_pretrained(
-        str(folder),
-        config=vcfg,
-        key_mapping={r"^vision_model\.": ""},
-        output_loading_info=True,
-        dtype=dtype,
-        local_files_only=True,
-        trust_remote_code=False,
-    )
+    with quiet_loading():  # the text tower's keys are skipped on purpose; checked below
+        model, info = SiglipVisionModel.from_pretrained(
+            str(folder),
+            config=vcfg,
+            key_mapping={r"^vision_model\.": ""},
+            output_loading_info=True,
+            dtype=dtype,
+            local_files_only=True,
+            trust_remote_code=False,
+        )
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("text_model.", "logit_"))]
     if missing or unexpected:
@@ -241,15 +245,28 @@ def _lm_base_state(lm) -> dict:
     }
 
 
-def _finish(model: BrainGemma3D, folder: Path, weights: Path, adapter: Path) -> BrainGemma3D:
-    """Common end of every checkpoint loader: LoRA adapter if present, provenance, eval mode."""
-    if (adapter / "adapter_config.json").is_file():
-        from peft import PeftModel
+def _finish(model: BrainGemma3D, folder: Path, weights: list[Path], adapter: Path) -> BrainGemma3D:
+    """Common end of every checkpoint loader: LoRA adapter if present, provenance, eval mode.
 
-        refuse_custom_code(adapter, "LoRA adapter")
-        refuse_pickles(adapter, "LoRA adapter")
-        model.lm = PeftModel.from_pretrained(model.lm, str(adapter), local_files_only=True)
-    model.checkpoint_sha256 = weights_sha256(weights)
+    ``checkpoint_sha256`` identifies every weight file read: the file's own SHA-256 when there is one, else
+    the SHA-256 of the manifest ``checkpoint_files`` ({path relative to the folder: SHA-256}).
+    """
+    if (adapter / "adapter_config.json").is_file():
+        model.lm, model.load_notes = load_adapter(model.lm, adapter)
+        weights = [*weights, adapter / ADAPTER_WEIGHTS]
+    files = {}
+    for path in weights:
+        try:
+            key = str(path.relative_to(folder))
+        except ValueError:  # a base model folder given outside the checkpoint
+            key = str(path)
+        files[key] = sha256_files([path])
+    model.checkpoint_files = files
+    model.checkpoint_sha256 = (
+        next(iter(files.values()))
+        if len(files) == 1
+        else sha256_bytes(json.dumps(files, sort_keys=True).encode("utf-8"))
+    )
     model.checkpoint_path = str(folder)
     return model.eval()
 
@@ -292,6 +309,8 @@ def load_checkpoint(
             include_base = (fh.metadata() or {}).get("include_base") == "True"
     except Exception as exc:  # safetensors' own error type; the header was checked above
         raise InputError(f"damaged checkpoint weights ({exc})", folder / WEIGHTS_NAME) from None
+    if include_base and quantize not in (None, "none"):
+        raise InputError("4-bit loading needs a checkpoint on a real MedGemma; this one has its own", folder)
     if include_base:
         shell = build(cfg, device="meta")  # shapes only: nothing is allocated before the checks pass
         expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
@@ -324,11 +343,22 @@ def load_checkpoint(
         raise InputError(
             f"checkpoint does not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]}", folder
         )
-    return _finish(model, folder, folder / WEIGHTS_NAME, folder / "adapter").to(dev)
+    return _finish(model, folder, [folder / WEIGHTS_NAME], folder / "adapter").to(dev)
 
 
-def load(model: str = "demo", **kwargs) -> BrainGemma3D:
-    """``demo`` (the bundled weights), a BrainGemma3D checkpoint folder, or the published layout."""
+def is_published_layout(folder: str | os.PathLike) -> bool:
+    """A folder in the published BrainGemma3D layout (its projector file, none of our config)."""
+    return (Path(folder) / PUBLISHED_WEIGHTS).is_file() and not (Path(folder) / CONFIG_NAME).is_file()
+
+
+def load(model: str = "demo", *, grid: tuple[int, int, int] | None = None, **kwargs) -> BrainGemma3D:
+    """``demo`` (the bundled weights), a BrainGemma3D checkpoint folder, or the published layout (run as
+    published; ``grid`` chooses its model grid). Keyword arguments: ``device``, ``vision``, ``lm``,
+    ``quantize``."""
+    if model != "demo" and is_published_layout(model):
+        return load_published(model, grid=grid, **kwargs)
+    if grid is not None:
+        raise InputError("a grid is chosen for published checkpoints only; ours keep the grid they learned")
     if model == "demo":
         if not (DEMO_WEIGHTS / CONFIG_NAME).is_file():
             raise InputError(
@@ -336,8 +366,6 @@ def load(model: str = "demo", **kwargs) -> BrainGemma3D:
                 "pass a checkpoint folder",
             )
         return load_checkpoint(DEMO_WEIGHTS, **kwargs)
-    if (Path(model) / "projector_vis_scale.pt").is_file() and not (Path(model) / CONFIG_NAME).is_file():
-        return load_published(model, **kwargs)
     return load_checkpoint(model, **kwargs)
 
 
@@ -367,6 +395,17 @@ def read_published_projector(path: Path) -> tuple[dict, float]:
     return state, float(scale.item() if isinstance(scale, torch.Tensor) else scale)
 
 
+def _folder_top_k(folder: Path, default: int) -> int:
+    """The top-k sampling uses when the caller does not set it: the folder's generation_config, as in the
+    published code (which passes temperature and top-p but not top-k)."""
+    path = folder / "generation_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("top_k") if path.is_file() else None
+    except (OSError, ValueError):
+        raise InputError("unreadable generation_config.json", path) from None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
 def load_published(
     folder: str | os.PathLike,
     *,
@@ -374,17 +413,20 @@ def load_published(
     lm: str | None = None,
     device: str = "auto",
     quantize: str | None = None,
-    base_preset: str = "medgemma",
+    grid: tuple[int, int, int] | None = None,
 ) -> BrainGemma3D:
-    """A checkpoint in the published system's layout, read into the published design by configuration.
+    """A checkpoint in the published system's layout, run as the published code runs it.
 
-    Layout: ``projector_vis_scale.pt`` (projector MLP and scalar scale), optional ``lora_adapters/`` (peft),
-    ``vision_model/`` (the 2D MedSigLIP folder) and ``language_model/`` (MedGemma), or ``--vision``/``--lm``.
-    The published code never saves its inflated patch embedding; like its own loader, it is re-inflated from
-    MedSigLIP here. Its 16-pixel tubelet kernel and its prompt without a chat template are not reproduced, so
-    outputs are comparable with the published system's, not bit-identical.
+    Layout: ``projector_vis_scale.pt`` (projector MLP and scalar scale, read with ``weights_only=True``),
+    ``vision_model/`` (its MedSigLIP folder) and ``language_model/`` (MedGemma), or ``vision``/``lm``, and
+    optional ``lora_adapters/`` (keys in the multimodal layout, remapped; see :mod:`.adapters`). The config is
+    the real sizes with :data:`~.config.PUBLISHED_DESIGN` (preprocessing, kernel, positions, pool1d,
+    projector, prompt, decoding) on ``grid`` (default :data:`~.config.PUBLISHED_GRID`). Like the published
+    code, the inflated patch embedding is made from MedSigLIP's 2D one at load time (it is never saved).
+    Precision: float32 on a CPU; on a GPU bf16, and MedGemma in 4-bit NF4 with ``quantize="4bit"`` as the
+    published code loads it.
     """
-    from .config import SEED_DESIGN
+    from .config import PUBLISHED_DESIGN, PUBLISHED_GRID
 
     folder = Path(folder)
     weights = folder / PUBLISHED_WEIGHTS
@@ -397,7 +439,9 @@ def load_published(
         raise InputError(
             "the published checkpoint needs MedSigLIP and MedGemma folders (--vision, --lm)", folder
         )
-    cfg = preset(base_preset, **SEED_DESIGN)
+    cfg = preset("medgemma", **PUBLISHED_DESIGN, grid=tuple(grid or PUBLISHED_GRID))
+    cfg.preset = "published"
+    cfg.decoding["top_k"] = _folder_top_k(Path(lm), cfg.decoding["top_k"])
     model = from_base_models(cfg, vision, lm, device=device, quantize=quantize)
     mapped = {f"mlp.{k}": v for k, v in state.items()}
     expected = {k: tuple(v.shape) for k, v in model.projector.mlp.state_dict().items()}
@@ -408,4 +452,5 @@ def load_published(
     model.projector.mlp.load_state_dict({k[4:]: v.to(dtype) for k, v in mapped.items()})
     with torch.no_grad():
         model.projector.scale.fill_(scale)
-    return _finish(model, folder, weights, folder / "lora_adapters")
+    read = [weights, *weight_files(Path(vision)), *weight_files(Path(lm))]
+    return _finish(model, folder, read, folder / "lora_adapters")

@@ -26,17 +26,22 @@ import numpy as np
 from ..io.errors import InputError
 from .entities import FINDINGS, Entities, extract, set_f1
 
+#: Sampled drafts behind the consensus when nothing else is asked (chosen on phantoms; docs/experiments.md).
+DEFAULT_SAMPLES = 16
+
 
 @dataclass
 class DecodingOptions:
-    """How a draft is decoded: ``samples`` = 0 is plain greedy decoding."""
+    """How a draft is decoded: ``samples`` drafts besides the greedy one (their consensus), 0 for plain greedy
+    decoding, None for the model's own default (:data:`DEFAULT_SAMPLES` for ours; a published checkpoint's
+    own sampling for it)."""
 
-    samples: int = 16  # sampled drafts besides the greedy one
+    samples: int | None = None
     temperature: float = 0.7
     seed: int = 0
 
     def check(self) -> None:
-        if not 0 <= self.samples <= 256:
+        if self.samples is not None and not 0 <= self.samples <= 256:
             raise InputError(f"the number of sampled drafts must be 0 (greedy) to 256 (got {self.samples})")
         if self.samples and not 0.05 <= self.temperature <= 2.0:
             raise InputError(f"temperature must be between 0.05 and 2 (got {self.temperature})")
@@ -74,18 +79,39 @@ def choose(texts: list[str]) -> tuple[int, dict[str, float]]:
     return best, agreement
 
 
+def describe(model, options: DecodingOptions) -> dict:
+    """How :func:`decode` will decode with ``options`` for ``model`` (for records such as metrics.json)."""
+    if options.samples is None and model.cfg.decoding.get("do_sample"):
+        return {"method": "published sampling", **model.cfg.decoding, "seed": options.seed}
+    samples = DEFAULT_SAMPLES if options.samples is None else options.samples
+    if not samples:
+        return {"method": "greedy"}
+    return {
+        "method": "consensus",
+        "samples": samples,
+        "temperature": options.temperature,
+        "seed": options.seed,
+    }
+
+
 def decode(model, grid, options: DecodingOptions | None = None, *, max_new_tokens: int | None = None):
     """One :class:`~BrainGemma3DLib.model.Draft` for a model-grid volume: greedy, or the consensus of the
     greedy draft and ``options.samples`` sampled ones. ``draft.decoding`` says how it was chosen."""
 
     opts = options or DecodingOptions()
     opts.check()
+    samples = opts.samples
+    if samples is None and model.cfg.decoding.get("do_sample"):
+        draft = model.generate(grid, max_new_tokens=max_new_tokens, do_sample=True, seed=opts.seed)[0]
+        draft.decoding = {"method": "published sampling", **model.cfg.decoding, "seed": opts.seed}
+        return draft
+    samples = DEFAULT_SAMPLES if samples is None else samples
     start = time.perf_counter()
     greedy = model.generate(grid, max_new_tokens=max_new_tokens)[0]
-    if not opts.samples:
+    if not samples:
         return greedy
     sampled = model.sample(
-        grid, opts.samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
+        grid, samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
     )
     drafts = [greedy, *sampled]
     best, agreement = choose([d.text for d in drafts])
@@ -94,7 +120,7 @@ def decode(model, grid, options: DecodingOptions | None = None, *, max_new_token
     draft.decoding = {
         "method": "consensus",
         "drafts": len(drafts),
-        "samples": opts.samples,
+        "samples": samples,
         "temperature": opts.temperature,
         "seed": opts.seed,
         "chosen": "greedy draft" if best == 0 else f"sampled draft {best}",

@@ -434,6 +434,17 @@ def _provenance(report: dict, draft: bool, width: float) -> list:
     rows.append(("Model", _p(name, "cell")))
     rows.append(("Checkpoint SHA-256", _p(model.get("checkpoint_sha256") or "not recorded", "mono")))
     decoding = report.get("decoding") or {}
+    if decoding.get("method") == "published sampling":
+        rows.append(
+            (
+                "Decoding",
+                _p(
+                    f"the published model's sampling (temperature {decoding.get('temperature')}, top-p "
+                    f"{decoding.get('top_p')}, seed {decoding.get('seed')})",
+                    "cell",
+                ),
+            )
+        )
     if decoding.get("method") == "consensus":
         rows.append(
             (

@@ -190,7 +190,9 @@ def _timed_reports(model, volume, tokens: int, repeat: int) -> dict[str, float]:
 
     def one() -> dict[str, float]:
         start = time.perf_counter()
-        grid = volume.to_model_grid(model.cfg.grid)[0] if isinstance(volume, Volume) else volume
+        grid = volume
+        if isinstance(volume, Volume):
+            grid = volume.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)[0]
         prepared = time.perf_counter() - start
         draft = model.generate(grid, max_new_tokens=tokens, min_new_tokens=tokens)[0]
         timings = dict(draft.timings)
@@ -364,7 +366,7 @@ def run_explain(
 
     model = load(model_ref, device=device)
     study = load_study([_sample_flair()])
-    grid, mapping = study.to_model_grid(model.cfg.grid)
+    grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
     text = model.generate(grid)[0].text
     times: dict[str, list[float]] = {"reference": [], "ours": []}
     batch = 0

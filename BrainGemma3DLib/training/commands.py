@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ..app.arguments import Command, add_decoding, comma_list, options_from, out_folder
+from ..app.arguments import (
+    Command,
+    add_decoding,
+    add_model_loading,
+    comma_list,
+    loading_options,
+    options_from,
+    out_folder,
+)
 from ..io.errors import InputError
 
 
@@ -15,7 +23,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
     p.add_argument("--out", required=True, type=out_folder, help="output folder (re-run to resume)")
     p.add_argument("--init", help="checkpoint of the previous phase")
-    p.add_argument("--preset", default="demo", choices=["demo", "seed", "slices", "medgemma"])
+    p.add_argument("--preset", default="demo", choices=["demo", "published", "slices", "medgemma"])
     p.add_argument("--vision", help="MedSigLIP folder (medgemma preset, contrastive text tower)")
     p.add_argument("--lm", help="MedGemma folder (medgemma preset)")
     p.add_argument(
@@ -82,13 +90,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="demo", help="demo or a checkpoint folder")
+    p.add_argument("--model", default="demo", help="demo, a checkpoint folder, or the published layout")
     p.add_argument("--data", required=True, type=Path, help="BraTS + TextBraTS layout folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    add_model_loading(p)
     p.add_argument(
         "--out", required=True, type=out_folder, help="folder for metrics.json, metrics.md, cases.csv"
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--limit", type=int, default=0, help="score at most this many cases")
     add_decoding(p)
@@ -109,7 +117,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         args.data,
         args.split,
         args.out,
-        device=args.device,
+        loading=loading_options(args),
         max_new_tokens=args.max_new_tokens,
         progress=not args.quiet,
         limit=args.limit,
@@ -154,7 +162,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         default="demo",
-        choices=["demo", "seed", "slices", "medgemma"],
+        choices=["demo", "published", "slices", "medgemma"],
         help="model preset (bench model, bench train)",
     )
     p.add_argument(
@@ -177,7 +185,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         rows = run_explain(device=args.device, repeat=args.repeat)
     elif args.suite == "train":
         if args.preset == "medgemma":
-            raise InputError("bench train runs the CPU-sized presets (demo, seed, slices)")
+            raise InputError("bench train runs the CPU-sized presets (demo, published, slices)")
         rows = run_train(preset_name=args.preset, epochs=max(2, args.repeat), device=args.device)
     else:
         from ..model import pick_device

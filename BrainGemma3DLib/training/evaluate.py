@@ -29,7 +29,7 @@ from ..explain import explain, lesion_overlap
 from ..io.atomic import staging_dir
 from ..io.errors import InputError
 from ..io.volume import load_study
-from ..reporting.consensus import DecodingOptions, decode
+from ..reporting.consensus import DecodingOptions, decode, describe
 from ..reporting.entities import extract
 from .data import make_split, scan
 from .grounding import lesion_on_grid
@@ -71,6 +71,7 @@ def evaluate(
     out: str | Path,
     *,
     device: str = "auto",
+    loading: dict | None = None,
     max_new_tokens: int | None = None,
     progress: bool = True,
     limit: int = 0,
@@ -89,7 +90,7 @@ def evaluate(
 
     decoding = decoding or DecodingOptions()
     decoding.check()
-    model = load(model_ref, device=device)
+    model = load(model_ref, **({"device": device} | (loading or {})))
     sequences = SEQUENCES_BY_CHANNELS[model.cfg.in_channels]
     found = scan(data, sequences)
     ckpt = Path(model.checkpoint_path or ".")
@@ -107,7 +108,7 @@ def evaluate(
     for cid in tqdm(ids, desc="evaluate", unit="case", disable=not progress, file=sys.stderr):
         rec = by_id[cid]
         study = load_study([rec.images[s] for s in sequences])
-        grid, mapping = study.to_model_grid(model.cfg.grid)
+        grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
         draft = decode(model, grid, decoding, max_new_tokens=max_new_tokens)
         generated.append(draft.text)
         references.append(rec.report)
@@ -130,7 +131,7 @@ def evaluate(
         "checkpoint_sha256": model.checkpoint_sha256,
         "split": split,
         "cases": len(ids),
-        "decoding": {"method": "consensus", **vars(decoding)} if decoding.samples else {"method": "greedy"},
+        "decoding": describe(model, decoding),
         "text": text_metrics(generated, references),
         "keyword_f1": {k: round(float(np.mean([r[f"kw_{k}"] for r in rows])), 4) for k in KEYWORD_SETS},
     }
@@ -199,6 +200,13 @@ def metrics_markdown(result: dict) -> str:
         lines += [
             f"Decoding: consensus of the greedy draft and {decoding['samples']} drafts sampled at "
             f"temperature {decoding['temperature']:g} (seed {decoding['seed']}).",
+            "",
+        ]
+    elif decoding["method"] == "published sampling":
+        lines += [
+            f"Decoding: the published sampling (temperature {decoding['temperature']:g}, top-p "
+            f"{decoding['top_p']:g}, repetition penalty {decoding['repetition_penalty']:g}, "
+            f"seed {decoding['seed']}).",
             "",
         ]
     else:

@@ -228,9 +228,9 @@ class Prepared:
 def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     """One case on the model grid (and its lesion classes where known); runs in a worker process too."""
 
-    rec, grid, lesions = task
+    rec, grid, lesions, placement = task
     study = load_study([rec.images[s] for s in rec.images])
-    arr, mapping = study.to_model_grid(grid)
+    arr, mapping = study.to_model_grid(grid, method=placement)
     if not lesions:
         return arr, None
     mask = np.zeros((len(CLASSES), *grid), np.float32)
@@ -239,15 +239,19 @@ def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     return arr, mask.astype(np.float16)
 
 
-def prepare_cases(records, grid, progress: bool, *, lesions: bool = True, workers: int = 1) -> Prepared:
+def prepare_cases(
+    records, grid, progress: bool, *, lesions: bool = True, workers: int = 1, placement: str = "ours"
+) -> Prepared:
     """Every case on the model grid once, with its lesion mask on the same grid where one is known.
+
+    ``placement``: how a study is put on the grid (the model config's ``preprocess``: ours or published).
 
     Reading and resampling thousands of volumes takes minutes; ``workers`` > 1 spreads it over processes
     (each case is computed the same way wherever it runs, so the tensors do not depend on ``workers``).
     """
     from tqdm import tqdm
 
-    tasks = [(rec, tuple(grid), lesions) for rec in records]
+    tasks = [(rec, tuple(grid), lesions, placement) for rec in records]
     bar = {
         "desc": "preprocess",
         "unit": "case",
@@ -493,10 +497,9 @@ def train(opts: TrainOptions) -> dict:
     if not train_recs or not val_recs:
         raise InputError("the split has no training or no validation case; add cases", opts.data)
     grounded = opts.grounding > 0 and opts.phase in ("contrastive", "warmup")
-    train_set = prepare_cases(
-        train_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers
-    )
-    val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, lesions=grounded, workers=opts.workers)
+    shared = {"lesions": grounded, "workers": opts.workers, "placement": model.cfg.preprocess}
+    train_set = prepare_cases(train_recs, model.cfg.grid, opts.progress, **shared)
+    val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, **shared)
     run = _set_up(opts, model, grounded and bool(train_set.labelled.any()))
 
     start_epoch = int(state.get("epoch", 0))

@@ -88,12 +88,15 @@ def test_one_channel_equals_three_replicated_channels(siglip):
     assert torch.allclose(one(vol), three(vol.expand(2, 3, 16, 32, 48)), atol=1e-5)
 
 
-def test_seed_options_build_and_differ():
-    seed = preset("seed")
-    assert seed.position == "linspace" and seed.compressor == "pool1d" and seed.depth_stride == 1
-    assert seed.token_grid[0] == seed.grid[0]  # depth stride 1: one token row per slice (the seed's cost)
+def test_published_preset_builds_the_published_design_and_differs_from_ours():
+    published = preset("published")
+    assert published.position == "published" and published.compressor == "pool1d"
+    assert (published.tubelet, published.depth_stride) == (2, 1)
+    assert published.token_grid[0] == published.grid[0] + 1  # kernel 2, stride 1, padding 1: D + 1 token rows
     ours = preset("demo")
-    assert seed.num_patch_tokens > 3 * ours.num_patch_tokens
+    assert published.num_patch_tokens > 3 * ours.num_patch_tokens
+    model = build(published)
+    assert model.projector.location is None and not model.cfg.projector_norm
 
 
 def test_location_code_names_the_block_each_anchored_token_reads():
@@ -113,7 +116,6 @@ def test_location_code_names_the_block_each_anchored_token_reads():
     flat = torch.zeros(1, cfg.num_latents, cfg.vision_hidden)  # identical content in every block ...
     tokens = model.projector(flat)[0]
     assert not torch.allclose(tokens[0], tokens[16])  # ... still tells the right block from the left one
-    assert build(preset("seed")).projector.location is None  # the published design has no such code
 
 
 def test_slice_baseline_reads_labelled_2d_slices(siglip, tokenizer):
@@ -360,7 +362,9 @@ def test_published_layout_is_read_with_weights_only(base_folders, tmp_path):
 
     model = load(str(pub), device="cpu")
     assert (
-        model.cfg.position == "linspace" and model.cfg.compressor == "pool1d" and not model.cfg.projector_norm
+        model.cfg.position == "published"
+        and model.cfg.compressor == "pool1d"
+        and not model.cfg.projector_norm
     )
     assert torch.equal(model.projector.mlp[0].weight, proj[0].weight)
     assert model.projector.scale.item() == pytest.approx(3.5)

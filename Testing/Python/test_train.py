@@ -195,9 +195,11 @@ def test_grounding_targets_name_the_tokens_that_hold_the_lesion(data):
     assert torch.equal(blocks[:, 2] > 0, blocks[:, 0] > 0) and blocks[:, 1].max() == 0  # edema, no core
     tokens = token_targets(cfg, lesion)[0, :, 0].reshape(cfg.token_grid)
     assert tokens[5, 0:2, 5:7].min() > 0 and tokens[:, :, :4].max() == 0
-    seed = visual_targets(preset("seed"), lesion)[0]
+    published = visual_targets(preset("published"), lesion)[0]
     slices = visual_targets(preset("slices"), lesion)[0]
-    assert seed.shape == slices.shape == (32, len(CLASSES)) and slices.reshape(8, 2, 2, -1)[5, 0, 1, 0] > 0
+    assert (
+        published.shape == slices.shape == (32, len(CLASSES)) and slices.reshape(8, 2, 2, -1)[5, 0, 1, 0] > 0
+    )
     head = GroundingHead(cfg)
     loss = head(torch.zeros(1, cfg.num_patch_tokens, 64), torch.zeros(1, 32, 64), lesion)
     assert torch.isfinite(loss) and loss > 0
@@ -213,7 +215,7 @@ def test_grounding_targets_name_the_tokens_that_hold_the_lesion(data):
 
 def test_compare_builds_the_readme_table(tmp_path):
     runs = []
-    for name, hemi in (("ours", 0.97), ("seed", 0.5)):
+    for name, hemi in (("ours", 0.97), ("published", 0.5)):
         folder = tmp_path / name
         folder.mkdir()
         metrics = {
