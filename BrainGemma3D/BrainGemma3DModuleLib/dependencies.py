@@ -55,6 +55,18 @@ class DependencyInstaller:
     def requirements(self):
         return readRequirements(self.requirementsFile)
 
+    def missingDependencies(self):
+        """What a report would need installed first (torch, then requirements), without installing anything.
+
+        The self-test skips with this list instead of installing: a test must never install packages
+        (Extension Index factory runs switch such tests off).
+        """
+        torch = [] if packageAtLeast("torch", TORCH_REQUIREMENT) else [f"torch{TORCH_REQUIREMENT}"]
+        return torch + self._missingRequirements()
+
+    def _missingRequirements(self):
+        return [r for r in self.requirements() if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
+
     def ensureDependencies(self, askConfirmation=True):
         """True when everything is installed (installing it first, with confirmation).
 
@@ -125,8 +137,7 @@ class DependencyInstaller:
         return path
 
     def _installRequirements(self, askConfirmation):
-        requirements = self.requirements()
-        missing = [r for r in requirements if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
+        missing = self._missingRequirements()
         if not missing:
             return
         constraints = self._constraintsFile()
@@ -136,11 +147,10 @@ class DependencyInstaller:
             packaging = None
         if packaging is not None and hasattr(packaging, "pip_ensure"):
             packaging.pip_ensure(
-                requirements,
+                self.requirements(),
                 constraints=constraints,
                 prompt_install=askConfirmation,
                 requester="BrainGemma3D",
-                skip_in_testing=False,  # the self-test needs them as much as a user does
             )
             return
         # Older Slicer: ask ourselves, then pip with the constraints file given as a URL (no spaces to split).

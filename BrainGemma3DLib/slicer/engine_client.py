@@ -10,8 +10,17 @@ import logging
 import os
 import pathlib
 import queue
+import signal
 import subprocess
 import threading
+import time
+
+
+def _group(process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (OSError, AttributeError):
+        return None
 
 
 class EngineError(RuntimeError):
@@ -36,6 +45,11 @@ class EngineProcess:
     touches Qt, VTK or the scene; the logic's QTimer drains the queue on the main thread, where every
     callback runs. stderr goes to a log file, so a chatty library can never fill a pipe and stall the worker,
     and the log's tail explains a crash.
+
+    Stopping stops the whole process tree: in Slicer ``PythonSlicer`` is a launcher whose child is the real
+    Python process holding the model (and its GPU memory); killing the launcher alone would leave that child
+    running, and the next Generate would load a second copy. On POSIX the worker starts in a session of its
+    own and the whole group is signalled; elsewhere the tree is walked with ``psutil``.
     """
 
     def __init__(self, command, *, env, cwd, log_path):
@@ -54,6 +68,7 @@ class EngineProcess:
             errors="replace",
             bufsize=1,
             creationflags=flags,
+            start_new_session=os.name == "posix",  # its own process group: stopping reaches every child
         )
         self.lines = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="BrainGemma3D worker reader", daemon=True)
@@ -109,9 +124,54 @@ class EngineProcess:
         except OSError:
             return ""
 
-    def kill(self):
-        if self.running():
+    def kill(self, grace: float = 2.0):
+        """Stop the worker and every process it started: terminate, wait up to ``grace`` s, then kill."""
+        for sig in (signal.SIGTERM, signal.SIGKILL if os.name == "posix" else signal.SIGTERM):
+            alive = self._tree()
+            if not alive:
+                break
+            self._signal(alive, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self._tree():
+                time.sleep(0.05)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
             self.process.kill()
+
+    def _tree(self) -> list:
+        """The worker and its descendants that are still alive (zombies do not count)."""
+        try:
+            import psutil
+        except ImportError:
+            return [self.process.pid] if self.running() else []
+        try:
+            root = psutil.Process(self.process.pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            members = []
+        if os.name == "posix":  # children re-parented away from the launcher still share its group
+            members += [p for p in psutil.process_iter() if _group(p) == self.process.pid]
+        alive = {}
+        for member in members:
+            try:
+                if member.status() != psutil.STATUS_ZOMBIE:
+                    alive[member.pid] = member
+            except psutil.NoSuchProcess:
+                continue
+        return list(alive.values())
+
+    def _signal(self, members, sig) -> None:
+        if os.name == "posix":
+            try:
+                os.killpg(self.process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for member in members:
+            try:
+                member.send_signal(sig) if hasattr(member, "send_signal") else os.kill(member, sig)
+            except Exception:  # gone meanwhile
+                pass
 
     def stop(self, timeout=5.0):
         """Ask the worker to shut down (it finishes or cancels its job), then kill it if it does not."""

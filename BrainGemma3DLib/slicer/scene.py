@@ -164,6 +164,16 @@ def volume_node_to_file(volume_node, path: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------------------------
 # Attribution overlay: .seg.nrrd -> segmentation node
 # ------------------------------------------------------------------------------------------------------
+#: Marks the segmentation nodes this module made: the overlay controls act on these only (never on, say, a
+#: TotalSegmentator result the user selected), and the panel's selector lists only these.
+ATTRIBUTION_ATTRIBUTE = "BrainGemma3D.attribution"
+
+
+def is_attribution(segmentation_node) -> bool:
+    """True for an attribution overlay this module loaded."""
+    return segmentation_node is not None and segmentation_node.GetAttribute(ATTRIBUTION_ATTRIBUTE) == "1"
+
+
 def load_attribution_segmentation(
     seg_path: str | os.PathLike,
     reference_volume_node,
@@ -201,6 +211,7 @@ def load_attribution_segmentation(
         scene.RemoveNode(segmentation_node)
         raise InputError("not a readable segmentation (.seg.nrrd) file", path)
     segmentation_node.SetName(node_name)  # ReadData may rename the node after the file
+    segmentation_node.SetAttribute(ATTRIBUTION_ATTRIBUTE, "1")
     if reference_volume_node is not None:
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
     segmentation_node.CreateDefaultDisplayNodes()
@@ -267,8 +278,16 @@ def _display_node(segmentation_node):
     return display
 
 
+def _check_ours(segmentation_node) -> None:
+    if not is_attribution(segmentation_node):
+        name = segmentation_node.GetName() if segmentation_node is not None else None
+        raise InputError(f"{name!r} is not a BrainGemma3D attribution overlay; its segments are left alone")
+
+
 def set_opacity(segmentation_node, opacity: float) -> None:
-    """Set the overlay's 2D fill and outline opacity (0 = invisible, 1 = opaque) for all segments."""
+    """Set the overlay's 2D fill and outline opacity (0 = invisible, 1 = opaque) for all segments; only on an
+    attribution overlay this module made (:data:`ATTRIBUTION_ATTRIBUTE`)."""
+    _check_ours(segmentation_node)
     value = _check_opacity(opacity)
     display = _display_node(segmentation_node)
     display.SetOpacity2DFill(value)
@@ -295,8 +314,10 @@ def ranked_segment_ids(segmentation_node) -> list[str]:
 def set_top_k(segmentation_node, k: int) -> list[str]:
     """Show only the ``k`` best-ranked segments (see :func:`ranked_segment_ids`); returns the visible IDs.
 
-    ``k`` larger than the number of segments shows all; ``k <= 0`` hides all.
+    ``k`` larger than the number of segments shows all; ``k <= 0`` hides all. Only on an attribution overlay
+    this module made: another segmentation's segments are never hidden.
     """
+    _check_ours(segmentation_node)
     display = _display_node(segmentation_node)
     ranked = ranked_segment_ids(segmentation_node)
     visible = ranked[: max(0, int(k))]

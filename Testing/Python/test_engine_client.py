@@ -79,3 +79,41 @@ def test_engine_error_carries_the_panels_flags():
 
     error = EngineError("GPU ran out of memory", out_of_memory=True, debug="trace")
     assert str(error) == "GPU ran out of memory" and error.out_of_memory and not error.cancelled
+
+
+#: A launcher like Slicer's PythonSlicer: it starts the real Python process as its child, sharing the pipes,
+#: and waits for it.
+LAUNCHER = (
+    "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'BrainGemma3DLib.engine']))"
+)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_stopping_reaches_the_real_worker_behind_a_launcher(tmp_path, how):
+    """Cancel's last resort and Clear cache kill, closing Slicer stops: either way no process is left."""
+    from BrainGemma3DLib.slicer.engine_client import EngineProcess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    engine = EngineProcess(
+        [sys.executable, "-c", LAUNCHER], env=env, cwd=str(tmp_path), log_path=tmp_path / "log"
+    )
+    try:
+        ready = next(e for e in _poll(engine, lambda ev: any(e and e["event"] == "ready" for e in ev)) if e)
+        worker = int(ready["pid"])
+        assert worker != engine.process.pid and _alive(worker)  # the model would live in the child
+        if how == "kill":
+            engine.kill()
+        else:
+            engine.stop(timeout=10)
+        assert not _alive(worker) and not _alive(engine.process.pid)
+    finally:
+        engine.close()

@@ -297,3 +297,25 @@ def test_the_library_is_offline_except_it_leaves_slicers_shared_environment_alon
         [sys.executable, "-c", PROBE, where], env=env, capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.split() == expected.split(), out.stderr
+
+
+def test_missing_dependencies_are_listed_without_installing_anything(helpers, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("nibabel>=3\nnot-a-real-package-bg3d>=1.0\n")
+    installer = helpers.dependencies.DependencyInstaller(requirements, lambda: tmp_path)
+    assert installer.missingDependencies() == ["not-a-real-package-bg3d>=1.0"]  # torch is installed here
+    assert helpers.calls["pip_install"] == [] and helpers.calls["confirm"] == [] and not installer.ready
+
+
+def test_an_older_slicer_is_refused_on_load_with_one_line(helpers):
+    import importlib
+
+    compatibility = importlib.import_module("BrainGemma3DModuleLib.compatibility")
+    message = compatibility.unsupportedSlicerMessage((3, 9, 18))
+    assert message and "\n" not in message and "Slicer 5.10" in message and "3.9.18" in message
+    assert compatibility.unsupportedSlicerMessage((3, 10, 0)) is None
+    assert compatibility.unsupportedSlicerMessage((3, 12, 1)) is None
+    source = (MODULE_DIR / "BrainGemma3D.py").read_text(encoding="utf-8")
+    init = source[source.index("class BrainGemma3D(ScriptedLoadableModule)") :]
+    init = init[: init.index("def registerSampleData")]
+    assert "unsupportedSlicerMessage()" in init and "self.parent.hidden = True" in init

@@ -274,6 +274,26 @@ def test_attribution_segmentation_on_oblique_volume(scene, data, tmp_path):
     assert sorted(s["name"] for s in back["segments"]) == NAMES
 
 
+def test_overlay_controls_never_touch_a_segmentation_this_module_did_not_make(scene, data, tmp_path):
+    """A TotalSegmentator-like result selected by mistake keeps every segment and its opacity."""
+    from BrainGemma3DLib.io.errors import InputError
+
+    affine = affine_for("LPS")
+    volume = add_volume(data, affine)
+    path = write_seg(tmp_path / "other.seg.nrrd", region_labels(), affine)
+    ours = bscene.load_attribution_segmentation(path, volume, name="ours", show_input=False)
+    assert bscene.is_attribution(ours) and ours.GetAttribute(bscene.ATTRIBUTION_ATTRIBUTE) == "1"
+    other = bscene.load_attribution_segmentation(path, volume, name="someone else's", show_input=False)
+    other.RemoveAttribute(bscene.ATTRIBUTION_ATTRIBUTE)  # as any other module's segmentation
+    display = other.GetDisplayNode()
+    before = display.GetOpacity2DFill()
+    with pytest.raises(InputError, match="not a BrainGemma3D attribution"):
+        bscene.set_top_k(other, 1)
+    with pytest.raises(InputError, match="not a BrainGemma3D attribution"):
+        bscene.set_opacity(other, 0.1)
+    assert all(s["visible"] for s in bscene.read_segmentation(other)) and display.GetOpacity2DFill() == before
+
+
 def test_rank_order_comes_from_the_names(scene, data, tmp_path):
     affine = affine_for("LPS")
     volume = add_volume(data, affine)

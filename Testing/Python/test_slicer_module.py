@@ -383,6 +383,25 @@ def test_the_panel_state_has_every_control_the_design_names():
     assert not any("password" in name.lower() for name in fields), "a password is never stored"
 
 
+def test_the_overlay_selector_lists_only_this_modules_overlays_and_a_new_case_lets_the_old_one_go():
+    """The attribute the selector filters on is the one the library puts on its overlays, and a report
+    without an explanation clears the selection (it never leaves the previous case's overlay selected)."""
+    from BrainGemma3DLib.slicer.scene import ATTRIBUTION_ATTRIBUTE
+
+    source = (REPO / "BrainGemma3D" / "BrainGemma3D.py").read_text()
+    assert f'ATTRIBUTION_ATTRIBUTE = "{ATTRIBUTION_ATTRIBUTE}"' in source
+    assert 'addAttribute(\n            "vtkMRMLSegmentationNode", ATTRIBUTION_ATTRIBUTE, "1"' in source
+    assert "\n            node.attributionSegmentation = segmentationNode\n" in source
+    assert "if segmentationNode is not None:\n                node.attributionSegmentation" not in source
+
+
+def test_the_self_test_never_installs_and_skips_when_packages_are_missing():
+    tree = module_classes()["BrainGemma3DTest"]
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert not {c for c in calls if "ensureDependencies" in c or "pip_install" in c or "installTorch" in c}
+    assert "logic.missingDependencies" in calls
+
+
 def test_every_mrml_widget_gets_the_scene():
     root = ui_root()
     receivers = {
@@ -657,6 +676,17 @@ def test_extensions_index_entry():
     assert entry.get("build_subdirectory", ".") == "."
     # The index file is named after the extension, and project() in CMakeLists.txt must match it.
     assert re.search(r"\bproject\(\s*BrainGemma3D\s*\)", cmake_text(REPO / "CMakeLists.txt"))
+
+
+def test_every_screenshot_the_index_shows_is_a_real_image_in_the_repository():
+    prefix = "https://raw.githubusercontent.com/braingemma3d/SlicerBrainGemma3D/main/"
+    urls = extension_values()["SCREENSHOTURLS"].split()
+    assert urls and all(url.startswith(prefix) for url in urls)
+    for url in urls:
+        path = REPO / url[len(prefix) :]
+        assert path.is_file(), f"{url} points at a file the repository does not have"
+        width, height, _depth, _colour = png_header(path.read_bytes())
+        assert width >= 400 and height >= 300, (url, width, height)
 
 
 def test_licence_is_apache_2_as_pyproject_says():
