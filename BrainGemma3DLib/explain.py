@@ -409,16 +409,40 @@ def lesion_overlap(explanation: Explanation, lesion: np.ndarray) -> dict:
 # ------------------------------------------------------------------------------------------------------
 # Back onto the patient's voxels
 # ------------------------------------------------------------------------------------------------------
-def segment_name(rank: int, supervoxel: int, weight: float) -> str:
-    """How a top supervoxel is named in Slicer: rank, id and weight, readable in the segment list."""
-    return f"#{rank} supervoxel {supervoxel} (w={weight:+.3g})"
+#: Share of a segment's voxels on one side of the midline from which it is called that side.
+SEGMENT_SIDE_SHARE = 0.65
 
 
-def write_attribution(explanation: Explanation, mapping, folder: str | os.PathLike, top_k: int = 5) -> dict:
+def segment_name(rank: int, side: str, weight: float, millilitres: float) -> str:
+    """How a top region is named in Slicer, the report and the PDF: in words, e.g.
+    ``#1 left (w=+0.27, 8.4 mL)`` (rank, the patient's side, LIME weight, volume on the input's voxels)."""
+    return f"#{rank} {side} (w={weight:+.3g}, {millilitres:.1f} mL)"
+
+
+def segment_side(mask: np.ndarray, input_affine: np.ndarray, midline_x: float) -> str:
+    """``left``, ``right`` or ``midline`` for a segment on the input grid: which side of the brain's midline
+    (RAS x, smaller = the patient's left) holds at least :data:`SEGMENT_SIDE_SHARE` of its voxels."""
+    ijk = np.argwhere(mask)
+    if not len(ijk):
+        return "empty"
+    x = ijk @ np.asarray(input_affine, dtype=np.float64)[0, :3] + float(input_affine[0, 3])
+    left = float(np.mean(x < midline_x))
+    if left >= SEGMENT_SIDE_SHARE:
+        return "left"
+    if 1.0 - left >= SEGMENT_SIDE_SHARE:
+        return "right"
+    return "midline"
+
+
+def write_attribution(
+    explanation: Explanation, mapping, folder: str | os.PathLike, top_k: int = 5, *, midline_x: float = 0.0
+) -> dict:
     """Write ``attribution.nii.gz`` (float map) and ``attribution.seg.nrrd`` (top-k segments), input grid.
 
     Both have exactly the input volume's shape and geometry (through ``mapping``), so they overlay the
-    radiologist's own images. Atomic: each file appears complete or not at all. Returns the paths.
+    radiologist's own images. Segments are named in words (:func:`segment_name`): their side against the
+    brain's midline at RAS x = ``midline_x`` (the consistency check's, ``attribution_side``) and their volume.
+    Atomic: each file appears complete or not at all. Returns the paths and the segments.
     """
     import slicerio
 
@@ -430,11 +454,15 @@ def write_attribution(explanation: Explanation, mapping, folder: str | os.PathLi
     labels = mapping.to_input(explanation.top_labelmap(top_k), kind="label").data[0]
     seg = slicerio.create_segmentation(labels.shape, RAS_FROM_LPS @ mapping.input_affine)
     segments = []
+    voxel_ml = abs(float(np.linalg.det(np.asarray(mapping.input_affine, dtype=np.float64)[:3, :3]))) / 1000.0
     for rank, (sv, w) in enumerate(explanation.ranked()[:top_k], start=1):
         colour = TOP_COLOURS[(rank - 1) % len(TOP_COLOURS)]
-        name = segment_name(rank, sv, w)
-        slicerio.add_segment(seg, labels == rank, {"id": f"Segment_{rank}", "name": name, "color": colour})
-        segments.append({"rank": rank, "supervoxel": sv, "weight": w, "name": name, "color": list(colour)})
+        mask = labels == rank
+        side, ml = segment_side(mask, mapping.input_affine, midline_x), float(mask.sum()) * voxel_ml
+        name = segment_name(rank, side, w, ml)
+        slicerio.add_segment(seg, mask, {"id": f"Segment_{rank}", "name": name, "color": colour})
+        entry = {"rank": rank, "supervoxel": sv, "weight": w, "side": side, "volume_ml": round(ml, 2)}
+        segments.append(entry | {"name": name, "color": list(colour)})
     seg_path = folder / "attribution.seg.nrrd"
     with atomic_path(seg_path) as tmp:
         slicerio.write_segmentation(str(tmp), seg)

@@ -185,7 +185,9 @@ def run_report(
         files: dict[str, str] = {}
         explanation = None
         if found is not None:
-            written = write_attribution(found, mapping, tmp, top_k=request.explain_options.top_k)
+            written = write_attribution(
+                found, mapping, tmp, top_k=request.explain_options.top_k, midline_x=side["midline_ras_x"]
+            )
             explanation = found.summary() | {"segments": written["segments"]}
             files["attribution"] = str(out / "attribution.nii.gz")
             files["segmentation"] = str(out / "attribution.seg.nrrd")
@@ -237,7 +239,7 @@ def run_explain(
     side = attribution_side(found.attribution_map(), mapping)
     target = text if span is None else text[span[0] : span[1]]
     with replace_dir(out, ATTRIBUTION_FILES, overwrite=overwrite) as tmp:
-        written = write_attribution(found, mapping, tmp, top_k=options.top_k)
+        written = write_attribution(found, mapping, tmp, top_k=options.top_k, midline_x=side["midline_ras_x"])
     return {
         "explanation": found.summary() | {"segments": written["segments"]},
         "attribution": side,

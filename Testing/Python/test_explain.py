@@ -125,7 +125,10 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
         model, grid, mapping.foreground, mapping.grid_spacing, TEXT, options=ExplainOptions(**GEOMETRY)
     )
     assert found.ranked(), "no significantly positive supervoxel to check the geometry with"
-    written = write_attribution(found, mapping, tmp_path, top_k=3)
+    from BrainGemma3DLib.reporting.report import attribution_side
+
+    side = attribution_side(found.attribution_map(), mapping)
+    written = write_attribution(found, mapping, tmp_path, top_k=3, midline_x=side["midline_ras_x"])
 
     img = nib.load(written["map"])
     assert img.shape == volume.shape
@@ -141,7 +144,13 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
     assert np.allclose(seg["ijkToLPS"], RAS_FROM_LPS @ volume.affine, atol=1e-4)
     names = [s["name"] for s in seg["segments"]]
     assert names == [s["name"] for s in written["segments"]] and len(names) == min(3, len(found.ranked()))
-    assert names[0].startswith("#1 supervoxel") and "w=+" in names[0]
+    # Named in words: the side (the case's blob is on the patient's left) and the volume on the input grid.
+    first_segment = written["segments"][0]
+    assert names[0] == f"#1 {first_segment['side']} (w={top_w:+.3g}, {first_segment['volume_ml']:.1f} mL)"
+    assert first_segment["side"] in ("left", "right", "midline")
+    voxel_ml = abs(np.linalg.det(volume.affine[:3, :3])) / 1000
+    expected_ml = (mapping.to_input(found.top_labelmap(1), kind="label").data[0] == 1).sum() * voxel_ml
+    assert first_segment["volume_ml"] == pytest.approx(expected_ml, abs=0.01)
     voxels = seg["voxels"]
     first = next(s for s in seg["segments"] if s["name"] == names[0])
     assert np.array_equal(
