@@ -726,6 +726,8 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
             "out": str(case / "report"),
             "explain": bool(explain),
             "options": dict(options or {}),
+            # The patient and study of a volume from Slicer's DICOM database travel with the report.
+            "fields": scene.dicom_identity(volumeNodes[0]),
         }
         self.worker.run([load, report], progress, onFinished)
 
@@ -781,6 +783,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
                 files["segmentation"], referenceVolume, opacity=opacity
             )
             scene.set_top_k(segmentationNode, topK)
+        scene.place_under_study([textNode, segmentationNode], referenceVolume)  # beside the images they read
         return textNode, segmentationNode
 
     @staticmethod

@@ -98,12 +98,23 @@ def model_info(model, ref: str) -> dict:
 
 
 def header_fields(study, given: dict[str, str]) -> dict[str, str]:
-    """PDF header fields: those given on the command line, else the DICOM tags read with the series."""
+    """The patient's and study's identity: fields given (command line, or the Slicer panel from its DICOM
+    database), else the DICOM tags read with the series; never invented. The PDF header shows the names and
+    dates; report.json ``input.identity`` keeps all of them, UIDs included."""
     tags = {
         "institution": "InstitutionName",
         "patient_name": "PatientName",
         "patient_id": "PatientID",
+        "birth_date": "PatientBirthDate",
+        "sex": "PatientSex",
         "study_date": "StudyDate",
+        "study_time": "StudyTime",
+        "study_description": "StudyDescription",
+        "accession": "AccessionNumber",
+        "referring_physician": "ReferringPhysicianName",
+        "study_uid": "StudyInstanceUID",
+        "series_uid": "SeriesInstanceUID",
+        "frame_of_reference_uid": "FrameOfReferenceUID",
     }
     out = {k: v for k, v in given.items() if v}
     for key, tag in tags.items():
@@ -194,16 +205,17 @@ def run_report(
         point = side.get("peak_ras") if side else None
         images = key_images(study.channel(0), attribution_volume, point)
         timings["pdf_s"] = time.perf_counter() - t
+        identity = header_fields(study, request.fields)
         report = build_report(
             draft.text,
             model=model_info(model, request.model),
-            input=study.summary(),
+            input=study.summary() | ({"identity": identity} if identity else {}),
             timings={k: round(v, 3) for k, v in timings.items()},
             attribution_side=side,
             decoding=draft.decoding,
             explanation=explanation,
         )
-        build_pdf(report, images, tmp / "report.pdf", draft=True, fields=header_fields(study, request.fields))
+        build_pdf(report, images, tmp / "report.pdf", draft=True, fields=identity)
         _stage(progress, cancel, "write", "writing the report files")
         write_report(report, tmp)
         files.update(json=str(out / "report.json"), text=str(out / "report.txt"), pdf=str(out / "report.pdf"))

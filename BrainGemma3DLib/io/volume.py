@@ -528,6 +528,26 @@ def _detached_data_files(header: Path) -> list[str]:
     return found
 
 
+#: DICOM tags read with a series (tag, name): who and what it is, kept in ``Volume.meta`` for report.json.
+DICOM_IDENTITY_TAGS = (
+    ("0010|0010", "PatientName"),
+    ("0010|0020", "PatientID"),
+    ("0010|0030", "PatientBirthDate"),
+    ("0010|0040", "PatientSex"),
+    ("0008|0020", "StudyDate"),
+    ("0008|0030", "StudyTime"),
+    ("0008|1030", "StudyDescription"),
+    ("0008|0050", "AccessionNumber"),
+    ("0008|0090", "ReferringPhysicianName"),
+    ("0020|000d", "StudyInstanceUID"),
+    ("0020|000e", "SeriesInstanceUID"),
+    ("0020|0052", "FrameOfReferenceUID"),
+    ("0008|103e", "SeriesDescription"),
+    ("0008|0060", "Modality"),
+    ("0008|0080", "InstitutionName"),
+)
+
+
 def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
     import SimpleITK as sitk
 
@@ -576,14 +596,7 @@ def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
         reader.MetaDataDictionaryArrayUpdateOn()
         img = reader.Execute()
         meta = {}
-        for tag, name in (
-            ("0010|0010", "PatientName"),
-            ("0010|0020", "PatientID"),
-            ("0008|0020", "StudyDate"),
-            ("0008|103e", "SeriesDescription"),
-            ("0008|0060", "Modality"),
-            ("0008|0080", "InstitutionName"),
-        ):
+        for tag, name in DICOM_IDENTITY_TAGS:
             if reader.HasMetaDataKey(0, tag):
                 meta[name] = reader.GetMetaData(0, tag).strip()
     except Exception as exc:

@@ -339,7 +339,7 @@ class ModelConfig:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ModelConfig:
-        return cls.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text()))
+        return cls.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8")))
 
 
 def preset(name: str, **overrides) -> ModelConfig:

@@ -50,7 +50,7 @@ def text_config_from_folder(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise InputError("not a model folder (no config.json)", folder)
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text(encoding="utf-8"))
     kind = raw.get("model_type")
     if kind == "gemma3":
         return Gemma3Config(**raw).text_config.to_dict()

@@ -88,7 +88,7 @@ def _aal_lobes() -> tuple[Volume, dict[int, int]]:
     root = Path(next(iter(spec.submodule_search_locations))) / "atlases"
     img = nib.load(str(root / "AAL.nii"))
     codes: dict[int, int] = {}
-    for line in (root / "AAL.txt").read_text().splitlines():
+    for line in (root / "AAL.txt").read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) < 2:
             continue

@@ -480,3 +480,85 @@ def report_text_node(
 def read_text_node(node) -> str:
     """The text of a text node (the report as the radiologist last edited it); empty string if none."""
     return node.GetText() or ""
+
+
+# ------------------------------------------------------------------------------------------------------
+# Identity and place: the patient and study a volume came from (Slicer's DICOM database)
+# ------------------------------------------------------------------------------------------------------
+#: report field -> (subject hierarchy level, the attribute Slicer's DICOM import sets on that level's item).
+_IDENTITY = {
+    "patient_name": ("patient", "DICOM.PatientName"),
+    "patient_id": ("patient", "DICOM.PatientID"),
+    "birth_date": ("patient", "DICOM.PatientBirthDate"),
+    "sex": ("patient", "DICOM.PatientSex"),
+    "study_date": ("study", "DICOM.StudyDate"),
+    "study_time": ("study", "DICOM.StudyTime"),
+    "study_description": ("study", "DICOM.StudyDescription"),
+    "study_uid": ("study", "DICOM.StudyInstanceUID"),
+}
+
+
+def _hierarchy(scene=None):
+    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(_scene(scene))
+
+
+def _study_and_patient(volume_node, scene=None) -> tuple:
+    """The subject hierarchy (node, study item, patient item) above ``volume_node``; items 0 when absent."""
+    hierarchy = _hierarchy(scene)
+    item = hierarchy.GetItemByDataNode(volume_node)
+    study = patient = 0
+    parent = hierarchy.GetItemParent(item) if item else 0
+    while parent and parent != hierarchy.GetSceneItemID():
+        level = hierarchy.GetItemLevel(parent)
+        if level == "Study" and not study:
+            study = parent
+        elif level == "Patient" and not patient:
+            patient = parent
+        parent = hierarchy.GetItemParent(parent)
+    return hierarchy, study, patient
+
+
+def dicom_identity(volume_node, scene=None) -> dict[str, str]:
+    """The patient's and study's identity of a volume loaded from Slicer's DICOM database, read from the
+    subject hierarchy and the volume's own DICOM attributes: patient name, ID, birth date, sex; study date,
+    time, description and UID; series and frame-of-reference UIDs; institution and accession where the
+    series kept them. Empty for a volume not from DICOM: nothing is ever invented."""
+    hierarchy, study, patient = _study_and_patient(volume_node, scene)
+    items = {"study": study, "patient": patient}
+    identity = {}
+    for key, (level, attribute) in _IDENTITY.items():
+        value = hierarchy.GetItemAttribute(items[level], attribute) if items[level] else ""
+        if value:
+            identity[key] = value
+    series_item = hierarchy.GetItemByDataNode(volume_node)
+    series_uid = hierarchy.GetItemUID(series_item, "DICOM") if series_item else ""
+    if series_uid:
+        identity["series_uid"] = series_uid
+    for key, attribute in (
+        ("frame_of_reference_uid", "DICOM.FrameOfReferenceUID"),
+        ("institution", "DICOM.InstitutionName"),
+        ("accession", "DICOM.AccessionNumber"),
+    ):
+        value = volume_node.GetAttribute(attribute) or (
+            hierarchy.GetItemAttribute(series_item, attribute) if series_item else ""
+        )
+        if value:
+            identity[key] = value
+    return identity
+
+
+def place_under_study(nodes, volume_node, scene=None) -> int:
+    """Put result nodes (report text, segmentations, file nodes) under the input volume's study in the
+    subject hierarchy, as Slicer's own DICOM tools do; returns the study item (0: the volume has no study,
+    the nodes stay where they are)."""
+    hierarchy, study, _patient = _study_and_patient(volume_node, scene)
+    if study:
+        for node in nodes:
+            if node is None:
+                continue
+            item = hierarchy.GetItemByDataNode(node)
+            if item:
+                hierarchy.SetItemParent(item, study)
+            else:
+                hierarchy.CreateItem(study, node)
+    return study

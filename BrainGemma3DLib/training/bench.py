@@ -345,7 +345,10 @@ def run_train(
                 progress=False,
             )
             train(opts)
-            log = [json.loads(x) for x in (root / phase / "metrics.jsonl").read_text().splitlines()]
+            log = [
+                json.loads(x)
+                for x in (root / phase / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            ]
             rate = round(statistics.median(r["samples_per_s"] for r in log), 1)
             rows.append(
                 {"name": f"train[{preset_name}, {device}]: {phase}", "value": rate, "unit": "samples/s"}

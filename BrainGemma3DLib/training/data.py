@@ -78,7 +78,7 @@ def _case_images(folder: Path, case: str, sequences: tuple[str, ...]) -> dict[st
 
 def _truth(folder: Path) -> dict | None:
     path = folder / "truth.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def scan(root: str | os.PathLike, sequences: tuple[str, ...] = ("flair",)) -> Scan:

@@ -95,7 +95,11 @@ def evaluate(
     found = scan(data, sequences)
     ckpt = Path(model.checkpoint_path or ".")
     split_file = ckpt / "split.json"
-    parts = json.loads(split_file.read_text()) if split_file.is_file() else make_split(found.cases)
+    parts = (
+        json.loads(split_file.read_text(encoding="utf-8"))
+        if split_file.is_file()
+        else make_split(found.cases)
+    )
     if split not in ("train", "val", "test", "all"):
         raise InputError(f"--split must be train, val, test or all (got {split!r})")
     by_id = {c.case_id: c for c in found.cases}

@@ -474,7 +474,7 @@ def train(opts: TrainOptions) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "train_state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
     if state and state.get("phase") != opts.phase:
         raise InputError(
             f"folder holds a {state.get('phase')} run; use a new --out for phase {opts.phase}", out
@@ -568,5 +568,5 @@ def _load_head(head: nn.Module, init: str | None, file_name: str = HEAD_FILE) ->
 
 def _split_of(init: str | None) -> dict | None:
     if init and (Path(init) / "split.json").is_file():
-        return json.loads((Path(init) / "split.json").read_text())
+        return json.loads((Path(init) / "split.json").read_text(encoding="utf-8"))
     return None

@@ -141,3 +141,25 @@ def test_a_folder_without_dicom_is_our_one_line_and_nothing_from_itk(tmp_path, c
     assert main(["report", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capfd.readouterr().err.strip()  # file-descriptor level: ITK writes from C++
     assert len(err.splitlines()) == 1 and "no DICOM series found" in err and "not-dicom" in err, err
+
+
+def test_a_dicom_studys_identity_travels_into_report_json_and_the_pdf(tmp_path):
+    import pypdfium2 as pdfium
+    from helpers import sample_head, variant_affine, write_dicom_series
+
+    from BrainGemma3DLib.app.cli import main
+
+    affine, shape = variant_affine("LPS", spacing=(2.0, 2.0, 2.0))
+    series = write_dicom_series(
+        tmp_path / "series", sample_head(affine, shape), affine, series_uid="1.2.3.4.5.6.7"
+    )
+    out = tmp_path / "report"
+    assert main(["report", str(series), "--out", str(out), "--quiet", "--drafts", "0"]) == 0
+    identity = json.loads((out / "report.json").read_text(encoding="utf-8"))["input"]["identity"]
+    assert identity["patient_name"] == "Phantom^Test" and identity["study_uid"] == "1.2.3.4.5.6"
+    assert identity["series_uid"] == "1.2.3.4.5.6.7"
+    pdf = pdfium.PdfDocument(str(out / "report.pdf"))
+    assert "Phantom^Test" in pdf[0].get_textpage().get_text_range()
+    given = tmp_path / "given"
+    assert main(["report", str(SAMPLE), "--out", str(given), "--quiet", "--drafts", "0"]) == 0
+    assert "identity" not in json.loads((given / "report.json").read_text(encoding="utf-8"))["input"]

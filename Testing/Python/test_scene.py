@@ -429,3 +429,34 @@ def test_library_imports_without_slicer():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "blocked: BrainGemma3DLib.slicer.scene needs 3D Slicer" in result.stdout
+
+
+def test_a_dicom_volumes_identity_is_read_and_results_go_under_its_study(scene, data, tmp_path):
+    """A volume from Slicer's DICOM database (its subject hierarchy patient and study, as the DICOM import
+    makes them) gives the patient's identity; the report's nodes are put under the same study."""
+    volume = add_volume(data, affine_for("LPS"))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Doe^Jane")
+    for attribute, value in (("DICOM.PatientName", "Doe^Jane"), ("DICOM.PatientID", "P-123"),
+                             ("DICOM.PatientBirthDate", "19700101"), ("DICOM.PatientSex", "F")):  # fmt: skip
+        hierarchy.SetItemAttribute(patient, attribute, value)
+    study = hierarchy.CreateStudyItem(patient, "MR brain")
+    hierarchy.SetItemAttribute(study, "DICOM.StudyInstanceUID", "1.2.826.0.1.3680043.2.1")
+    hierarchy.SetItemAttribute(study, "DICOM.StudyDate", "20261130")
+    series = hierarchy.GetItemByDataNode(volume) or hierarchy.CreateItem(study, volume)
+    hierarchy.SetItemParent(series, study)
+    hierarchy.SetItemUID(series, "DICOM", "1.2.826.0.1.3680043.2.1.7")
+    volume.SetAttribute("DICOM.FrameOfReferenceUID", "1.2.826.0.1.3680043.2.1.9")
+
+    identity = bscene.dicom_identity(volume)
+    assert identity == {
+        "patient_name": "Doe^Jane", "patient_id": "P-123", "birth_date": "19700101", "sex": "F",
+        "study_date": "20261130", "study_uid": "1.2.826.0.1.3680043.2.1",
+        "series_uid": "1.2.826.0.1.3680043.2.1.7", "frame_of_reference_uid": "1.2.826.0.1.3680043.2.1.9",
+    }  # fmt: skip
+    text = bscene.report_text_node("Findings: ...", name="report")
+    assert bscene.place_under_study([text, None], volume) == study
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(text)) == study
+
+    plain = add_volume(data, affine_for("RAS"))  # not from DICOM: nothing is invented
+    assert bscene.dicom_identity(plain) == {} and bscene.place_under_study([text], plain) == 0
