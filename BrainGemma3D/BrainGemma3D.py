@@ -777,6 +777,9 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
             attributes["BrainGemma3D.checkpointSha256"] = digest
         name = slicer.mrmlScene.GenerateUniqueName(f"{referenceVolume.GetName()} report")
         textNode = scene.report_text_node(report["text"], name=name, attributes=attributes)
+        scene.keep_draft_with_scene(
+            textNode, files["pdf"]
+        )  # signable after Clear cache or on another computer
         segmentationNode = None
         if files.get("segmentation"):
             segmentationNode = scene.load_attribution_segmentation(
@@ -840,10 +843,13 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         if textNode is None:
             raise ValueError(_("No report node selected."))
         draft = textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE)
-        if not draft or not os.path.isfile(draft):
-            raise ValueError(
-                _("The draft PDF of this report is gone (cache cleared?): generate the report again.")
-            )
+        if not draft or not os.path.isfile(draft):  # cache cleared, or a scene reopened elsewhere
+            kept = scene.draft_pdf_bytes(textNode)
+            if kept is None:
+                raise ValueError(_("The draft PDF of this report is gone: generate the report again."))
+            draft = pathlib.Path(tempfile.mkdtemp(prefix="draft-", dir=self.cacheFolder())) / "report.pdf"
+            draft.write_bytes(kept)
+            draft = str(draft)
         credentials = (
             {"p12": str(certificate)}
             if privateKey is None

@@ -562,3 +562,50 @@ def place_under_study(nodes, volume_node, scene=None) -> int:
             else:
                 hierarchy.CreateItem(study, node)
     return study
+
+
+# ------------------------------------------------------------------------------------------------------
+# The draft travels with the scene
+# ------------------------------------------------------------------------------------------------------
+#: Node reference from a report text node to the node holding its draft PDF.
+DRAFT_REFERENCE = "BrainGemma3DDraftPdf"
+
+
+def keep_draft_with_scene(text_node, draft_pdf: str | os.PathLike, scene=None):
+    """Store the draft PDF (which embeds everything signing needs: report, key images, header fields) in a
+    text node saved with the scene (base64, a file of its own), referenced from ``text_node``.
+
+    Why: the worker writes the draft into a cache folder that "Clear cache" empties and another computer does
+    not have; a scene saved today must still be signable tomorrow, anywhere. Returns the new node.
+    """
+    import base64
+
+    scene = _scene(scene)
+    path = Path(draft_pdf)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the draft PDF ({exc.strerror or exc})", path) from None
+    holder = report_text_node(
+        base64.b64encode(data).decode("ascii"),
+        name=f"{text_node.GetName()} draft PDF (data)",
+        attributes={"BrainGemma3D.draftPdfName": path.name},
+        scene=scene,
+    )
+    holder.SetHideFromEditors(True)
+    text_node.SetNodeReferenceID(DRAFT_REFERENCE, holder.GetID())
+    return holder
+
+
+def draft_pdf_bytes(text_node) -> bytes | None:
+    """The draft PDF kept with the scene for ``text_node`` (see :func:`keep_draft_with_scene`), or None."""
+    import base64
+    import binascii
+
+    holder = text_node.GetNodeReference(DRAFT_REFERENCE) if text_node is not None else None
+    if holder is None:
+        return None
+    try:
+        return base64.b64decode(read_text_node(holder), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"the draft PDF kept in the scene node {holder.GetName()!r} is damaged") from None

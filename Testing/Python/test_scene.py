@@ -460,3 +460,59 @@ def test_a_dicom_volumes_identity_is_read_and_results_go_under_its_study(scene, 
 
     plain = add_volume(data, affine_for("RAS"))  # not from DICOM: nothing is invented
     assert bscene.dicom_identity(plain) == {} and bscene.place_under_study([text], plain) == 0
+
+
+def test_a_scene_saved_today_can_be_reopened_elsewhere_and_signed_tomorrow(scene, tmp_path):
+    """The draft PDF travels inside the scene (its own text node, saved as a file), so neither Clear cache
+    nor another computer loses what signing needs."""
+    import io
+
+    from PIL import Image
+
+    from BrainGemma3DLib.reporting.pdf import build_pdf
+    from BrainGemma3DLib.reporting.report import build_report
+    from BrainGemma3DLib.reporting.signing import make_test_certificate, sign_pdf, verify_pdf
+
+    def png(shade):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (shade,) * 3).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    text = "Findings: A mass in the left frontal lobe.\nImpression: Left frontal lesion."
+    report = build_report(text, model={"name": "demo", "preset": "demo"}, input={"paths": ["f"]}, timings={})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    draft = build_pdf(
+        report, {"axial": png(40), "coronal": png(90), "sagittal": png(140)}, cache / "report.pdf"
+    )
+    node = bscene.report_text_node(text, name="report", attributes={"BrainGemma3D.draftPdf": str(draft)})
+    holder = bscene.keep_draft_with_scene(node, draft)
+
+    saved = tmp_path / "saved-scene"
+    saved.mkdir()
+    for each in (node, holder):  # what Save does: every storage node writes its file, then the .mrml
+        storage = each.GetStorageNode()
+        storage.SetFileName(str(saved / f"{each.GetName()}.txt"))
+        assert storage.WriteData(each)
+    scene.SetURL(str(saved / "scene.mrml"))
+    scene.Commit()
+    draft.unlink()  # Clear cache; or the scene opened on another computer
+
+    reopened = slicer.vtkMRMLScene()
+    reopened.SetURL(str(saved / "scene.mrml"))
+    reopened.Import()
+    texts = [
+        reopened.GetNthNodeByClass(i, "vtkMRMLTextNode")
+        for i in range(reopened.GetNumberOfNodesByClass("vtkMRMLTextNode"))
+    ]
+    for each in texts:
+        assert each.GetStorageNode().ReadData(each)
+    again = next(t for t in texts if t.GetName() == "report")
+    data = bscene.draft_pdf_bytes(again)
+    assert data is not None and data.startswith(b"%PDF-")
+    restored = tmp_path / "restored.pdf"
+    restored.write_bytes(data)
+    key, cert = make_test_certificate(tmp_path / "cert", "Dr Tomorrow")
+    signed = sign_pdf(restored, tmp_path / "signed.pdf", signer="Dr Tomorrow", key=key, cert=cert,
+                      text=bscene.read_text_node(again))  # fmt: skip
+    assert verify_pdf(signed["signed_pdf"], [cert])["ok"]
