@@ -292,6 +292,8 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.signButton.connect("clicked(bool)", self.onSignButton)
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCacheButton)
+        self.ui.centreButton.connect("clicked(bool)", self.onCentreButton)
+        self.ui.surface3DCheckBox.connect("toggled(bool)", self.onSurface3DToggled)
         self.ui.reportTextEdit.connect("textChanged()", self.onReportTextEdited)
         # Entities and warnings follow the edited text, recomputed once typing pauses.
         self._reviewTimer = qt.QTimer()
@@ -544,6 +546,21 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.warningsLabel.visible = True
 
     # --- Attribution overlay ----------------------------------------------------------------------------
+    def onCentreButton(self) -> None:
+        """Centre the slice views on the strongest region of the selected overlay."""
+        segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
+        if segmentation is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not centre the views."), waitCursor=True):
+            self.logic.centreOnStrongest(segmentation)
+
+    def onSurface3DToggled(self, visible) -> None:
+        segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
+        if segmentation is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not show the regions in 3D."), waitCursor=True):
+            self.logic.showIn3D(segmentation, visible)
+
     def _applyOverlaySettings(self) -> None:
         node = self._parameterNode
         segmentation = node.attributionSegmentation if node else None
@@ -788,6 +805,22 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
             scene.set_top_k(segmentationNode, topK)
         scene.place_under_study([textNode, segmentationNode], referenceVolume)  # beside the images they read
         return textNode, segmentationNode
+
+    @staticmethod
+    def centreOnStrongest(segmentationNode):
+        """Centre every slice view on the overlay's strongest region (its best-ranked segment)."""
+        from BrainGemma3DLib.slicer import scene
+
+        point = scene.strongest_point(segmentationNode)
+        if point is not None:
+            scene.centre_slice_views(point)
+        return point
+
+    @staticmethod
+    def showIn3D(segmentationNode, visible):
+        from BrainGemma3DLib.slicer import scene
+
+        scene.show_in_3d(segmentationNode, visible)
 
     @staticmethod
     def setOverlay(segmentationNode, *, opacity, topK):

@@ -263,6 +263,36 @@ def show_in_slice_views(volume_node, *, scene=None) -> int:
     return count
 
 
+def strongest_point(segmentation_node, reference_volume_node=None) -> np.ndarray | None:
+    """RAS centre (mm) of the best-ranked segment that has voxels: where the strongest evidence is."""
+    for segment_id in ranked_segment_ids(segmentation_node):
+        mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
+        if mask.any():
+            reference = _reference_node(segmentation_node, reference_volume_node)
+            ijk_to_ras = world_ijk_to_ras(reference)
+            centre = np.argwhere(mask).mean(axis=0)  # (i, j, k)
+            return ijk_to_ras[:3, :3] @ centre + ijk_to_ras[:3, 3]
+    return None
+
+
+def show_in_3d(segmentation_node, visible: bool = True) -> None:
+    """Show (or hide) an attribution overlay's regions as closed surfaces in 3D views."""
+    _check_ours(segmentation_node)
+    if visible:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    _display_node(segmentation_node).SetVisibility3D(bool(visible))
+
+
+def centre_slice_views(point_ras, *, scene=None) -> int:
+    """Centre every slice view of the scene on ``point_ras`` (RAS mm); returns how many views moved."""
+    scene = _scene(scene)
+    views = scene.GetNodesByClass("vtkMRMLSliceNode")
+    count = views.GetNumberOfItems()
+    for i in range(count):
+        views.GetItemAsObject(i).JumpSliceByCentering(*[float(v) for v in point_ras])
+    return count
+
+
 def _check_opacity(opacity: float) -> float:
     value = float(opacity)
     if not 0.0 <= value <= 1.0:

@@ -516,3 +516,44 @@ def test_a_scene_saved_today_can_be_reopened_elsewhere_and_signed_tomorrow(scene
     signed = sign_pdf(restored, tmp_path / "signed.pdf", signer="Dr Tomorrow", key=key, cert=cert,
                       text=bscene.read_text_node(again))  # fmt: skip
     assert verify_pdf(signed["signed_pdf"], [cert])["ok"]
+
+
+@pytest.mark.parametrize("kind", ["LPS", "oblique"])
+def test_the_views_centre_on_the_strongest_region(scene, data, tmp_path, kind):
+    affine = affine_for(kind)
+    volume = add_volume(data, affine)
+    labels = region_labels()
+    seg = bscene.load_attribution_segmentation(
+        write_seg(tmp_path / "a.seg.nrrd", labels, affine), volume, show_input=False
+    )
+    expected = np.argwhere(labels == 1).mean(axis=0) @ affine[:3, :3].T + affine[:3, 3]  # rank 1's centre
+    point = bscene.strongest_point(seg, volume)
+    np.testing.assert_allclose(point, expected, atol=1e-3)
+    views = [scene.AddNewNodeByClass("vtkMRMLSliceNode") for _ in range(3)]
+    for view, orientation in zip(views, ("Axial", "Sagittal", "Coronal"), strict=True):
+        view.SetOrientation(orientation)
+    assert bscene.centre_slice_views(point) == 3
+    for view in views:
+        slice_to_ras = slicer.util.arrayFromVTKMatrix(view.GetSliceToRAS())
+        np.testing.assert_allclose(slice_to_ras[:3, 3], point, atol=1e-3)
+
+
+def test_the_regions_show_as_surfaces_in_3d_only_on_our_overlays(scene, data, tmp_path):
+    from BrainGemma3DLib.io.errors import InputError
+
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()  # in Slicer: registers the surface converters
+    logic.SetMRMLScene(scene)
+    affine = affine_for("LPS")
+    volume = add_volume(data, affine)
+    seg = bscene.load_attribution_segmentation(
+        write_seg(tmp_path / "a.seg.nrrd", region_labels(), affine), volume, show_input=False
+    )
+    bscene.show_in_3d(seg, True)
+    assert seg.GetDisplayNode().GetVisibility3D()
+    closed = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    assert seg.GetSegmentation().ContainsRepresentation(closed)
+    bscene.show_in_3d(seg, False)
+    assert not seg.GetDisplayNode().GetVisibility3D()
+    seg.RemoveAttribute(bscene.ATTRIBUTION_ATTRIBUTE)
+    with pytest.raises(InputError, match="not a BrainGemma3D attribution"):
+        bscene.show_in_3d(seg, True)
