@@ -548,18 +548,19 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- Attribution overlay ----------------------------------------------------------------------------
     def onCentreButton(self) -> None:
         """Centre the slice views on the strongest region of the selected overlay."""
+        from BrainGemma3DLib.slicer import scene
+
         segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
-        if segmentation is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not centre the views."), waitCursor=True):
-            self.logic.centreOnStrongest(segmentation)
+        point = scene.strongest_point(segmentation) if segmentation is not None else None
+        if point is not None:
+            scene.centre_slice_views(point)
 
     def onSurface3DToggled(self, visible) -> None:
+        from BrainGemma3DLib.slicer import scene
+
         segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
-        if segmentation is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not show the regions in 3D."), waitCursor=True):
-            self.logic.showIn3D(segmentation, visible)
+        if segmentation is not None:
+            scene.show_in_3d(segmentation, visible)
 
     def _applyOverlaySettings(self) -> None:
         node = self._parameterNode
@@ -807,22 +808,6 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         return textNode, segmentationNode
 
     @staticmethod
-    def centreOnStrongest(segmentationNode):
-        """Centre every slice view on the overlay's strongest region (its best-ranked segment)."""
-        from BrainGemma3DLib.slicer import scene
-
-        point = scene.strongest_point(segmentationNode)
-        if point is not None:
-            scene.centre_slice_views(point)
-        return point
-
-    @staticmethod
-    def showIn3D(segmentationNode, visible):
-        from BrainGemma3DLib.slicer import scene
-
-        scene.show_in_3d(segmentationNode, visible)
-
-    @staticmethod
     def setOverlay(segmentationNode, *, opacity, topK):
         from BrainGemma3DLib.slicer import scene
 
@@ -875,14 +860,8 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
 
         if textNode is None:
             raise ValueError(_("No report node selected."))
-        draft = textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE)
-        if not draft or not os.path.isfile(draft):  # cache cleared, or a scene reopened elsewhere
-            kept = scene.draft_pdf_bytes(textNode)
-            if kept is None:
-                raise ValueError(_("The draft PDF of this report is gone: generate the report again."))
-            draft = pathlib.Path(tempfile.mkdtemp(prefix="draft-", dir=self.cacheFolder())) / "report.pdf"
-            draft.write_bytes(kept)
-            draft = str(draft)
+        # The cached draft, or (cache cleared, scene reopened elsewhere) the copy kept in the scene.
+        draft = scene.draft_pdf_file(textNode, textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE), self.cacheFolder())
         credentials = (
             {"p12": str(certificate)}
             if privateKey is None

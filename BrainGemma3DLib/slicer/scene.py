@@ -639,3 +639,18 @@ def draft_pdf_bytes(text_node) -> bytes | None:
         return base64.b64decode(read_text_node(holder), validate=True)
     except (binascii.Error, ValueError):
         raise InputError(f"the draft PDF kept in the scene node {holder.GetName()!r} is damaged") from None
+
+
+def draft_pdf_file(text_node, cached: str | None, folder: str | os.PathLike) -> str:
+    """A readable draft PDF for ``text_node``: ``cached`` when that file still exists, else the copy kept in
+    the scene written into ``folder``; a report with neither is an error saying what to do."""
+    import tempfile
+
+    if cached and Path(cached).is_file():
+        return str(cached)
+    kept = draft_pdf_bytes(text_node)
+    if kept is None:
+        raise InputError("the draft PDF of this report is gone: generate the report again")
+    path = Path(tempfile.mkdtemp(prefix="draft-", dir=str(folder))) / "report.pdf"
+    path.write_bytes(kept)
+    return str(path)

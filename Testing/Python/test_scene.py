@@ -510,8 +510,8 @@ def test_a_scene_saved_today_can_be_reopened_elsewhere_and_signed_tomorrow(scene
     again = next(t for t in texts if t.GetName() == "report")
     data = bscene.draft_pdf_bytes(again)
     assert data is not None and data.startswith(b"%PDF-")
-    restored = tmp_path / "restored.pdf"
-    restored.write_bytes(data)
+    restored = bscene.draft_pdf_file(again, str(draft), tmp_path)  # the cached file is gone: the kept copy
+    assert Path(restored).read_bytes() == data
     key, cert = make_test_certificate(tmp_path / "cert", "Dr Tomorrow")
     signed = sign_pdf(restored, tmp_path / "signed.pdf", signer="Dr Tomorrow", key=key, cert=cert,
                       text=bscene.read_text_node(again))  # fmt: skip
