@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,16 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes tens of seconds (skip with -m 'not slow' for a quick run)"
     )
+
+
+@pytest.fixture(autouse=True)
+def _locale_unchanged():
+    """Native libraries (VTK/MRML, GDCM) may switch the C locale; restore it so that no later test reads
+    text with an ASCII default because an earlier one loaded a DICOM series or a scene."""
+    before = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != before:
+        locale.setlocale(locale.LC_ALL, before)
 
 
 @pytest.fixture(scope="session")
