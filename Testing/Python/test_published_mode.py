@@ -212,3 +212,15 @@ def test_report_and_the_worker_run_a_published_folder(published, tmp_path):
     events = [json.loads(line) for line in engine.stdout.splitlines()]
     loaded = next(e for e in events if e.get("id") == 1 and e["event"] in ("result", "error"))
     assert loaded["event"] == "result" and loaded["preset"] == "published" and loaded["grid"] == [10, 44, 44]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_published_folder_on_its_own_grid(published, phantom_data, tmp_path):
+    from BrainGemma3DLib.app.cli import main
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(published["folder"] / "checkpoint"), "--data", str(phantom_data)]
+    assert main([*args, "--split", "all", "--out", str(out), "--grid", "10", "44", "44", "--limit", "2",
+                 "--max-new-tokens", "8", "--quiet"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["cases"] == 2 and metrics["decoding"]["method"] == "published sampling"
