@@ -268,10 +268,10 @@ def test_a_new_model_takes_the_sequences_it_is_trained_on(data, tmp_path):
     assert tuple(model.encoder.patch_embedding.weight.shape[:2]) == (model.cfg.vision_hidden, 3)
     evaluated = run_cli(
         "evaluate", "--model", str(out / "best"), "--data", str(data), "--split", "all",
-        "--out", str(tmp_path / "eval"), "--drafts", "0", "--quiet",
+        "--out", str(tmp_path / "eval"), "--drafts", "0", "--limit", "4", "--max-new-tokens", "24", "--quiet",
     )  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["cases"] == 10
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))["cases"] == 4
 
 
 def test_finding_targets_read_the_report_negation_aware():
