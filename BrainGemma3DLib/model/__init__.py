@@ -16,7 +16,6 @@ from .loading import (
     load_published,
     pick_device,
     save,
-    weights_sha256,
 )
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "pick_device",
     "preset",
     "save",
-    "weights_sha256",
 ]

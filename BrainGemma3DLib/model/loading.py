@@ -271,12 +271,6 @@ def _finish(model: BrainGemma3D, folder: Path, weights: list[Path], adapter: Pat
     return model.eval()
 
 
-def weights_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a weights file, or of a checkpoint folder's weights file (goes into every report)."""
-    path = Path(path)
-    return sha256_files([path / WEIGHTS_NAME if path.is_dir() else path])
-
-
 def load_checkpoint(
     folder: str | os.PathLike,
     *,
