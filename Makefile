@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # CPU build of torch (a plain `torch` would pull a multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
-SAMPLE := Resources/Samples/BrainGemma3DSample
-SAMPLE_CASE := $(SAMPLE)/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001
+SAMPLE := Resources/Samples/BrainGemma3DPhantom
+SAMPLE_CASE := $(SAMPLE)/MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001
 SAMPLE_SEED := 2026
 
 # The demo weights: trained on phantoms with the project's own CLI, scored on held-out phantoms of another seed.
@@ -31,7 +31,7 @@ DEMO_OUT := out/demo
 SIGNER   := Demo Radiologist
 demo: venv
 	rm -rf $(DEMO_OUT)
-	$(BIN)/braingemma3d report $(SAMPLE_CASE)/BraTS20_Training_001_flair.nii.gz --out $(DEMO_OUT)/report --explain
+	$(BIN)/braingemma3d report $(SAMPLE_CASE)/BrainGemma3DPhantom_001_flair.nii.gz --out $(DEMO_OUT)/report --explain
 	$(BIN)/braingemma3d make-cert --out $(DEMO_OUT)/throwaway-certificate --name "$(SIGNER)"
 	$(BIN)/braingemma3d sign $(DEMO_OUT)/report/report.pdf --out $(DEMO_OUT)/report-signed.pdf \
 	  --signer "$(SIGNER)" --key $(DEMO_OUT)/throwaway-certificate/demo-radiologist.key.pem \

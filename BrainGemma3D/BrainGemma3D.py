@@ -78,10 +78,10 @@ def moduleResourcePath(relativePath):
     return str(_MODULE_DIR / "Resources" / relativePath)
 
 
-SAMPLE_NAME = "BrainGemma3DSample"
+SAMPLE_NAME = "BrainGemma3DPhantom_001"
 SAMPLE_FLAIR = (
-    "Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/"
-    "BraTS20_Training_001_flair.nii.gz"
+    "Samples/BrainGemma3DPhantom/MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001/"
+    "BrainGemma3DPhantom_001_flair.nii.gz"
 )
 #: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
 DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
@@ -105,7 +105,7 @@ class BrainGemma3D(ScriptedLoadableModule):
         self.parent.title = _("BrainGemma3D")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Neuroimaging")]
         self.parent.dependencies = []
-        self.parent.contributors = ["BrainGemma3D developers"]
+        self.parent.contributors = ["BrainGemma3D core team (BrainGemma3D project)"]
         self.parent.helpText = _(
             "Turns a 3D brain MRI into a structured radiology report draft, shows which brain regions "
             "drove the draft as a segmentation over the image, and lets you edit the text, sign it and "

@@ -2,9 +2,9 @@
 
 Layout under the output folder (the layout real BraTS/TextBraTS downloads have, so the same readers serve)::
 
-    MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/BraTS20_Training_001_{flair,t1,t1ce,t2,seg}.nii.gz
-    MICCAI_BraTS2020_TrainingData/BraTS20_Training_001/truth.json
-    TextBraTSData/BraTS20_Training_001/BraTS20_Training_001_flair_text.txt
+    MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001/BrainGemma3DPhantom_001_{flair,t1,t1ce,t2,seg}.nii.gz
+    MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001/truth.json
+    TextBraTSData/BrainGemma3DPhantom_001/BrainGemma3DPhantom_001_flair_text.txt
     HealthyControls/Healthy_001/Healthy_001_{flair,t1,t1ce,t2}.nii.gz, Healthy_001_flair_text.txt, truth.json
     phantoms.json    (generator version, seed, counts, sources and licences, one line per case)
 
@@ -59,8 +59,8 @@ class Case:
 
 
 def case_id(kind: str, index: int, width: int = 3) -> str:
-    """BraTS-style identifiers: ``BraTS20_Training_001`` and ``Healthy_001`` (1-based)."""
-    prefix = "BraTS20_Training_" if kind == "lesion" else "Healthy_"
+    """BraTS-style identifiers: ``BrainGemma3DPhantom_001`` and ``Healthy_001`` (1-based)."""
+    prefix = "BrainGemma3DPhantom_" if kind == "lesion" else "Healthy_"
     return f"{prefix}{index + 1:0{width}d}"
 
 

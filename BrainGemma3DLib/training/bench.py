@@ -177,9 +177,9 @@ if __name__ == "__main__":  # pragma: no cover - convenience
 # model: warm latency of one report
 # ------------------------------------------------------------------------------------------------------
 def _sample_flair() -> Path:
-    root = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "BrainGemma3DSample"
+    root = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "BrainGemma3DPhantom"
     return (
-        root / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz"
+        root / "MICCAI_BraTS2020_TrainingData" / "BrainGemma3DPhantom_001" / "BrainGemma3DPhantom_001_flair.nii.gz"
     )
 
 

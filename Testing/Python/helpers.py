@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 #: The bundled sample case's FLAIR (a synthetic phantom, right-sided lesion).
 SAMPLE = (
     REPO
-    / "Resources/Samples/BrainGemma3DSample/MICCAI_BraTS2020_TrainingData/BraTS20_Training_001"
-    / "BraTS20_Training_001_flair.nii.gz"
+    / "Resources/Samples/BrainGemma3DPhantom/MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001"
+    / "BrainGemma3DPhantom_001_flair.nii.gz"
 )
 DEMO_WEIGHTS = REPO / "Resources/DemoWeights"
 #: Centre of the blob in RAS millimetres: x < 0 is the patient's LEFT.

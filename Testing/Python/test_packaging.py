@@ -31,13 +31,13 @@ def test_pyproject_entry_points():
 
 
 def test_sample_case_is_small_and_complete():
-    sample = REPO / "Resources" / "Samples" / "BrainGemma3DSample"
+    sample = REPO / "Resources" / "Samples" / "BrainGemma3DPhantom"
     files = [p for p in sample.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 5 * 2**20
     names = {p.name for p in files}
     for seq in ("flair", "t1", "t1ce", "t2", "seg"):
-        assert f"BraTS20_Training_001_{seq}.nii.gz" in names
-    assert {"truth.json", "BraTS20_Training_001_flair_text.txt", "phantoms.json"} <= names
+        assert f"BrainGemma3DPhantom_001_{seq}.nii.gz" in names
+    assert {"truth.json", "BrainGemma3DPhantom_001_flair_text.txt", "phantoms.json"} <= names
 
 
 def test_demo_weights_are_small_safe_and_documented():
@@ -61,11 +61,11 @@ def test_demo_weights_write_the_sample_case_report():
     from BrainGemma3DLib.model import load
     from BrainGemma3DLib.reporting.entities import extract
 
-    case = REPO / "Resources" / "Samples" / "BrainGemma3DSample" / "MICCAI_BraTS2020_TrainingData"
-    case = case / "BraTS20_Training_001"
+    case = REPO / "Resources" / "Samples" / "BrainGemma3DPhantom" / "MICCAI_BraTS2020_TrainingData"
+    case = case / "BrainGemma3DPhantom_001"
     truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
     model = load("demo", device="cpu")
-    grid, _mapping = load_volume(case / "BraTS20_Training_001_flair.nii.gz").to_model_grid(model.cfg.grid)
+    grid, _mapping = load_volume(case / "BrainGemma3DPhantom_001_flair.nii.gz").to_model_grid(model.cfg.grid)
     draft = model.generate(grid)[0]
     found = extract(draft.text)
     assert found.laterality == truth["hemisphere"], draft.text

@@ -33,7 +33,7 @@ def test_layout(dataset):
     manifest = json.loads((dataset / "phantoms.json").read_text())
     assert manifest["seed"] == 1 and len(manifest["cases"]) == 8
     for i in range(1, 7):
-        cid = f"BraTS20_Training_{i:03d}"
+        cid = f"BrainGemma3DPhantom_{i:03d}"
         folder = dataset / "MICCAI_BraTS2020_TrainingData" / cid
         for seq in (*SEQ, "seg"):
             assert (folder / f"{cid}_{seq}.nii.gz").is_file(), f"{cid}_{seq}"
@@ -183,10 +183,10 @@ def test_flair_only_cli_writes_flair_and_labels_and_says_which_sequences(tmp_pat
         "--quiet",
     )
     assert result.returncode == 0, result.stderr
-    case = out / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001"
+    case = out / "MICCAI_BraTS2020_TrainingData" / "BrainGemma3DPhantom_001"
     assert sorted(p.name for p in case.iterdir()) == [
-        "BraTS20_Training_001_flair.nii.gz",
-        "BraTS20_Training_001_seg.nii.gz",
+        "BrainGemma3DPhantom_001_flair.nii.gz",
+        "BrainGemma3DPhantom_001_seg.nii.gz",
         "truth.json",
     ]
     assert json.loads((out / "phantoms.json").read_text())["sequences"] == ["flair"]

@@ -89,7 +89,8 @@ def module_lists() -> dict[str, list[str]]:
 
 def test_extension_cmake_follows_the_template_and_the_index_rules():
     text = cmake_text(REPO / "CMakeLists.txt")
-    assert re.search(r"cmake_minimum_required\(\s*VERSION\s+3\.\d+", text)
+    # As the current scripted-module template writes it (a version range, FATAL_ERROR).
+    assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in text
     # The index checks that project() names the extension exactly as its .json file.
     assert re.search(r"\bproject\(\s*BrainGemma3D\s*\)", text)
     values = extension_values()
@@ -105,6 +106,10 @@ def test_extension_cmake_follows_the_template_and_the_index_rules():
     icon = re.fullmatch(rf"https://raw\.githubusercontent\.com/{owner_repo}/[^/]+/(.+)", values["ICONURL"])
     assert icon and (REPO / icon[1]).is_file(), values["ICONURL"]
     assert "not for clinical use" in values["DESCRIPTION"]
+    # The index shows one or two sentences; contributors as "Name (Organization)", comma separated.
+    assert 1 <= len(re.findall(r"[.!?](?:\s|$)", values["DESCRIPTION"])) <= 2, values["DESCRIPTION"]
+    for contributor in values["CONTRIBUTORS"].split(","):
+        assert re.fullmatch(r"[^()]+ \([^()]+\)", contributor.strip()), contributor
     steps = [
         "find_package(Slicer REQUIRED)",
         "include(${Slicer_USE_FILE})",
