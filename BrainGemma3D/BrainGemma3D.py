@@ -16,7 +16,6 @@ functions, after the dependency check that runs when the user first presses Gene
 
 import enum
 import hashlib
-import json
 import logging
 import os
 import pathlib
@@ -30,10 +29,11 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from BrainGemma3DModuleLib import settings
+from BrainGemma3DModuleLib import panel, requests, settings
 from BrainGemma3DModuleLib.compatibility import unsupportedSlicerMessage
 from BrainGemma3DModuleLib.dependencies import DependencyInstaller
 from BrainGemma3DModuleLib.i18n import _, translate
+from BrainGemma3DModuleLib.results import DRAFT_PDF_ATTRIBUTE, SceneResults
 from BrainGemma3DModuleLib.settings import pathOrNone
 from BrainGemma3DModuleLib.worker import ReportWorker
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
@@ -83,14 +83,8 @@ SAMPLE_FLAIR = (
     "Samples/BrainGemma3DPhantom/MICCAI_BraTS2020_TrainingData/BrainGemma3DPhantom_001/"
     "BrainGemma3DPhantom_001_flair.nii.gz"
 )
-#: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
-DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
 #: On the segmentations this module made (the library's scene.ATTRIBUTION_ATTRIBUTE): listed by the selector.
 ATTRIBUTION_ATTRIBUTE = "BrainGemma3D.attribution"
-REPORT_JSON_ATTRIBUTE = "BrainGemma3D.reportJson"
-SIGNED_PDF_ATTRIBUTE = "BrainGemma3D.signedPdf"
-#: Segments the worker writes; the top-k spin box shows the best k of them without asking the worker again.
-ATTRIBUTION_SEGMENTS = 50
 CHECKPOINT_MARKERS = ("braingemma3d_config.json", "projector_vis_scale.pt")
 
 
@@ -209,43 +203,19 @@ class BrainGemma3DParameterNode:
     attributionSegmentation: vtkMRMLSegmentationNode
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     topK: Annotated[int, WithinRange(1, 50)] = 5
+    # Typed identity for a volume not from DICOM (panel.IDENTITY_FIELDS); never invented, never guessed.
+    patientName: str = ""
+    patientId: str = ""
+    birthDate: str = ""
+    sex: str = ""
+    studyDate: str = ""
+    studyDescription: str = ""
+    accession: str = ""
+    institution: str = ""
     signerName: str = ""
     certificatePath: pathlib.Path
     privateKeyPath: pathlib.Path
     outputPdfPath: pathlib.Path
-
-
-def _stageLabel(stage):
-    """The progress bar's name for a pipeline stage (the worker's stage names, DESIGN §5, plus our own)."""
-    return {
-        "deps": _("Checking dependencies"),
-        "inputs": _("Writing the input volumes"),
-        "start": _("Starting the worker"),
-        "load": _("Loading the model"),
-        "read": _("Reading the input"),
-        "model": _("Loading the model"),
-        "generate": _("Writing the draft"),
-        "explain": _("Explaining the draft (3D LIME)"),
-        "check": _("Checking left/right consistency"),
-        "pdf": _("Rendering the PDF draft"),
-        "write": _("Writing the report files"),
-        "done": _("Done"),
-    }.get(stage, stage)
-
-
-def _formatEntities(entities):
-    """One line for the panel: side, lobes and the four findings as the (edited) text states them."""
-    words = {True: _("present"), False: _("absent"), None: _("not stated")}
-    findings = entities.get("findings") or {}
-    parts = [
-        _("Side: {side}").format(side=entities.get("laterality") or _("none")),
-        _("Lobes: {lobes}").format(lobes=", ".join(entities.get("lobes") or []) or _("none")),
-        _("Edema: {value}").format(value=words[findings.get("edema")]),
-        _("Necrosis: {value}").format(value=words[findings.get("necrosis")]),
-        _("Enhancement: {value}").format(value=words[findings.get("enhancement")]),
-        _("Mass effect: {value}").format(value=words[findings.get("mass_effect")]),
-    ]
-    return " · ".join(parts)
 
 
 #
@@ -267,7 +237,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingEditor = False
         self._overlayState = None
         self._runningVolume = None
+        self._runningSentence = None
         self._reviewTimer = None
+        self._signedPdf = None
 
     def resourcePath(self, filename):
         """Resources are beside the installed module, or at the repository root in a source checkout."""
@@ -293,6 +265,12 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.signButton.connect("clicked(bool)", self.onSignButton)
         self.ui.clearCacheButton.connect("clicked(bool)", self.onClearCacheButton)
         self.ui.centreButton.connect("clicked(bool)", self.onCentreButton)
+        self.ui.explainSentenceButton.connect("clicked(bool)", self.onExplainSentenceButton)
+        self.ui.openPdfButton.connect("clicked(bool)", self.onOpenPdfButton)
+        # Ctrl+Shift+G anywhere in the panel: Generate (or Cancel), as the button would.
+        self._generateShortcut = qt.QShortcut(qt.QKeySequence("Ctrl+Shift+G"), self.parent)
+        self._generateShortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+        self._generateShortcut.connect("activated()", self._onGenerateShortcut)
         self.ui.surface3DCheckBox.connect("toggled(bool)", self.onSurface3DToggled)
         self.ui.reportTextEdit.connect("textChanged()", self.onReportTextEdited)
         # Entities and warnings follow the edited text, recomputed once typing pauses.
@@ -353,6 +331,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        panel.blankUnsetPaths(
+            [getattr(self.ui, name) for name in dir(self.ui) if name.endswith("PathLineEdit")]
+        )
         self._checkCanApply()
         self._observeTextNode(self._parameterNode.reportTextNode if self._parameterNode else None)
         self._applyOverlaySettings()
@@ -368,6 +349,16 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             widget.enabled = useCheckpoint
         self.ui.modelNoticeLabel.visible = not useCheckpoint
+        fromDicom = self.logic.dicomIdentity(node.inputVolume) if node and node.inputVolume else {}
+        self.ui.identityFieldsWidget.enabled = not fromDicom  # a DICOM volume's own identity is used as is
+        self.ui.identitySourceLabel.text = (
+            _("From the DICOM database: {name} ({id})").format(
+                name=fromDicom.get("patient_name", "?"), id=fromDicom.get("patient_id", "?")
+            )
+            if fromDicom
+            else _("Not from DICOM: type what the report header should show, or leave empty.")
+        )
+        self.ui.explainSentenceButton.enabled = bool(node and node.reportTextNode and node.inputVolume)
         if self.logic and self.logic.busy:
             self.ui.applyButton.enabled = True  # it is the Cancel button now
             return
@@ -413,12 +404,12 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             vision, lm = pathOrNone(node.medSigLipFolder), pathOrNone(node.medGemmaFolder)
             settings.rememberPaths(node)
         volumes = [node.inputVolume, node.t1ceVolume, node.t2Volume]
-        self._runningVolume = node.inputVolume
+        self._runningVolume, self._runningSentence = node.inputVolume, None
         self._setRunning(True)
         self._onProgress("deps", 0.0, _("Checking the Python dependencies"))
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start report generation."), waitCursor=True):
-                if not self.logic.ensureDependencies():
+                if not self.logic.ensureDependencies(progress=self._onProgress):
                     self._setRunning(False)
                     self.ui.statusLabel.text = _(
                         "Restart Slicer to finish installing, then press Generate again."
@@ -430,9 +421,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     device=node.device.value,
                     quantize="4bit" if node.quantize4bit else None,
                     explain=node.explain,
-                    options={"top_k": ATTRIBUTION_SEGMENTS},
                     vision=vision,
                     lm=lm,
+                    fields=panel.typedIdentity(node),
                     onProgress=self._onProgress,
                     onFinished=self._onFinished,
                 )
@@ -443,7 +434,12 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _setRunning(self, running) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Generate report")
         self.ui.progressBar.visible = running
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton, self.ui.signButton):
+        for widget in (
+            self.ui.inputsCollapsibleButton,
+            self.ui.modelCollapsibleButton,
+            self.ui.signButton,
+            self.ui.explainSentenceButton,
+        ):
             widget.enabled = not running
         if running:
             self.ui.applyButton.toolTip = _("Stop generating this report; nothing is written.")
@@ -454,14 +450,17 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onProgress(self, stage, fraction, message) -> None:
         self.ui.progressBar.visible = True
         self.ui.progressBar.value = int(round(100 * max(0.0, min(1.0, fraction))))
-        self.ui.progressBar.format = _stageLabel(stage) + " (%p%)"
+        self.ui.progressBar.format = panel.stageLabel(stage) + " (%p%)"
         self.ui.statusLabel.text = message
+        panel.appendLog(self.ui.logTextEdit, message, stage)
+        slicer.app.processEvents()  # installing and loading run on this thread: let the bar repaint
 
     def _onFinished(self, result, error) -> None:
         """The worker's answer: show the draft and the overlay, or say clearly what went wrong."""
         self._setRunning(False)
         self._showDeviceStatus()
         if error is not None:
+            panel.appendLog(self.ui.logTextEdit, str(error) + (f"\n{error.debug}" if error.debug else ""))
             if error.cancelled:
                 self.ui.statusLabel.text = _("Cancelled: nothing was written.")
                 return
@@ -470,6 +469,15 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(_("Report generation failed.") + "\n\n" + str(error), **kwargs)
             return
         node = self._parameterNode
+        if self._runningSentence is not None:  # the answer to "which regions support this sentence?"
+            with slicer.util.tryWithErrorDisplay(_("Failed to show the evidence."), waitCursor=True):
+                node.attributionSegmentation = self.logic.showEvidence(
+                    result, self._runningVolume, self._runningSentence, opacity=node.opacity, topK=node.topK
+                )
+                self.ui.statusLabel.text = _("Showing: {name}").format(
+                    name=node.attributionSegmentation.GetName()
+                )
+            return
         with slicer.util.tryWithErrorDisplay(_("Failed to show the report."), waitCursor=True):
             textNode, segmentationNode = self.logic.showResults(
                 result, self._runningVolume, opacity=node.opacity, topK=node.topK
@@ -477,6 +485,8 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.reportTextNode = textNode
             # None without Explain: the previous case's overlay never stays selected.
             node.attributionSegmentation = segmentationNode
+            if pathOrNone(node.outputPdfPath) is None or node.outputPdfPath.exists():
+                node.outputPdfPath = panel.defaultSignedPdfPath(panel.sceneFolder(), textNode.GetName())
             seconds = sum((result.get("report", {}).get("timings") or {}).values())
             self.ui.statusLabel.text = _(
                 "Report draft ready ({seconds:.0f} s). Review and edit it before signing."
@@ -491,6 +501,36 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             text = _("No CUDA GPU found; the model runs on the CPU.")
         self.ui.deviceStatusLabel.text = text
+
+    def _onGenerateShortcut(self) -> None:
+        if self.ui.applyButton.enabled:
+            self.onApplyButton()
+
+    def onExplainSentenceButton(self) -> None:
+        """Which regions support the sentence under the cursor? Its own segmentation, named after it."""
+        from BrainGemma3DLib.reporting.report import sentence_at
+
+        node = self._parameterNode
+        text = self.ui.reportTextEdit.toPlainText()
+        span = sentence_at(text, self.ui.reportTextEdit.textCursor().position())
+        if span is None:
+            self.ui.statusLabel.text = _("Put the text cursor in the sentence to explain.")
+            return
+        self._runningVolume, self._runningSentence = node.inputVolume, text[span[0] : span[1]]
+        self._setRunning(True)
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not start the explanation."), waitCursor=True):
+                self.logic.explainSentence(
+                    [node.inputVolume, node.t1ceVolume, node.t2Volume],
+                    text,
+                    span,
+                    model="demo" if node.modelSource == ModelSource.DEMO else str(node.checkpointFolder),
+                    device=node.device.value,
+                    onProgress=self._onProgress,
+                    onFinished=self._onFinished,
+                )
+        except Exception:
+            self._setRunning(False)
 
     # --- Report text, entities, warnings ----------------------------------------------------------------
     def _observeTextNode(self, textNode) -> None:
@@ -540,7 +580,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except ImportError:
             self.ui.entitiesLabel.text = _("Entities are shown once the Python dependencies are installed.")
             return
-        self.ui.entitiesLabel.text = _formatEntities(entities) + (f"\n{agreement}" if agreement else "")
+        self.ui.entitiesLabel.text = panel.formatEntities(entities) + (f"\n{agreement}" if agreement else "")
         if warnings:
             self.ui.warningsLabel.text = "\n".join("\u26a0 " + warning for warning in warnings)
             self.ui.warningsLabel.visible = True
@@ -586,8 +626,8 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             return
         password = None
-        if BrainGemma3DLogic.needsPassword(certificate if isP12 else privateKey):
-            password = self._askPassword((certificate if isP12 else privateKey).name)
+        if panel.needsPassword(certificate if isP12 else privateKey):
+            password = panel.askPassword((certificate if isP12 else privateKey).name)
             if password is None:
                 return
             password = password or None  # empty: the library tries "no password" and "empty password"
@@ -607,24 +647,16 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         settings.rememberPaths(node)
         ok = verified["ok"]
+        self._signedPdf = signed["signed_pdf"]
+        self.ui.openPdfButton.enabled = True
         self.ui.signatureStatusLabel.styleSheet = "color: #2e7d32;" if ok else "color: #c62828;"
         self.ui.signatureStatusLabel.text = _(
             "Signed PDF: {pdf}\nAudit record: {audit}\nVerification: {summary}"
         ).format(pdf=signed["signed_pdf"], audit=signed["audit"], summary=verified["summary"])
 
-    def _askPassword(self, fileName):
-        """Ask for the key's password; ``None`` when cancelled. Nothing keeps it after signing."""
-        dialog = qt.QInputDialog(slicer.util.mainWindow())
-        dialog.setWindowTitle(_("Certificate password"))
-        dialog.setLabelText(_("Password for {file} (leave empty if it has none):").format(file=fileName))
-        dialog.setTextEchoMode(qt.QLineEdit.Password)
-        try:
-            if not dialog.exec_():
-                return None
-            return dialog.textValue()
-        finally:
-            dialog.setTextValue("")
-            dialog.deleteLater()
+    def onOpenPdfButton(self) -> None:
+        if self._signedPdf and not panel.openFile(self._signedPdf):
+            self.ui.statusLabel.text = _("No PDF viewer opened {pdf}.").format(pdf=self._signedPdf)
 
     # --- Cache ------------------------------------------------------------------------------------------
     def onClearCacheButton(self) -> None:
@@ -648,7 +680,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 # BrainGemma3DLogic
 #
-class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
+class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
     """The library calls behind each button; never touches widgets.
 
     Usable without the panel (see the self-test): ``ensureDependencies()``, then ``generate(...)`` with
@@ -697,7 +729,16 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         """The packages a report would need installed first (nothing is installed)."""
         return self.dependencies.missingDependencies()
 
-    # --- Generate / cancel ------------------------------------------------------------------------------
+    # --- Generate / explain / cancel --------------------------------------------------------------------
+    @staticmethod
+    def dicomIdentity(volumeNode):
+        """The patient and study of a volume from Slicer's DICOM database ({} for any other volume)."""
+        try:
+            from BrainGemma3DLib.slicer import scene
+        except ImportError:  # dependencies not installed yet: the fields stay editable
+            return {}
+        return scene.dicom_identity(volumeNode)
+
     def generate(
         self,
         volumeNodes,
@@ -709,6 +750,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         options=None,
         vision=None,
         lm=None,
+        fields=None,
         onProgress=None,
         onFinished=None,
     ):
@@ -717,37 +759,38 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         Returns at once; ``onProgress(stage, fraction, message)`` and ``onFinished(result, error)`` are called
         later on the main thread. ``result`` is the worker's result event (``report``: the report.json dict;
         ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
-        ``EngineError``.
+        ``EngineError``. The patient and study come from the DICOM database when the volume has them, else
+        from ``fields`` (typed by the user); nothing is invented.
         """
-        from BrainGemma3DLib.slicer import scene
-
         if self.busy:
             raise RuntimeError(_("A report is already being generated."))
         progress = onProgress or (lambda stage, fraction, message: None)
-        case = pathlib.Path(tempfile.mkdtemp(prefix="case-", dir=self.cacheFolder()))
-        progress("inputs", 0.0, _("Writing the input volumes for the worker"))
-        inputs = []
-        for role, node in zip(("input", "t1ce", "t2"), volumeNodes, strict=False):
-            if node is not None:
-                safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName() or role).strip("._") or role
-                inputs.append(str(scene.volume_node_to_file(node, case / "inputs" / f"{role}-{safe}.nrrd")))
-        load = {"cmd": "load", "model": str(model), "device": str(device)}
-        if quantize:
-            load["quantize"] = str(quantize)
-        if vision:
-            load["vision"] = str(vision)
-        if lm:
-            load["lm"] = str(lm)
-        report = {
-            "cmd": "report",
-            "inputs": inputs,
-            "out": str(case / "report"),
-            "explain": bool(explain),
-            "options": dict(options or {}),
-            # The patient and study of a volume from Slicer's DICOM database travel with the report.
-            "fields": scene.dicom_identity(volumeNodes[0]),
-        }
+        case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress)
+        identity = self.dicomIdentity(volumeNodes[0]) or fields
+        report = requests.reportRequest(case, inputs, explain=explain, options=options, fields=identity)
+        load = requests.loadRequest(model, device, quantize, vision, lm)
         self.worker.run([load, report], progress, onFinished)
+
+    def explainSentence(
+        self,
+        volumeNodes,
+        text,
+        span,
+        *,
+        model="demo",
+        device="auto",
+        onProgress=None,
+        onFinished=None,
+        **loading,
+    ):
+        """Start explaining one statement (``text[span[0]:span[1]]``) of a (possibly edited) report; the
+        result's ``files["segmentation"]`` holds the regions that most raised that statement's likelihood."""
+        if self.busy:
+            raise RuntimeError(_("A report is already being generated."))
+        progress = onProgress or (lambda stage, fraction, message: None)
+        case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress)
+        load = requests.loadRequest(model, device, **loading)
+        self.worker.run([load, requests.explainRequest(case, inputs, text, span)], progress, onFinished)
 
     def generateAndWait(self, volumeNodes, timeoutSeconds=1800, **kwargs):
         """:meth:`generate`, waiting for the answer while Qt keeps running (scripts and the self-test)."""
@@ -782,102 +825,6 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic):
         freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         shutil.rmtree(folder, ignore_errors=True)
         return freed
-
-    # --- Results in the scene ---------------------------------------------------------------------------
-    def showResults(self, result, referenceVolume, *, opacity=0.5, topK=5):
-        """Put the draft into a new text node and the attribution into a segmentation over the input."""
-        from BrainGemma3DLib.slicer import scene
-
-        report, files = result["report"], result["files"]
-        attributes = {DRAFT_PDF_ATTRIBUTE: files["pdf"], REPORT_JSON_ATTRIBUTE: files["json"]}
-        digest = (report.get("model") or {}).get("checkpoint_sha256")
-        if digest:
-            attributes["BrainGemma3D.checkpointSha256"] = digest
-        name = slicer.mrmlScene.GenerateUniqueName(f"{referenceVolume.GetName()} report")
-        textNode = scene.report_text_node(report["text"], name=name, attributes=attributes)
-        scene.keep_draft_with_scene(
-            textNode, files["pdf"]
-        )  # signable after Clear cache or on another computer
-        segmentationNode = None
-        if files.get("segmentation"):
-            segmentationNode = scene.load_attribution_segmentation(
-                files["segmentation"], referenceVolume, opacity=opacity
-            )
-            scene.set_top_k(segmentationNode, topK)
-        scene.place_under_study([textNode, segmentationNode], referenceVolume)  # beside the images they read
-        return textNode, segmentationNode
-
-    @staticmethod
-    def setOverlay(segmentationNode, *, opacity, topK):
-        from BrainGemma3DLib.slicer import scene
-
-        scene.set_opacity(segmentationNode, opacity)
-        scene.set_top_k(segmentationNode, topK)
-
-    def review(self, textNode):
-        """Entities of the (edited) text, its left/right warnings against the draft's image evidence, and
-        how many of the model's drafts agreed with each statement (only while the text is the AI's own)."""
-        from BrainGemma3DLib.reporting.report import (
-            agreement_sentence,
-            consistency_warnings,
-            structured_entities,
-        )
-        from BrainGemma3DLib.slicer import scene
-
-        text = scene.read_text_node(textNode)
-        entities = structured_entities(text)
-        path = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)
-        if path and path not in self._reportCache:
-            try:
-                self._reportCache[path] = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._reportCache[path] = {}
-        report = self._reportCache.get(path) or {}
-        agreement = agreement_sentence(report) if text == report.get("text") else ""
-        return entities, consistency_warnings(entities, report.get("attribution")), agreement
-
-    # --- Sign & export ----------------------------------------------------------------------------------
-    @staticmethod
-    def needsPassword(keyFile):
-        """Whether to ask for a password: always for PKCS#12 and DER keys, for PEM keys only if encrypted."""
-        path = pathlib.Path(keyFile)
-        if path.suffix.lower() in (".p12", ".pfx"):
-            return True
-        try:
-            head = path.read_bytes()[:4096]
-        except OSError:
-            return False  # the library names the missing file
-        return b"-----BEGIN" not in head or b"ENCRYPTED" in head
-
-    def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):
-        """Sign the text node's (edited) text into ``outputPdf`` and verify it; returns (signed, verified).
-
-        ``certificate``: a PKCS#12 file (then no ``privateKey``), or a PEM/DER certificate and ``privateKey``.
-        ``password`` is used for this call only. The signed PDF and its audit record are never overwritten.
-        """
-        from BrainGemma3DLib.reporting import signing
-        from BrainGemma3DLib.slicer import scene
-
-        if textNode is None:
-            raise ValueError(_("No report node selected."))
-        # The cached draft, or (cache cleared, scene reopened elsewhere) the copy kept in the scene.
-        draft = scene.draft_pdf_file(textNode, textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE), self.cacheFolder())
-        credentials = (
-            {"p12": str(certificate)}
-            if privateKey is None
-            else {"key": str(privateKey), "cert": str(certificate)}
-        )
-        signed = signing.sign_pdf(
-            draft,
-            str(outputPdf),
-            signer=signer.strip(),
-            password=password,
-            text=scene.read_text_node(textNode),
-            **credentials,
-        )
-        verified = signing.verify_pdf(signed["signed_pdf"])
-        textNode.SetAttribute(SIGNED_PDF_ATTRIBUTE, signed["signed_pdf"])
-        return signed, verified
 
 
 #

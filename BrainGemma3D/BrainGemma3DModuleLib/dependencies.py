@@ -1,8 +1,9 @@
 """Installing the report worker's packages into Slicer's Python: only when asked, never replacing Slicer's.
 
 torch comes from the PyTorch extension (its ``installTorch`` picks the build that fits the GPU driver); the
-rest from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (or
-``slicer.util.pip_install`` on older Slicer). numpy, SimpleITK and torch are pinned to the installed versions
+rest from ``Resources/requirements.txt`` through ``slicer.pydeps.pip_ensure`` (Slicer 5.11 and later; it asks
+and shows pip's progress itself) or, on older Slicer, ``slicer.util.pip_install`` one package at a time with
+our own progress messages. numpy, SimpleITK and torch are pinned to the installed versions
 as pip constraints, so no dependency can replace Slicer's numpy or SimpleITK or the PyTorch extension's torch.
 """
 
@@ -67,14 +68,17 @@ class DependencyInstaller:
     def _missingRequirements(self):
         return [r for r in self.requirements() if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
 
-    def ensureDependencies(self, askConfirmation=True):
+    def ensureDependencies(self, askConfirmation=True, progress=None):
         """True when everything is installed (installing it first, with confirmation).
 
-        Returns False when Slicer must restart first (the PyTorch extension was just installed); raises
-        ``RuntimeError`` when the user declines or the library is missing.
+        ``progress(stage, fraction, message)`` hears each step (the panel's progress bar): installing takes
+        minutes and a silent panel looks frozen. Returns False when Slicer must restart first (the PyTorch
+        extension was just installed); raises ``RuntimeError`` when the user declines or the library is
+        missing.
         """
         if self.ready:
             return True
+        progress = progress or (lambda stage, fraction, message: None)
         if importlib.util.find_spec("BrainGemma3DLib") is None:
             raise RuntimeError(_("The BrainGemma3DLib library was not found beside the module."))
         if not packageAtLeast("torch", TORCH_REQUIREMENT):
@@ -82,13 +86,17 @@ class DependencyInstaller:
             if torchLogic is None:
                 self._offerPyTorchExtension(askConfirmation)
                 return False
+            progress(
+                "deps", 0.0, _("Installing PyTorch (the PyTorch extension picks the build for this GPU)")
+            )
             torch = torchLogic.installTorch(
                 askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT
             )
             if torch is None:  # the user declined
                 raise RuntimeError(_("PyTorch was not installed; it is needed to generate reports."))
-        self._installRequirements(askConfirmation)
+        self._installRequirements(askConfirmation, progress)
         importlib.invalidate_caches()
+        progress("deps", 1.0, _("Python packages ready"))
         self.ready = True
         return True
 
@@ -136,24 +144,32 @@ class DependencyInstaller:
         path.write_text("\n".join(pins) + "\n", encoding="utf-8")
         return path
 
-    def _installRequirements(self, askConfirmation):
+    def _installRequirements(self, askConfirmation, progress):
         missing = self._missingRequirements()
         if not missing:
             return
         constraints = self._constraintsFile()
         try:
-            import slicer.packaging as packaging
+            import slicer.pydeps as pydeps  # Slicer 5.11 and later
         except ImportError:
-            packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(
-                self.requirements(),
-                constraints=constraints,
-                prompt_install=askConfirmation,
-                requester="BrainGemma3D",
+            pydeps = None
+        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
+            progress(
+                "deps",
+                0.0,
+                _("Installing {count} Python packages (pip's progress is in the status bar)").format(
+                    count=len(missing)
+                ),
             )
+            requirements = (
+                pydeps.load_requirements(str(self.requirementsFile))
+                if hasattr(pydeps, "load_requirements")
+                else self.requirements()
+            )
+            pydeps.pip_ensure(requirements, constraints=str(constraints), requester="BrainGemma3D")
             return
-        # Older Slicer: ask ourselves, then pip with the constraints file given as a URL (no spaces to split).
+        # Older Slicer: ask ourselves, then pip one package at a time (the pins given as a URL: no spaces to
+        # split), saying which one is being installed.
         message = _(
             "BrainGemma3D needs these Python packages installed into Slicer's Python:\n\n{packages}"
         ).format(packages="\n".join(missing))
@@ -162,7 +178,15 @@ class DependencyInstaller:
         previous = os.environ.get("PIP_CONSTRAINT")
         os.environ["PIP_CONSTRAINT"] = constraints.as_uri()
         try:
-            slicer.util.pip_install(" ".join(missing))
+            for index, requirement in enumerate(missing):
+                progress(
+                    "deps",
+                    index / len(missing),
+                    _("Installing Python package {index} of {count}: {name}").format(
+                        index=index + 1, count=len(missing), name=requirement
+                    ),
+                )
+                slicer.util.pip_install(requirement)
         finally:
             if previous is None:
                 os.environ.pop("PIP_CONSTRAINT", None)

@@ -125,6 +125,18 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_at(text: str, offset: int) -> tuple[int, int] | None:
+    """The (start, end) of the sentence holding character ``offset`` (a text cursor), or None between them.
+
+    The Slicer panel asks "which regions support this statement?" for the sentence under the cursor; a
+    cursor just after a sentence's full stop still means that sentence, as a reader would expect.
+    """
+    for start, end in _sentence_spans(text):
+        if start <= offset <= end:
+            return start, end
+    return None
+
+
 def split_sections(text: str) -> dict[str, str]:
     """Split a report into ``{"findings": ..., "impression": ...}``, keeping its own wording.
 

@@ -179,7 +179,10 @@ if __name__ == "__main__":  # pragma: no cover - convenience
 def _sample_flair() -> Path:
     root = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "BrainGemma3DPhantom"
     return (
-        root / "MICCAI_BraTS2020_TrainingData" / "BrainGemma3DPhantom_001" / "BrainGemma3DPhantom_001_flair.nii.gz"
+        root
+        / "MICCAI_BraTS2020_TrainingData"
+        / "BrainGemma3DPhantom_001"
+        / "BrainGemma3DPhantom_001_flair.nii.gz"
     )
 
 

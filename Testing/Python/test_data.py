@@ -13,7 +13,8 @@ def test_scan_reads_the_layout(phantom_copy):
     assert len(found.cases) == 10 and not found.skipped
     lesion = [c for c in found.cases if not c.healthy]
     assert len(lesion) == 8 and all(c.truth and c.report and c.images["flair"].is_file() for c in lesion)
-    (phantom_copy / "TextBraTSData" / "BrainGemma3DPhantom_002" / "BrainGemma3DPhantom_002_flair_text.txt").unlink()
+    text_dir = phantom_copy / "TextBraTSData" / "BrainGemma3DPhantom_002"
+    (text_dir / "BrainGemma3DPhantom_002_flair_text.txt").unlink()
     again = scan(phantom_copy, sequences=("flair", "t1ce"))
     assert "BrainGemma3DPhantom_002" in again.skipped and len(again.cases) == 9
     assert set(again.cases[0].images) == {"flair", "t1ce"}

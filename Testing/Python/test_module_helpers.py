@@ -92,20 +92,24 @@ def test_missing_requirements_go_to_pip_ensure_with_slicers_numpy_and_simpleitk_
     deps = helpers.dependencies
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# what the worker needs\nnibabel>=3\nnot-a-real-package-bg3d>=1.0  # missing\n")
-    recorded = []
-    packaging = types.ModuleType("slicer.packaging")
-    packaging.pip_ensure = lambda reqs, **kwargs: recorded.append((reqs, kwargs))
-    sys.modules["slicer.packaging"] = packaging
-    helpers.slicer.packaging = packaging
+    recorded, loaded = [], []
+    pydeps = types.ModuleType("slicer.pydeps")  # Slicer 5.11's package helper
+    pydeps.pip_ensure = lambda reqs, **kwargs: recorded.append((reqs, kwargs))
+    pydeps.load_requirements = lambda path: loaded.append(path) or readRequirementsLike(path)
+    sys.modules["slicer.pydeps"] = pydeps
+    helpers.slicer.pydeps = pydeps
+    steps = []
     try:
         installer = deps.DependencyInstaller(requirements, lambda: tmp_path)
         assert installer.requirements() == ["nibabel>=3", "not-a-real-package-bg3d>=1.0"]
-        assert installer.ensureDependencies(askConfirmation=True) is True
+        assert installer.ensureDependencies(askConfirmation=True, progress=lambda *a: steps.append(a)) is True
     finally:
-        sys.modules.pop("slicer.packaging", None)
+        sys.modules.pop("slicer.pydeps", None)
     [(reqs, kwargs)] = recorded
+    assert loaded == [str(requirements)]
     assert reqs == ["nibabel>=3", "not-a-real-package-bg3d>=1.0"]
-    assert kwargs["prompt_install"] is True and kwargs["requester"] == "BrainGemma3D"
+    assert kwargs["requester"] == "BrainGemma3D"
+    assert "Installing 1 Python packages" in steps[0][2] and steps[-1][1] == 1.0  # the panel shows progress
     pins = Path(kwargs["constraints"]).read_text().split()
     import numpy
 
@@ -114,14 +118,29 @@ def test_missing_requirements_go_to_pip_ensure_with_slicers_numpy_and_simpleitk_
     assert installer.ensureDependencies() is True and len(recorded) == 1  # once per session
 
 
+def readRequirementsLike(path):
+    lines = (line.split("#")[0].strip() for line in Path(path).read_text().splitlines())
+    return [line for line in lines if line]
+
+
 def test_older_slicer_asks_then_pip_installs_only_the_missing_with_the_pins_as_a_url(helpers, tmp_path):
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("nibabel>=3\nnot-a-real-package-bg3d>=1.0\n")
+    requirements.write_text("nibabel>=3\nnot-a-real-package-bg3d>=1.0\nnot-a-real-package-bg3d-two>=2\n")
     before = os.environ.get("PIP_CONSTRAINT")
     installer = helpers.dependencies.DependencyInstaller(requirements, lambda: tmp_path)
-    assert installer.ensureDependencies(askConfirmation=True)
-    [(spec, constraint)] = helpers.calls["pip_install"]
-    assert spec == "not-a-real-package-bg3d>=1.0"
+    steps = []
+    assert installer.ensureDependencies(askConfirmation=True, progress=lambda *a: steps.append(a))
+    # One package at a time, each announced on the progress bar before pip starts on it.
+    assert [s[2] for s in steps[:2]] == [
+        "Installing Python package 1 of 2: not-a-real-package-bg3d>=1.0",
+        "Installing Python package 2 of 2: not-a-real-package-bg3d-two>=2",
+    ]
+    assert [s[1] for s in steps] == [0.0, 0.5, 1.0]
+    spec, constraint = helpers.calls["pip_install"][0]
+    assert [c[0] for c in helpers.calls["pip_install"]] == [
+        "not-a-real-package-bg3d>=1.0",
+        "not-a-real-package-bg3d-two>=2",
+    ]
     assert constraint == (tmp_path / "constraints.txt").as_uri()
     assert os.environ.get("PIP_CONSTRAINT") == before  # restored
     assert "not-a-real-package-bg3d" in helpers.calls["confirm"][0]

@@ -20,6 +20,7 @@ from BrainGemma3DLib.reporting.report import (
     build_report,
     consistency_warnings,
     report_text,
+    sentence_at,
     split_sections,
     structured_entities,
     write_report,
@@ -398,3 +399,15 @@ def test_write_report_files(tmp_path):
     write_report(build_report("Normal brain MRI.", model={}, input={}, timings={}), out)
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.txt"]
     assert "WARNINGS" not in txt_path.read_text(encoding="utf-8")
+
+
+def test_sentence_at_finds_the_statement_under_the_cursor():
+    text = "Findings: A mass in the right frontal lobe. No edema.\nImpression: right frontal mass."
+    first = sentence_at(text, 20)
+    assert text[first[0] : first[1]] == "Findings: A mass in the right frontal lobe."
+    assert sentence_at(text, first[1]) == first  # just after the full stop: still that sentence
+    second = sentence_at(text, text.index("edema"))
+    assert text[second[0] : second[1]] == "No edema."
+    last = sentence_at(text, len(text))
+    assert text[last[0] : last[1]] == "Impression: right frontal mass."
+    assert sentence_at("   ", 1) is None

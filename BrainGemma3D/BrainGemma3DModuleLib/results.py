@@ -1,0 +1,120 @@
+"""What the logic does with the worker's answers in the scene: report and evidence nodes, review, signing.
+
+A mixin of ``BrainGemma3DLogic`` (``showResults``, ``showEvidence``, ``setOverlay``, ``review``,
+``signAndExport``), kept here so that the module file stays thin; it needs the logic's ``cacheFolder()`` and
+``_reportCache``. Library pieces are imported inside the methods: they need the Python dependencies.
+"""
+
+import json
+import pathlib
+
+import slicer
+
+from .i18n import _
+from .panel import evidenceName
+
+#: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
+DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
+REPORT_JSON_ATTRIBUTE = "BrainGemma3D.reportJson"
+SIGNED_PDF_ATTRIBUTE = "BrainGemma3D.signedPdf"
+#: On a sentence's own evidence segmentation: the sentence it explains, in full.
+EVIDENCE_ATTRIBUTE = "BrainGemma3D.evidenceFor"
+
+
+class SceneResults:
+    """Results in the scene; mixed into ``BrainGemma3DLogic``."""
+
+    # --- Results in the scene ---------------------------------------------------------------------------
+    def showResults(self, result, referenceVolume, *, opacity=0.5, topK=5):
+        """Put the draft into a new text node and the attribution into a segmentation over the input."""
+        from BrainGemma3DLib.slicer import scene
+
+        report, files = result["report"], result["files"]
+        attributes = {DRAFT_PDF_ATTRIBUTE: files["pdf"], REPORT_JSON_ATTRIBUTE: files["json"]}
+        digest = (report.get("model") or {}).get("checkpoint_sha256")
+        if digest:
+            attributes["BrainGemma3D.checkpointSha256"] = digest
+        name = slicer.mrmlScene.GenerateUniqueName(f"{referenceVolume.GetName()} report")
+        textNode = scene.report_text_node(report["text"], name=name, attributes=attributes)
+        scene.keep_draft_with_scene(
+            textNode, files["pdf"]
+        )  # signable after Clear cache or on another computer
+        segmentationNode = None
+        if files.get("segmentation"):
+            segmentationNode = scene.load_attribution_segmentation(
+                files["segmentation"], referenceVolume, opacity=opacity
+            )
+            scene.set_top_k(segmentationNode, topK)
+        scene.place_under_study([textNode, segmentationNode], referenceVolume)  # beside the images they read
+        return textNode, segmentationNode
+
+    def showEvidence(self, result, referenceVolume, sentence, *, opacity=0.5, topK=5):
+        """The answer of :meth:`explainSentence` as its own segmentation: "evidence for: <the sentence>"."""
+        from BrainGemma3DLib.slicer import scene
+
+        path, name = result["files"]["segmentation"], evidenceName(sentence)
+        node = scene.load_attribution_segmentation(path, referenceVolume, opacity=opacity, name=name)
+        node.SetAttribute(EVIDENCE_ATTRIBUTE, sentence)
+        scene.set_top_k(node, topK)
+        scene.place_under_study([node], referenceVolume)
+        return node
+
+    @staticmethod
+    def setOverlay(segmentationNode, *, opacity, topK):
+        from BrainGemma3DLib.slicer import scene
+
+        scene.set_opacity(segmentationNode, opacity)
+        scene.set_top_k(segmentationNode, topK)
+
+    def review(self, textNode):
+        """Entities of the (edited) text, its left/right warnings against the draft's image evidence, and
+        how many of the model's drafts agreed with each statement (only while the text is the AI's own)."""
+        from BrainGemma3DLib.reporting.report import (
+            agreement_sentence,
+            consistency_warnings,
+            structured_entities,
+        )
+        from BrainGemma3DLib.slicer import scene
+
+        text = scene.read_text_node(textNode)
+        entities = structured_entities(text)
+        path = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)
+        if path and path not in self._reportCache:
+            try:
+                self._reportCache[path] = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._reportCache[path] = {}
+        report = self._reportCache.get(path) or {}
+        agreement = agreement_sentence(report) if text == report.get("text") else ""
+        return entities, consistency_warnings(entities, report.get("attribution")), agreement
+
+    # --- Sign & export ----------------------------------------------------------------------------------
+    def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):
+        """Sign the text node's (edited) text into ``outputPdf`` and verify it; returns (signed, verified).
+
+        ``certificate``: a PKCS#12 file (then no ``privateKey``), or a PEM/DER certificate and ``privateKey``.
+        ``password`` is used for this call only. The signed PDF and its audit record are never overwritten.
+        """
+        from BrainGemma3DLib.reporting import signing
+        from BrainGemma3DLib.slicer import scene
+
+        if textNode is None:
+            raise ValueError(_("No report node selected."))
+        # The cached draft, or (cache cleared, scene reopened elsewhere) the copy kept in the scene.
+        draft = scene.draft_pdf_file(textNode, textNode.GetAttribute(DRAFT_PDF_ATTRIBUTE), self.cacheFolder())
+        credentials = (
+            {"p12": str(certificate)}
+            if privateKey is None
+            else {"key": str(privateKey), "cert": str(certificate)}
+        )
+        signed = signing.sign_pdf(
+            draft,
+            str(outputPdf),
+            signer=signer.strip(),
+            password=password,
+            text=scene.read_text_node(textNode),
+            **credentials,
+        )
+        verified = signing.verify_pdf(signed["signed_pdf"])
+        textNode.SetAttribute(SIGNED_PDF_ATTRIBUTE, signed["signed_pdf"])
+        return signed, verified
