@@ -486,7 +486,9 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # None without Explain: the previous case's overlay never stays selected.
             node.attributionSegmentation = segmentationNode
             if pathOrNone(node.outputPdfPath) is None or node.outputPdfPath.exists():
-                node.outputPdfPath = panel.defaultSignedPdfPath(panel.sceneFolder(), textNode.GetName())
+                node.outputPdfPath = panel.defaultSignedPdfPath(
+                    panel.sceneFolder(), self._runningVolume.GetName()
+                )
             seconds = sum((result.get("report", {}).get("timings") or {}).values())
             self.ui.statusLabel.text = _(
                 "Report draft ready ({seconds:.0f} s). Review and edit it before signing."
@@ -718,12 +720,13 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def ensureDependencies(self, askConfirmation=True):
+    def ensureDependencies(self, askConfirmation=True, progress=None):
         """Install torch and the requirements into Slicer's Python, asking first; True when all are there.
 
-        False means Slicer must restart first (the PyTorch extension was just installed).
+        False means Slicer must restart first (the PyTorch extension was just installed). ``progress``: as
+        for :meth:`generate` (installing takes minutes; the panel shows each step).
         """
-        return self.dependencies.ensureDependencies(askConfirmation)
+        return self.dependencies.ensureDependencies(askConfirmation, progress)
 
     def missingDependencies(self):
         """The packages a report would need installed first (nothing is installed)."""
