@@ -16,7 +16,7 @@ DW_HELD  := --n 120 --healthy 40 --seed 4242 --workers 2 --sequences flair
 DW_FIT   := --phase warmup --train-lm --train-encoder --epochs 14 --batch-size 16 --lr 1e-3 --seed 0 --workers 2
 DEMO_WEIGHTS := Resources/DemoWeights
 
-.PHONY: venv demo test lint bench sample demo-weights clean
+.PHONY: venv demo test lint bench sample demo-weights screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench: venv
 sample: venv
 	rm -rf $(SAMPLE)
 	$(BIN)/braingemma3d phantoms --out $(SAMPLE) --n 1 --healthy 0 --seed $(SAMPLE_SEED) --spacing 1.5
+
+# Re-renders the panel screenshot (Screenshots/1.png): the real .ui in Qt offscreen, filled by the real widget
+# code on the sample case (tools/panel_screenshot.py). PySide6 is needed for this only.
+screenshots: venv
+	$(BIN)/python -m pip install -q PySide6-Essentials
+	QT_QPA_PLATFORM=offscreen $(BIN)/python tools/panel_screenshot.py Screenshots/1.png
 
 # Re-trains the committed demo weights from scratch (30-45 minutes on a 2-core CPU; see README).
 demo-weights: venv

@@ -441,3 +441,42 @@ def installed(monkeypatch, tmp_path, python: str):
     Timer.running, Timer.pending = [], []
     yield recorder
     slicer.mrmlScene.Clear(1)
+
+
+@contextmanager
+def open_panel(monkeypatch, tmp_path, sample):
+    """The module imported against the stand-ins and its widget set up in a fresh scene holding ``sample``
+    (a NIfTI file) as the volume "Phantom"; yields (module, widget, volume node, recorder). Closing stops
+    the worker, as closing Slicer does."""
+    import importlib.util
+
+    import numpy as np
+    import slicer
+    import slicer.util
+
+    module_dir = pathlib.Path(__file__).resolve().parents[2] / "BrainGemma3D"
+    with installed(monkeypatch, tmp_path, sys.executable) as recorder:
+        monkeypatch.syspath_prepend(str(module_dir))
+        for name in [m for m in sys.modules if m.startswith("BrainGemma3DModuleLib")]:
+            monkeypatch.delitem(sys.modules, name)
+        spec = importlib.util.spec_from_file_location("BrainGemma3D", module_dir / "BrainGemma3D.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "BrainGemma3D", module)
+        spec.loader.exec_module(module)
+
+        from BrainGemma3DLib.io.volume import load_volume
+
+        volume = load_volume(sample)
+        data = np.ascontiguousarray(volume.data[0].transpose(2, 1, 0))  # Slicer arrays are [k, j, i]
+        node = slicer.util.addVolumeFromArray(data, slicer.util.vtkMatrixFromArray(volume.affine), "Phantom")
+        slicer.mrmlScene.SetRootDirectory(str(tmp_path))  # where the scene would be saved
+        widget = module.BrainGemma3DWidget(parent=object())
+        widget.parent = type("Panel", (), {"isEntered": True})()
+        widget.setup()
+        widget.enter()
+        try:
+            yield module, widget, node, recorder
+        finally:
+            widget.cleanup()
+            for name in [m for m in sys.modules if m.startswith("BrainGemma3DModuleLib")]:
+                sys.modules.pop(name, None)

@@ -8,49 +8,22 @@ widgets, the parameter node wrapper's connectors, dialogs) is stood in for.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import slicer_standins
-from helpers import REPO, SAMPLE
+from helpers import SAMPLE
 
 pytest.importorskip("slicer")
 import slicer  # noqa: E402
-import slicer.util  # noqa: E402
-
-MODULE_DIR = REPO / "BrainGemma3D"
 
 
 @pytest.fixture
 def panel(monkeypatch, tmp_path):
     """The module imported against the stand-ins, its widget set up in a fresh scene with the sample case."""
-    with slicer_standins.installed(monkeypatch, tmp_path, sys.executable) as recorder:
-        monkeypatch.syspath_prepend(str(MODULE_DIR))
-        for name in [m for m in sys.modules if m.startswith("BrainGemma3DModuleLib")]:
-            monkeypatch.delitem(sys.modules, name)
-        spec = importlib.util.spec_from_file_location("BrainGemma3D", MODULE_DIR / "BrainGemma3D.py")
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, "BrainGemma3D", module)
-        spec.loader.exec_module(module)
-
-        from BrainGemma3DLib.io.volume import load_volume
-
-        volume = load_volume(SAMPLE)
-        data = np.ascontiguousarray(volume.data[0].transpose(2, 1, 0))  # Slicer arrays are [k, j, i]
-        node = slicer.util.addVolumeFromArray(data, slicer.util.vtkMatrixFromArray(volume.affine), "Phantom")
-        slicer.mrmlScene.SetRootDirectory(str(tmp_path))  # where the scene would be saved
-        widget = module.BrainGemma3DWidget(parent=object())
-        widget.parent = type("Panel", (), {"isEntered": True})()
-        widget.setup()
-        widget.enter()
-        yield module, widget, node, recorder
-        widget.cleanup()  # stops the worker, as closing Slicer does
-        for name in [m for m in sys.modules if m.startswith("BrainGemma3DModuleLib")]:
-            sys.modules.pop(name, None)
+    with slicer_standins.open_panel(monkeypatch, tmp_path, SAMPLE) as opened:
+        yield opened
 
 
 def idle(widget) -> bool:
