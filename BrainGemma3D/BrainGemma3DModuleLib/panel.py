@@ -40,6 +40,7 @@ def stageLabel(stage):
         "load": _("Loading the model"),
         "read": _("Reading the input"),
         "model": _("Loading the model"),
+        "input_check": _("Checking the input scan"),
         "generate": _("Writing the draft"),
         "explain": _("Explaining the draft (3D LIME)"),
         "check": _("Checking left/right consistency"),

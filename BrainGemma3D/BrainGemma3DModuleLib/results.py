@@ -67,8 +67,10 @@ class SceneResults:
         scene.set_top_k(segmentationNode, topK)
 
     def review(self, textNode):
-        """Entities of the (edited) text, its left/right warnings against the draft's image evidence, and
-        how many of the model's drafts agreed with each statement (only while the text is the AI's own)."""
+        """Entities of the (edited) text, its warnings, and how many of the model's drafts agreed with each
+        statement (only while the text is the AI's own). Warnings: the input check's (a scan unlike the
+        model's training data qualifies the draft whatever the text says, so editing never clears them), then
+        the text's left/right check against the draft's image evidence."""
         from BrainGemma3DLib.reporting.report import (
             agreement_sentence,
             consistency_warnings,
@@ -86,7 +88,8 @@ class SceneResults:
                 self._reportCache[path] = {}
         report = self._reportCache.get(path) or {}
         agreement = agreement_sentence(report) if text == report.get("text") else ""
-        return entities, consistency_warnings(entities, report.get("attribution")), agreement
+        checked = [str(w) for w in (report.get("input_check") or {}).get("warnings") or []]
+        return entities, [*checked, *consistency_warnings(entities, report.get("attribution"))], agreement
 
     # --- Sign & export ----------------------------------------------------------------------------------
     def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):

@@ -301,6 +301,7 @@ def commands() -> list[Command]:
         "preprocess",
         "report",
         "train",
+        "calibrate",
         "evaluate",
         "compare",
         "bench",

@@ -1,8 +1,10 @@
 """One study in, one report folder out: what ``braingemma3d report`` and the Slicer engine both run.
 
 Stages (each reported to ``progress`` by name, so a panel can show them): ``read`` the input files, ``model``
-(load, unless the caller keeps one loaded), ``generate`` the draft, ``explain`` it (optional, 3D LIME),
-``check`` left/right consistency, ``pdf`` (key images + unsigned draft), ``write``. Everything is written to
+(load, unless the caller keeps one loaded), ``input_check`` (place the study on the model grid; is it a head,
+the sequence the model reads, like the scans it was trained on? :mod:`BrainGemma3DLib.model.input_check`; a
+failure warns, never stops), ``generate`` the draft, ``explain`` it (optional, 3D LIME), ``check`` left/right
+consistency, ``pdf`` (key images + unsigned draft), ``write``. Everything is written to
 a staging folder first and moved into ``--out`` only at the end, so a failed or cancelled run leaves no
 partial output; ``cancel`` is polled between stages and inside the explanation.
 """
@@ -34,6 +36,7 @@ from ..reporting.report import (
 STAGES = (
     ("read", 0.0),
     ("model", 0.05),
+    ("input_check", 0.13),
     ("generate", 0.15),
     ("explain", 0.35),
     ("check", 0.9),
@@ -152,6 +155,7 @@ def run_report(
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
     from ..model import load
+    from ..model.input_check import check_input
 
     timings: dict[str, float] = {}
     out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
@@ -171,8 +175,14 @@ def run_report(
         )
     timings["model_s"] = time.perf_counter() - t
 
-    t = _stage(progress, cancel, "generate", "writing the draft")
+    t = _stage(
+        progress, cancel, "input_check", "checking the input scan (head, sequence, training distribution)"
+    )
     grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
+    checked = check_input(study, model, grid=grid, mapping=mapping)
+    timings["input_check_s"] = time.perf_counter() - t
+
+    t = _stage(progress, cancel, "generate", "writing the draft")
     draft = decode(model, grid, request.decoding, max_new_tokens=request.max_new_tokens)
     timings["generate_s"] = time.perf_counter() - t
     if not draft.text.strip():
@@ -214,6 +224,7 @@ def run_report(
             attribution_side=side,
             decoding=draft.decoding,
             explanation=explanation,
+            input_check=checked,
         )
         build_pdf(report, images, tmp / "report.pdf", draft=True, fields=identity)
         _stage(progress, cancel, "write", "writing the report files")

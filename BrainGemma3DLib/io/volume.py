@@ -546,6 +546,18 @@ DICOM_IDENTITY_TAGS = (
     ("0008|0060", "Modality"),
     ("0008|0080", "InstitutionName"),
 )
+#: DICOM tags that say which MR sequence a series is (kept in ``Volume.meta`` for the input check, which warns
+#: when a T1 is passed where the model reads FLAIR).
+DICOM_SEQUENCE_TAGS = (
+    ("0018|1030", "ProtocolName"),
+    ("0018|0024", "SequenceName"),
+    ("0018|0020", "ScanningSequence"),
+    ("0018|0021", "SequenceVariant"),
+    ("0018|0080", "RepetitionTime"),
+    ("0018|0081", "EchoTime"),
+    ("0018|0082", "InversionTime"),
+    ("0018|0010", "ContrastBolusAgent"),
+)
 
 
 def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
@@ -596,7 +608,7 @@ def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
         reader.MetaDataDictionaryArrayUpdateOn()
         img = reader.Execute()
         meta = {}
-        for tag, name in DICOM_IDENTITY_TAGS:
+        for tag, name in (*DICOM_IDENTITY_TAGS, *DICOM_SEQUENCE_TAGS):
             if reader.HasMetaDataKey(0, tag):
                 meta[name] = reader.GetMetaData(0, tag).strip()
     except Exception as exc:

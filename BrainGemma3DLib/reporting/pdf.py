@@ -2,9 +2,10 @@
 
 What a reader of a printed or forwarded page must never miss is on the page itself: the AI notice (every
 page's footer and a box under the title), a diagonal DRAFT watermark on every page until a radiologist signs,
-the left/right warnings before the text, three key images in radiological convention with orientation letters,
-and the model and input digests that say exactly what wrote the draft from which files.  Header fields
-(institution, patient, study) appear only when given: nothing is invented.
+the warnings (a scan unlike the training data, a left/right conflict) before the text, three key images in
+radiological convention with orientation letters, the input check's result, and the model and input digests
+that say exactly what wrote the draft from which files.  Header fields (institution, patient, study) appear
+only when given: nothing is invented.
 
 The draft embeds a bundle file (:data:`BUNDLE_NAME`: the report dict, the header fields and the three PNGs,
 base64) so that signing can rebuild the final PDF from the draft alone, without the input images or the
@@ -433,6 +434,9 @@ def _provenance(report: dict, draft: bool, width: float) -> list:
         name += f" (preset {model['preset']})"
     rows.append(("Model", _p(name, "cell")))
     rows.append(("Checkpoint SHA-256", _p(model.get("checkpoint_sha256") or "not recorded", "mono")))
+    checked = report.get("input_check") or {}
+    if checked.get("summary"):  # is the scan one the model knows (its failures are also among the warnings)
+        rows.append(("Input check", _p(str(checked["summary"]), "cell")))
     decoding = report.get("decoding") or {}
     if decoding.get("method") == "published sampling":
         rows.append(

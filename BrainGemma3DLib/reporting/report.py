@@ -53,6 +53,12 @@ BILATERAL_MIN_FRACTION = 0.35
 #: 0.3 means a 65 % / 35 % split: with BILATERAL_MIN_FRACTION = 0.35, a side is named exactly when it
 #: is strong.
 STRONG_LATERALISATION = 0.3
+#: "Compact" evidence: the share of the positive attribution mass within this distance of the strongest
+#: region. A lesion is a compact thing; evidence spread over the brain means the model did not find one.
+COMPACT_RADIUS_MM = 25.0
+#: Below this compact share, a draft that reports a lesion gets the diffuse-evidence warning (measured on
+#: phantoms: docs/results.md, "Diffuse evidence").
+DIFFUSE_MAX_COMPACT = 0.4
 
 # --- sections -----------------------------------------------------------------------------------------------
 
@@ -295,7 +301,8 @@ def attribution_side(attribution: np.ndarray, mapping: GridMapping, brain: np.nd
 
     Returns ``{"side": "left"|"right"|"bilateral"|"none", "left_fraction", "right_fraction",
     "lateralisation" ((L-R)/(L+R), +1 all left, -1 all right), "peak_ras" ([x, y, z] mm of the strongest
-    region, None without positive mass), "midline_ras_x"}``; "bilateral" when each side holds at least
+    region, None without positive mass), "midline_ras_x", "compact_fraction" (share of the positive mass
+    within :data:`COMPACT_RADIUS_MM` of the strongest region)}``; "bilateral" when each side holds at least
     :data:`BILATERAL_MIN_FRACTION` of the mass.
     """
     att = np.asarray(attribution, dtype=np.float64)
@@ -318,8 +325,12 @@ def attribution_side(attribution: np.ndarray, mapping: GridMapping, brain: np.nd
             "lateralisation": 0.0,
             "peak_ras": None,
             "midline_ras_x": round(midline, 2),
+            "compact_fraction": 0.0,
         }
-    x = mapping.world_coordinates()[..., 0]
+    world = mapping.world_coordinates()
+    x = world[..., 0]
+    peak = _peak_ras(positive, mapping)
+    near = np.linalg.norm(world - np.asarray(peak), axis=-1) <= COMPACT_RADIUS_MM
     left = float(positive[x < midline].sum())  # RAS: smaller x = patient's left
     right = float(positive[x > midline].sum())
     on_line = total - left - right  # voxels exactly on the midline count half to each side
@@ -334,8 +345,9 @@ def attribution_side(attribution: np.ndarray, mapping: GridMapping, brain: np.nd
         "left_fraction": round(left_fraction, 4),
         "right_fraction": round(right_fraction, 4),
         "lateralisation": round((left - right) / total, 4),
-        "peak_ras": _peak_ras(positive, mapping),
+        "peak_ras": peak,
         "midline_ras_x": round(midline, 2),
+        "compact_fraction": round(float(positive[near].sum()) / total, 4),
     }
 
 
@@ -355,7 +367,28 @@ def consistency_warnings(entities: dict, side: dict | None) -> list[str]:
     bilateral or absent evidence never warns, because LIME maps are noisy and a warning that cries wolf gets
     ignored.  A lesion whose side the text does not state is not checked (nothing to contradict).
     Every sentence names the patient's left *and* right, so it cannot be misread against the display.
+
+    Also warned: the text reports a lesion but its positive evidence is diffuse (less than
+    :data:`DIFFUSE_MAX_COMPACT` of it within :data:`COMPACT_RADIUS_MM` of the strongest region): no compact
+    region of the image supports the lesion the text describes.
     """
+    return _side_warnings(entities, side) + _diffuse_warnings(entities, side)
+
+
+def _diffuse_warnings(entities: dict, side: dict | None) -> list[str]:
+    if not side or "compact_fraction" not in side or not entities.get("lesion", False):
+        return []
+    compact = float(side["compact_fraction"])
+    if side.get("side") == "none" or compact >= DIFFUSE_MAX_COMPACT:
+        return []
+    return [
+        "Diffuse evidence: the text reports a lesion, but no compact region of the image supports it (only "
+        f"{_percent(compact)} of the positive evidence lies within {COMPACT_RADIUS_MM:.0f} mm of the "
+        "strongest region). The lesion may not be there: check the images before signing."
+    ]
+
+
+def _side_warnings(entities: dict, side: dict | None) -> list[str]:
     if not side or side.get("side") not in ("left", "right"):
         return []
     if abs(float(side.get("lateralisation", 0.0))) < STRONG_LATERALISATION:
@@ -401,21 +434,25 @@ def build_report(
     created: str | None = None,
     decoding: dict | None = None,
     explanation: dict | None = None,
+    input_check: dict | None = None,
 ) -> dict:
     """The report.json dict (DESIGN.md §5) of a generated draft: the one place it is assembled.
 
-    ``decoding`` (how the draft was chosen) and ``explanation`` (the LIME summary and the segments written)
-    are included when given.  ``status`` is "draft": only signing makes it final.  ``warnings`` holds the
-    left/right consistency check (computed here from the text and ``attribution_side``) followed by the
-    caller's own warnings, without repeats.  ``created`` defaults to now, ISO 8601 UTC to the second
-    ("2026-11-23T08:00:00Z").  The given dicts are copied, so later changes by the caller do not alter it.
+    ``decoding`` (how the draft was chosen), ``explanation`` (the LIME summary and the segments written) and
+    ``input_check`` (:func:`BrainGemma3DLib.model.input_check.check_input`: is the scan something the model
+    knows) are included when given.  ``status`` is "draft": only signing makes it final.  ``warnings`` holds
+    the input check's warnings (first: they qualify the whole draft), the left/right consistency check
+    (computed here from the text and ``attribution_side``) and the caller's own warnings, without repeats.
+    ``created`` defaults to now, ISO 8601 UTC to the second ("2026-11-23T08:00:00Z").  The given dicts are
+    copied, so later changes by the caller do not alter it.
     """
     if not isinstance(text, str):
         raise TypeError(f"report text must be a string, got {type(text).__name__}")
     entities = structured_entities(text)
     side = copy.deepcopy(attribution_side) if attribution_side else None
     all_warnings: list[str] = []
-    for warning in [*consistency_warnings(entities, side), *(warnings or [])]:
+    checked = (input_check or {}).get("warnings") or []
+    for warning in [*checked, *consistency_warnings(entities, side), *(warnings or [])]:
         if warning not in all_warnings:
             all_warnings.append(str(warning))
     report = {
@@ -436,6 +473,8 @@ def build_report(
         report["decoding"] = copy.deepcopy(dict(decoding))
     if explanation is not None:
         report["explanation"] = copy.deepcopy(dict(explanation))
+    if input_check is not None:
+        report["input_check"] = copy.deepcopy(dict(input_check))
     return report
 
 

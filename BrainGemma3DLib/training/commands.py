@@ -1,4 +1,5 @@
-"""The research commands: ``train``, ``evaluate``, ``compare`` and ``bench`` (arguments next to handlers)."""
+"""The research commands: ``train``, ``calibrate``, ``evaluate``, ``compare`` and ``bench`` (arguments next to
+handlers)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,51 @@ def _run_train(args: argparse.Namespace) -> int:
         f"{args.phase}: {state['epoch']} epoch(s) done; best validation loss {state['best_val_loss']:.4f}; "
         f"checkpoints in {args.out} (best/ is the one to pass on)"
     )
+    return 0
+
+
+def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="demo, a checkpoint folder, or the published layout")
+    p.add_argument("--data", required=True, type=Path, help="scans like the training ones (BraTS layout)")
+    p.add_argument("--heldout", required=True, type=Path, help="held-out scans of the same kind: the limit")
+    p.add_argument(
+        "--grid",
+        nargs=3,
+        type=int,
+        default=None,
+        metavar=("D", "H", "W"),
+        help="a published checkpoint's model grid (default 64 128 128); ours keep their own",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes measuring the scans (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the folder's input_stats.json")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1 (got {args.workers})")
+    stats = calibrate(
+        args.model,
+        args.data,
+        args.heldout,
+        grid=tuple(args.grid) if args.grid else None,
+        workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    cal = stats["calibration"]
+    print(
+        f"statistics of {cal['train_cases']} training scans, limit {stats['threshold']:.2f} at the "
+        f"{100 * stats['heldout_quantile']:g}th percentile of {cal['heldout_cases']} held-out scans "
+        f"(median {cal['heldout_distance_median']:.2f}, max {cal['heldout_distance_max']:.2f}; "
+        f"{cal['heldout_above_threshold']} above the limit)"
+    )
+    left_out = cal["train_left_out"] + cal["heldout_left_out"]
+    if left_out:
+        print(f"left out: {left_out} scan(s) whose statistics could not be measured (not brain-like)")
+    print(f"wrote {stats['path']}")
     return 0
 
 
@@ -212,6 +258,12 @@ COMMANDS = [
         "train one phase (contrastive, warmup, lora) on a BraTS-layout folder",
         _train_arguments,
         _run_train,
+    ),
+    Command(
+        "calibrate",
+        "the input check's training statistics for a checkpoint (input_stats.json)",
+        _calibrate_arguments,
+        _run_calibrate,
     ),
     Command("evaluate", "generate reports for a split and score them", _evaluate_arguments, _run_evaluate),
     Command(

@@ -31,6 +31,7 @@ from ..io.errors import InputError
 from ..io.volume import load_study
 from ..reporting.consensus import DecodingOptions, decode, describe
 from ..reporting.entities import extract
+from ..reporting.report import attribution_side, consistency_warnings, structured_entities
 from .data import make_split, scan
 from .grounding import lesion_on_grid
 from .metrics import KEYWORD_SETS, keyword_f1, strict_scores
@@ -127,7 +128,7 @@ def evaluate(
                 "reference": rec.report,
             }
         )
-        if explain and rec.seg is not None and draft.text.strip():
+        if explain and draft.text.strip():  # healthy cases too: the diffuse-evidence warning's false alarms
             overlaps.append(_explain_case(model, grid, mapping, draft.text, rec.seg, explain_options))
             rows[-1].update({f"explain_{k}": v for k, v in overlaps[-1].items()})
     result: dict = {
@@ -166,21 +167,29 @@ def evaluate(
 
 
 def _explain_case(model, grid, mapping, text: str, seg_path, options) -> dict:
-    """Explain one draft and score it against the case's tumour + edema labels on the grid."""
+    """Explain one draft; score it against the case's tumour + edema labels on the grid (lesion cases) and
+    record how compact its evidence is and whether the diffuse-evidence warning fires (every case)."""
 
     found = explain(model, grid, mapping.foreground, mapping.grid_spacing, text, options=options)
-    lesion = lesion_on_grid(seg_path, mapping)[0] >= 0.5
-    return lesion_overlap(found, lesion) | {"seconds": round(found.seconds, 2)}
+    side = attribution_side(found.attribution_map(), mapping)
+    diffuse = any(
+        w.startswith("Diffuse evidence") for w in consistency_warnings(structured_entities(text), side)
+    )
+    row = {"compact_fraction": side["compact_fraction"], "diffuse_warning": diffuse}
+    if seg_path is not None:
+        row |= lesion_overlap(found, lesion_on_grid(seg_path, mapping)[0] >= 0.5)
+    return row | {"seconds": round(found.seconds, 2), "healthy": seg_path is None}
 
 
 def _explain_summary(overlaps: list[dict]) -> dict:
     """Rates with 95% bootstrap intervals (cases resampled), as the strict scores."""
     rng = np.random.default_rng(0)
-    top = np.array([o["top_inside"] for o in overlaps], float)
-    mass = np.array([o["mass_inside"] for o in overlaps], float)
-    picks = rng.integers(0, len(overlaps), size=(1000, len(overlaps)))
+    lesions = [o for o in overlaps if not o["healthy"]]
 
     def stat(values: np.ndarray) -> dict:
+        if not len(values):
+            return {"value": None, "ci_low": None, "ci_high": None}
+        picks = rng.integers(0, len(values), size=(1000, len(values)))
         boots = values[picks].mean(axis=1)
         return {
             "value": round(float(values.mean()), 4),
@@ -188,12 +197,27 @@ def _explain_summary(overlaps: list[dict]) -> dict:
             "ci_high": round(float(np.percentile(boots, 97.5)), 4),
         }
 
+    def rate(rows: list[dict], key: str) -> dict:
+        return stat(np.array([float(o[key]) for o in rows], float))
+
+    healthy = [o for o in overlaps if o["healthy"]]
     return {
-        "cases": len(overlaps),
-        "top_supervoxel_in_lesion": stat(top),
-        "positive_mass_in_lesion": stat(mass),
+        "cases": len(lesions),
+        "top_supervoxel_in_lesion": rate(lesions, "top_inside"),
+        "positive_mass_in_lesion": rate(lesions, "mass_inside"),
         "median_seconds": round(float(np.median([o["seconds"] for o in overlaps])), 2),
+        # How often the diffuse-evidence warning fires: on true lesions (false alarms) and on healthy brains
+        # (where any lesion draft is wrong and the warning is wanted).
+        "diffuse_warning_on_lesions": rate(lesions, "diffuse_warning"),
+        "diffuse_warning_on_healthy": rate(healthy, "diffuse_warning"),
+        "healthy_cases": len(healthy),
+        "median_compact_fraction_lesions": _median(lesions, "compact_fraction"),
+        "median_compact_fraction_healthy": _median(healthy, "compact_fraction"),
     }
+
+
+def _median(rows: list[dict], key: str) -> float | None:
+    return round(float(np.median([o[key] for o in rows])), 4) if rows else None
 
 
 def metrics_markdown(result: dict) -> str:
@@ -234,6 +258,16 @@ def metrics_markdown(result: dict) -> str:
             v = ex[k]
             lines.append(f"| {k} | {v['value']:.4f} | {v['ci_low']:.4f} – {v['ci_high']:.4f} |")
         lines.append(f"| median seconds per explanation | {ex['median_seconds']:.2f} | |")
+        for k, label in (
+            ("diffuse_warning_on_lesions", "diffuse-evidence warning on true lesions"),
+            (
+                "diffuse_warning_on_healthy",
+                f"diffuse-evidence warning on healthy brains ({ex['healthy_cases']})",
+            ),
+        ):
+            v = ex[k]
+            if v["value"] is not None:
+                lines.append(f"| {label} | {v['value']:.4f} | {v['ci_low']:.4f} – {v['ci_high']:.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,9 +13,11 @@ whose lesion mask is known (BraTS tumour labels; healthy controls have none): wi
 words' prior for "where" instead of reading the image. ``--grounding 0`` turns it off.
 
 Runs through Hugging Face ``accelerate`` (CPU, one GPU, or several with ``accelerate launch``; bf16 on GPU).
-Every epoch writes ``epoch-NNN/`` (a full checkpoint, loadable by ``--init`` and ``--model``) and
-``train_state.json``; the best epoch by validation loss is copied to ``best/``; ``metrics.jsonl`` logs every
-epoch. Re-running the same command resumes after the last finished epoch.
+Every epoch writes ``epoch-NNN/`` (a full checkpoint, loadable by ``--init`` and ``--model``, with the input
+check's statistics ``input_stats.json``: the training split's image statistics, the limit from the validation
+split's; see :mod:`BrainGemma3DLib.model.input_check`) and ``train_state.json``; the best epoch by validation
+loss is copied to ``best/``; ``metrics.jsonl`` logs every epoch. Re-running the same command resumes after the
+last finished epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from torch.nn import functional as F
 from ..io.atomic import write_text_atomic
 from ..io.errors import InputError
 from ..io.volume import load_study
+from ..model.input_check import features_of_study, fit_input_stats, image_features, write_input_stats
 from .data import make_split, scan
 from .grounding import CLASSES, FINDING_HEAD_FILE, HEAD_FILE, FindingHead, GroundingHead, lesion_on_grid
 
@@ -220,23 +223,29 @@ class Prepared:
         torch.Tensor | None
     )  # (N, L, D, H, W) float16 class fractions (0 for healthy); None = not grounded
     labelled: torch.Tensor  # (N,) bool: lesion mask known (tumour labels, or a healthy control)
+    features: list[dict] = field(default_factory=list)  # the input check's image statistics, per case
 
     def lesions_of(self, idx) -> torch.Tensor | None:
         return None if self.lesion is None else self.lesion[idx]
 
 
-def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-    """One case on the model grid (and its lesion classes where known); runs in a worker process too."""
+def _prepare_one(task: tuple) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """One case on the model grid (and its lesion classes where known, and the input check's statistics,
+    always measured on our placement); runs in a worker process too."""
 
     rec, grid, lesions, placement = task
     study = load_study([rec.images[s] for s in rec.images])
     arr, mapping = study.to_model_grid(grid, method=placement)
+    if placement == "ours":
+        stats = image_features(arr, mapping.foreground, mapping.grid_spacing)
+    else:
+        stats = features_of_study(study, grid)
     if not lesions:
-        return arr, None
+        return arr, None, stats
     mask = np.zeros((len(CLASSES), *grid), np.float32)
     if rec.seg is not None:
         mask = lesion_on_grid(rec.seg, mapping)
-    return arr, mask.astype(np.float16)
+    return arr, mask.astype(np.float16), stats
 
 
 def prepare_cases(
@@ -267,10 +276,11 @@ def prepare_cases(
             done = list(tqdm(pool.map(_prepare_one, tasks, chunksize=8), **bar))
     else:
         done = [_prepare_one(task) for task in tqdm(tasks, **bar)]
-    arrays = torch.stack([torch.from_numpy(arr) for arr, _ in done])
-    lesion = torch.stack([torch.from_numpy(m) for _, m in done]) if lesions else None  # none when ungrounded
+    arrays = torch.stack([torch.from_numpy(arr) for arr, _m, _s in done])
+    lesion = torch.stack([torch.from_numpy(m) for _a, m, _s in done]) if lesions else None  # none ungrounded
     known = [lesions and (rec.seg is not None or rec.healthy) for rec in records]
-    return Prepared(arrays, [rec.report for rec in records], lesion, torch.tensor(known, dtype=torch.bool))
+    labelled = torch.tensor(known, dtype=torch.bool)
+    return Prepared(arrays, [rec.report for rec in records], lesion, labelled, [s for _a, _m, s in done])
 
 
 def check_options(opts: TrainOptions) -> None:
@@ -450,14 +460,17 @@ def _validate(run: _Run, val_set: Prepared) -> dict:
     return record
 
 
-def _save_epoch(run: _Run, folder: Path, split: dict) -> None:
-    """The epoch's checkpoint with its split and any auxiliary heads (what the next phase continues)."""
+def _save_epoch(run: _Run, folder: Path, split: dict, input_stats: dict | None = None) -> None:
+    """The epoch's checkpoint with its split, the input check's statistics and any auxiliary heads (what the
+    next phase continues)."""
     from safetensors.torch import save_file
 
     from ..model.loading import save
 
     save(run.core, folder, include_base=run.core.cfg.preset != "medgemma")
     write_text_atomic(folder / "split.json", json.dumps(split, indent=2) + "\n")
+    if input_stats is not None:
+        write_input_stats(folder, input_stats)
     for aux, file_name in ((run.grounder, HEAD_FILE), (run.finder, FINDING_HEAD_FILE)):
         if aux is not None:
             save_file(run.accelerator.unwrap_model(aux).state_dict(), str(folder / file_name))
@@ -482,6 +495,7 @@ def train(opts: TrainOptions) -> dict:
     if state.get("last_checkpoint"):
         opts.init = str(out / state["last_checkpoint"])
 
+    _refuse_test_only(opts.data)
     model = _load_model(opts)
     found = scan(opts.data, opts.sequences)
     if model.cfg.in_channels != len(opts.sequences):
@@ -501,6 +515,7 @@ def train(opts: TrainOptions) -> dict:
     train_set = prepare_cases(train_recs, model.cfg.grid, opts.progress, **shared)
     val_set = prepare_cases(val_recs, model.cfg.grid, opts.progress, **shared)
     run = _set_up(opts, model, grounded and bool(train_set.labelled.any()))
+    input_stats = _input_stats(train_set, val_set, model.cfg, opts)
 
     start_epoch = int(state.get("epoch", 0))
     best = float(state.get("best_val_loss", math.inf))
@@ -513,7 +528,7 @@ def train(opts: TrainOptions) -> dict:
         validated = _validate(run, val_set)
         seconds = time.perf_counter() - started
         name = f"epoch-{epoch:03d}"
-        _save_epoch(run, out / name, split)
+        _save_epoch(run, out / name, split, input_stats)
         if validated["val_loss"] < best:
             best = validated["val_loss"]
             shutil.rmtree(out / "best", ignore_errors=True)
@@ -544,6 +559,27 @@ def train(opts: TrainOptions) -> dict:
     return state
 
 
+def _input_stats(train_set: Prepared, val_set: Prepared, cfg, opts: TrainOptions) -> dict | None:
+    """The input check's statistics of this run's data: fitted on the training split, limit from the
+    validation split (scans the statistics never saw). None (the checkpoint then says "not calibrated") when
+    the split is too small to fit them."""
+    try:
+        return fit_input_stats(
+            train_set.features,
+            val_set.features,
+            grid=cfg.grid,
+            channels=cfg.in_channels,
+            source={
+                "command": "braingemma3d train",
+                "sequences": list(opts.sequences),
+                "train": {"folder": str(opts.data), "split": "train", "cases": len(train_set.features)},
+                "heldout": {"folder": str(opts.data), "split": "val", "cases": len(val_set.features)},
+            },
+        )
+    except ValueError:
+        return None
+
+
 def learning_rate(opts: TrainOptions, step: int, total: int) -> float:
     """The rate at a global step: a function of the step alone, so a resumed run continues on the same curve.
 
@@ -570,3 +606,15 @@ def _split_of(init: str | None) -> dict | None:
     if init and (Path(init) / "split.json").is_file():
         return json.loads((Path(init) / "split.json").read_text(encoding="utf-8"))
     return None
+
+
+def _refuse_test_only(data) -> None:
+    """A held-out brain (``phantoms --template fsl-mni152``) is for testing only: training on it, or tuning
+    with it, would make its scores meaningless."""
+    manifest = Path(data) / "phantoms.json"
+    try:
+        test_only = manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8")).get("test_only")
+    except (OSError, ValueError):
+        return  # not our manifest: the data scan says what is wrong
+    if test_only:
+        raise InputError("these phantoms are a held-out brain for testing only; train on others", manifest)

@@ -201,6 +201,10 @@ def test_evaluate_explain_scores_attributions_against_the_tumour(phantom_data, t
     for key in ("top_supervoxel_in_lesion", "positive_mass_in_lesion"):
         assert 0.0 <= explained[key]["ci_low"] <= explained[key]["value"] <= explained[key]["ci_high"] <= 1.0
     assert "3D LIME vs tumour + edema" in (out / "metrics.md").read_text()
+    # Every explained draft records how compact its evidence is and whether the diffuse warning fired.
+    assert all(0.0 <= float(row["explain_compact_fraction"]) <= 1.0 for row in rows)
+    fired = [row["explain_diffuse_warning"] == "True" for row in rows if row["healthy"] == "False"]
+    assert explained["diffuse_warning_on_lesions"]["value"] == pytest.approx(sum(fired) / len(fired))
 
 
 def test_standard_errors_belong_to_limes_own_fit():

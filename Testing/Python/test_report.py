@@ -411,3 +411,25 @@ def test_sentence_at_finds_the_statement_under_the_cursor():
     last = sentence_at(text, len(text))
     assert text[last[0] : last[1]] == "Impression: right frontal mass."
     assert sentence_at("   ", 1) is None
+
+
+def test_diffuse_evidence_for_a_reported_lesion_is_warned_and_compact_evidence_is_not():
+    from BrainGemma3DLib.reporting.report import COMPACT_RADIUS_MM, DIFFUSE_MAX_COMPACT
+
+    affine = grid_affine()
+    mapping = mapping_for(affine)
+    lesion_text = structured_entities("A mass in the right frontal lobe with surrounding edema.")
+    healthy_text = structured_entities("No focal lesion. Normal study.")
+    # Compact: one ball of evidence on the right.
+    compact = attribution_side(ball(affine, (-20.0, 0.0, 0.0), (8.0, 8.0, 8.0)).astype(float), mapping)
+    assert compact["compact_fraction"] > 0.95
+    assert not any("Diffuse" in w for w in consistency_warnings(lesion_text, compact))
+    # Diffuse: weak evidence everywhere in the brain, the strongest a small spot; little of it near the peak.
+    spread = mapping.foreground.astype(float) * 0.5
+    spread[ball(affine, (24.0, 10.0, 0.0), (2.0, 2.0, 2.0))] = 1.0
+    diffuse = attribution_side(spread, mapping)
+    assert diffuse["compact_fraction"] < DIFFUSE_MAX_COMPACT
+    [warning] = [w for w in consistency_warnings(lesion_text, diffuse) if w.startswith("Diffuse evidence")]
+    assert f"within {COMPACT_RADIUS_MM:.0f} mm" in warning
+    # A text without a lesion has nothing for the evidence to support: no diffuse warning.
+    assert not any("Diffuse" in w for w in consistency_warnings(healthy_text, diffuse))

@@ -266,6 +266,13 @@ def test_a_new_model_takes_the_sequences_it_is_trained_on(data, tmp_path):
     model = load_checkpoint(out / "best", device="cpu")
     assert model.cfg.in_channels == 3
     assert tuple(model.encoder.patch_embedding.weight.shape[:2]) == (model.cfg.vision_hidden, 3)
+    # The checkpoint carries the input check's statistics of its three sequences (training split; the limit
+    # from the validation split), so a report on it says whether a scan is like its training scans.
+    from BrainGemma3DLib.model.input_check import load_input_stats
+
+    stats, why = load_input_stats(out / "best", channels=3)
+    assert why == "" and "c2_deep_to_superficial" in stats["features"]
+    assert stats["source"]["heldout"]["split"] == "val" and stats["calibration"]["train_cases"] == 4
     evaluated = run_cli(
         "evaluate", "--model", str(out / "best"), "--data", str(data), "--split", "all",
         "--out", str(tmp_path / "eval"), "--drafts", "0", "--limit", "4", "--max-new-tokens", "24", "--quiet",
