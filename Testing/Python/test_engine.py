@@ -102,7 +102,7 @@ def test_report_with_named_progress_stages(worker, tmp_path):
         assert (out / result["files"][key].split("/")[-1]).is_file()
 
 
-def test_malformed_and_unknown_requests_keep_the_engine_alive(worker):
+def test_malformed_and_unknown_requests_keep_the_engine_alive(worker, tmp_path):
     worker.send("this is not json")
     bad = worker.until(None)[-1]
     assert bad["event"] == "error" and "malformed" in bad["message"]
@@ -110,7 +110,12 @@ def test_malformed_and_unknown_requests_keep_the_engine_alive(worker):
     unknown = worker.until("u")[-1]
     assert unknown["event"] == "error" and "unknown request" in unknown["message"]
     worker.send(
-        {"id": "bad-input", "cmd": "report", "inputs": ["/nonexistent/flair.nii.gz"], "out": "/tmp/x"}
+        {
+            "id": "bad-input",
+            "cmd": "report",
+            "inputs": ["/nonexistent/flair.nii.gz"],
+            "out": str(tmp_path / "x"),
+        }
     )
     failed = worker.until("bad-input")[-1]
     assert failed["event"] == "error" and "flair.nii.gz" in failed["message"] and "debug" not in failed
