@@ -844,6 +844,8 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
         self.test_BrainGemma3D1()
         self.setUp()
         self.test_BrainGemma3D2()
+        self.setUp()
+        self.test_BrainGemma3D3()
 
     def test_BrainGemma3D1(self):
         """Parameter node defaults, resources and the worker's interpreter (no Python dependencies needed)."""
@@ -945,4 +947,41 @@ class BrainGemma3DTest(ScriptedLoadableModuleTest):
                 )
         finally:
             logic.shutdown()
+        self.delayDisplay("Test passed")
+
+    def test_BrainGemma3D3(self):
+        """The panel itself, as a radiologist drives it: Generate, edit, evidence for one sentence.
+
+        Outside Slicer, Testing/Python/test_panel.py drives the same widget code with stand-ins for Qt."""
+        import SampleData
+
+        registerSampleData()
+        volume = SampleData.downloadSample(SAMPLE_NAME)
+        widget = slicer.modules.braingemma3d.widgetRepresentation().self()
+        if widget.logic.missingDependencies():  # never installs in a test (see test_BrainGemma3D2)
+            self.delayDisplay("Skipped the panel part of the self-test: Python packages missing")
+            return
+        node = widget._parameterNode
+        node.inputVolume, node.device, node.explain = volume, Device.CPU, False
+
+        def waitForWorker():
+            deadline = time.monotonic() + 900
+            while widget.logic.busy and time.monotonic() < deadline:
+                slicer.app.processEvents()
+                time.sleep(0.05)
+            self.assertFalse(widget.logic.busy, "the worker did not finish")
+
+        widget.ui.applyButton.click()
+        waitForWorker()
+        self.assertIn(_("Report draft ready").split(" (")[0], widget.ui.statusLabel.text)
+        textNode = node.reportTextNode
+        edited = textNode.GetText() + "\nEdited by the BrainGemma3D self-test."
+        widget.ui.reportTextEdit.setPlainText(edited)
+        self.assertEqual(textNode.GetText(), edited)
+        cursor = widget.ui.reportTextEdit.textCursor()
+        cursor.setPosition(3)
+        widget.ui.reportTextEdit.setTextCursor(cursor)
+        widget.ui.explainSentenceButton.click()
+        waitForWorker()
+        self.assertTrue(node.attributionSegmentation.GetName().startswith(_("evidence for: {sentence}")[:13]))
         self.delayDisplay("Test passed")
