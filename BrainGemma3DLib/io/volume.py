@@ -128,6 +128,11 @@ class Volume:
             "orientation": self.orientation,
             "obliquity_deg": round(self.obliquity_deg, 2),
             "notes": list(self.notes),
+            **(
+                {"dicom_sop_instance_uids": self.meta["SOPInstanceUIDs"].split("\\")}
+                if self.meta.get("SOPInstanceUIDs")
+                else {}
+            ),
         }
 
     # --- resampling -----------------------------------------------------------------------------------
@@ -611,6 +616,14 @@ def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
         for tag, name in (*DICOM_IDENTITY_TAGS, *DICOM_SEQUENCE_TAGS):
             if reader.HasMetaDataKey(0, tag):
                 meta[name] = reader.GetMetaData(0, tag).strip()
+        # The frames used, in the volume's slice order: what a DICOM SR or SEG of this report references.
+        instances = [
+            reader.GetMetaData(i, "0008|0018").strip()
+            for i in range(len(files))
+            if reader.HasMetaDataKey(i, "0008|0018")
+        ]
+        if len(instances) == len(files):
+            meta["SOPInstanceUIDs"] = "\\".join(instances)
     except Exception as exc:
         raise InputError(f"unreadable DICOM series ({_short(exc)})", folder) from exc
     if img.GetNumberOfComponentsPerPixel() != 1:

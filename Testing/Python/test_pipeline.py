@@ -155,9 +155,13 @@ def test_a_dicom_studys_identity_travels_into_report_json_and_the_pdf(tmp_path):
     )
     out = tmp_path / "report"
     assert main(["report", str(series), "--out", str(out), "--quiet", "--drafts", "0"]) == 0
-    identity = json.loads((out / "report.json").read_text(encoding="utf-8"))["input"]["identity"]
+    recorded = json.loads((out / "report.json").read_text(encoding="utf-8"))["input"]
+    identity = recorded["identity"]
     assert identity["patient_name"] == "Phantom^Test" and identity["study_uid"] == "1.2.3.4.5.6"
     assert identity["series_uid"] == "1.2.3.4.5.6.7"
+    # Every frame the draft read, by SOP Instance UID in slice order (what a DICOM SR/SEG will reference).
+    frames = recorded["dicom_sop_instance_uids"]
+    assert len(frames) == shape[2] and set(frames) == {f"1.2.3.4.5.6.7.{k + 1}" for k in range(shape[2])}
     pdf = pdfium.PdfDocument(str(out / "report.pdf"))
     assert "Phantom^Test" in pdf[0].get_textpage().get_text_range()
     given = tmp_path / "given"

@@ -117,6 +117,9 @@ def test_dicom_folder_with_two_series_takes_the_larger(head, tmp_path):
     assert vol.shape == data.shape
     assert any("2 DICOM series" in n and "1.2.3.4.5.6.1" in n for n in vol.notes)
     assert vol.meta.get("SeriesDescription") == "AX FLAIR" and vol.meta.get("Modality") == "MR"
+    # The frames used, in slice order, travel into report.json's input (what an SR/SEG must reference).
+    frames = [f"1.2.3.4.5.6.1.{k + 1}" for k in range(data.shape[2])]
+    assert vol.summary()["dicom_sop_instance_uids"] == frames
     # A single file of the smaller series selects that series.
     one = load_volume(folder / "loc0003.dcm")
     assert one.shape[2] == 10 and one.meta.get("SeriesDescription") == "LOCALIZER"
