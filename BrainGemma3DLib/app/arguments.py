@@ -61,6 +61,11 @@ def add_model_loading(p: argparse.ArgumentParser) -> None:
         choices=["4bit"],
         help="MedGemma in 4-bit NF4 (bitsandbytes), as the published model runs on a GPU",
     )
+    add_grid(p)
+
+
+def add_grid(p: argparse.ArgumentParser) -> None:
+    """--grid D H W: the model grid of a published checkpoint (ours record their own)."""
     p.add_argument(
         "--grid",
         nargs=3,
@@ -68,7 +73,7 @@ def add_model_loading(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar=("D", "H", "W"),
         help="a published checkpoint's model grid (default 64 128 128, as its inference scripts; its model "
-        "card uses 32 128 128)",
+        "card uses 32 128 128); our checkpoints keep their own",
     )
 
 

@@ -148,7 +148,7 @@ def cut_field_of_view(
     """Leave out a top or bottom slab (partial coverage), in place, never through the lesion."""
     if rng.random() < 0.7:
         return {}
-    rows = np.flatnonzero(image.reshape(-1, image.shape[2]).any(axis=0) if image.ndim == 3 else [])
+    rows = np.flatnonzero(image.any(axis=(0, 1)))  # the axial slices (k, inferior -> superior) with head
     if rows.size == 0:
         return {}
     depth = int(round(float(rng.uniform(*FOV_CUT_MM)) / spacing))

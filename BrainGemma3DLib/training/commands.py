@@ -10,6 +10,7 @@ from pathlib import Path
 from ..app.arguments import (
     Command,
     add_decoding,
+    add_grid,
     add_model_loading,
     comma_list,
     loading_options,
@@ -94,14 +95,7 @@ def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="demo, a checkpoint folder, or the published layout")
     p.add_argument("--data", required=True, type=Path, help="scans like the training ones (BraTS layout)")
     p.add_argument("--heldout", required=True, type=Path, help="held-out scans of the same kind: the limit")
-    p.add_argument(
-        "--grid",
-        nargs=3,
-        type=int,
-        default=None,
-        metavar=("D", "H", "W"),
-        help="a published checkpoint's model grid (default 64 128 128); ours keep their own",
-    )
+    add_grid(p)
     p.add_argument("--workers", type=int, default=1, help="processes measuring the scans (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace the folder's input_stats.json")
     p.add_argument("--quiet", action="store_true")

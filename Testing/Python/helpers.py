@@ -100,8 +100,10 @@ def write_dicom_series(
     series_uid: str = "1.2.3.4.5.6.1",
     description: str = "AX FLAIR",
     prefix: str = "slice",
+    extra_tags: dict[str, str] | None = None,
 ) -> Path:
-    """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags."""
+    """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags;
+    ``extra_tags`` (DICOM "gggg|eeee" -> value) go on every slice and win over the defaults."""
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,7 @@ def write_dicom_series(
             ("0020|0032", position),
             ("0020|0013", str(k + 1)),
             ("0018|0050", f"{img.GetSpacing()[2]:.6f}"),
+            *(extra_tags or {}).items(),
         ):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DEMO_WEIGHTS, SAMPLE, run_cli
+from helpers import DEMO_WEIGHTS, SAMPLE, run_cli, write_dicom_series
 
 from BrainGemma3DLib.io.volume import Volume, load_study
 from BrainGemma3DLib.model.input_check import (
@@ -148,45 +148,12 @@ def test_dicom_tags_name_the_sequence(meta, expected):
     assert sequence_from_tags(meta)[0] == expected
 
 
-def _write_series(folder: Path, volume: Volume, tags: dict[str, str]) -> Path:
-    """A DICOM MR series (SimpleITK) with the given extra tags on every slice."""
-    import SimpleITK as sitk
-    from helpers import sitk_image
-
-    folder.mkdir(parents=True)
-    img = sitk_image(np.clip(volume.data[0], 0, 32767).astype(np.int16), volume.affine)
-    d = img.GetDirection()
-    orientation = "\\".join(f"{v:.8f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        position = "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k)))
-        for tag, value in {
-            "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-            "0008|0018": f"1.2.3.4.5.6.9.{k + 1}",
-            "0020|000d": "1.2.3.4.5.6",
-            "0020|000e": "1.2.3.4.5.6.9",
-            "0020|0037": orientation,
-            "0020|0032": position,
-            "0020|0013": str(k + 1),
-            **tags,
-        }.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
-        writer.Execute(sl)
-    return folder
-
-
 def test_dicom_sequence_tags_are_read_and_decide(tmp_path, demo_model):
     """A FLAIR image whose DICOM tags say T1 (series description, TR/TE) is flagged from the tags."""
     flair = load_study([SAMPLE])
-    series = _write_series(
-        tmp_path / "dicom",
-        flair,
-        {"0008|103e": "AX T1 SE", "0018|0080": "450", "0018|0081": "10", "0018|1030": "t1_se_tra"},
-    )
+    t1_tags = {"0008|103e": "AX T1 SE", "0018|0080": "450", "0018|0081": "10", "0018|1030": "t1_se_tra"}
+    data = np.clip(flair.data[0], 0, 32767)
+    series = write_dicom_series(tmp_path / "dicom", data, flair.affine, extra_tags=t1_tags)
     study = load_study([series])
     assert study.meta["SeriesDescription"] == "AX T1 SE" and study.meta["ProtocolName"] == "t1_se_tra"
     assert float(study.meta["RepetitionTime"]) == 450 and float(study.meta["EchoTime"]) == 10
