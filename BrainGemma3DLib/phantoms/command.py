@@ -24,9 +24,14 @@ def _phantoms_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--randomise",
-        action="store_true",
+        nargs="?",
+        type=float,
+        const=1.0,
+        default=0.0,
+        metavar="SHARE",
         help="domain randomisation per case (intensities, shape, skull, bias, noise, blur, field of view; "
-        "FLAIR only): what the demo weights train on, so that they do not learn one template's look",
+        "FLAIR only), for all cases or the given share of them (0..1, drawn per case): so that a model "
+        "does not learn one template's look",
     )
     p.add_argument(
         "--template",

@@ -77,7 +77,7 @@ def make_case(
     width: int = 3,
     storage: str | None = None,
     sequences: tuple[str, ...] = SEQUENCES,
-    randomise: bool = False,
+    randomise: float = 0.0,
     template: str = TEMPLATES[0],
 ) -> Case:
     """Generate case ``index`` of ``kind`` ("lesion" or "healthy") for ``seed``; deterministic.
@@ -85,8 +85,9 @@ def make_case(
     ``storage`` forces one of :data:`STORAGE_VARIANTS` (otherwise drawn at random per case).
     ``sequences`` limits which images are made (training the FLAIR model needs only FLAIR, at about half
     the cost); the images made and everything else about the case are the same whatever the subset.
-    ``randomise`` applies domain randomisation (:mod:`.randomise`; FLAIR only): its own random stream, so
-    the cases without it are unchanged. ``template`` "fsl-mni152" makes a case of the held-out brain (another
+    ``randomise`` is the chance (0..1; True = 1) that the case gets domain randomisation (:mod:`.randomise`;
+    FLAIR only), drawn from the case's own stream: its own random stream, so the cases without it are
+    unchanged, and a mixed set holds exactly the plain cases of the same seed where it draws none. ``template`` "fsl-mni152" makes a case of the held-out brain (another
     template, another contrast model: :func:`.contrasts.render_other`), for testing only.
     """
     if kind not in _KIND:
@@ -131,12 +132,16 @@ def make_case(
             "edema_volume_ml": 0.0,
             "midline_shift_mm": 0.0,
         }
+    randomised = bool(randomise) and (
+        float(randomise) >= 1.0
+        or np.random.default_rng([int(seed), _KIND[kind], int(index), 17]).random() < float(randomise)
+    )
     if template != TEMPLATES[0]:
         if tuple(sequences) != ("flair",) or randomise:
             raise ValueError("held-out template phantoms are FLAIR only and never randomised")
         images = {"flair": render_other(anat.t1, tissue, masks, rng, lesion_box)}
         affine, storage_info = _storage_geometry(anat, rng, storage)
-    elif randomise:
+    elif randomised:
         if tuple(sequences) != ("flair",):
             raise ValueError("randomised phantoms are FLAIR only (--sequences flair)")
         rrng = np.random.default_rng([int(seed), _KIND[kind], int(index), 13])
@@ -296,7 +301,7 @@ def _make_and_write(
     width: int,
     root: str,
     sequences: tuple[str, ...],
-    randomise: bool = False,
+    randomise: float = 0.0,
     template: str = TEMPLATES[0],
 ) -> Case:
     case = make_case(
@@ -330,14 +335,15 @@ def generate(
     on_case: Callable[[Case], None] | None = None,
     workers: int = 1,
     sequences: tuple[str, ...] = SEQUENCES,
-    randomise: bool = False,
+    randomise: float = 0.0,
     template: str = TEMPLATES[0],
 ) -> dict:
     """Generate ``n`` lesion cases and ``healthy`` controls into ``out``; all appear or none does.
 
     ``workers`` > 1 generates cases in parallel processes; every case has its own random stream, so the
     files are the same whatever the number of workers; ``sequences`` writes only those images (the rest of
-    each case is unchanged); ``randomise`` applies domain randomisation (FLAIR only). Returns the manifest
+    each case is unchanged); ``randomise`` is the share of cases given domain randomisation (FLAIR only; True =
+    all). Returns the manifest
     also written as ``phantoms.json``.
     """
     if workers < 1:
@@ -346,6 +352,8 @@ def generate(
     if unknown or not sequences or sequences[0] != "flair":
         allowed, got = ", ".join(SEQUENCES), ", ".join(sequences)
         raise InputError(f"--sequences must start with flair and use only {allowed} (got {got})")
+    if not 0.0 <= float(randomise) <= 1.0:
+        raise InputError(f"--randomise takes a share of cases between 0 and 1 (got {randomise})")
     if randomise and tuple(sequences) != ("flair",):
         raise InputError("--randomise makes FLAIR-only phantoms: add --sequences flair")
     if template not in TEMPLATES:
@@ -403,7 +411,7 @@ def generate(
             "healthy": int(healthy),
             "spacing_mm": float(spacing),
             "sequences": list(sequences),
-            **({"randomised": True} if randomise else {}),
+            **({"randomised": float(randomise)} if randomise else {}),
             # A held-out brain: for testing only; `train` refuses it (never trained or tuned on).
             **({"template": template, "test_only": True} if template in TEST_ONLY_TEMPLATES else {}),
             "seconds": round(time.perf_counter() - started, 2),

@@ -234,7 +234,23 @@ def test_randomise_cli_needs_flair_only_and_records_it(tmp_path):
                      "--sequences", "flair", "--randomise", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "phantoms.json").read_text())
-    assert manifest["randomised"] is True and len(manifest["cases"]) == 2
+    assert manifest["randomised"] == 1.0 and len(manifest["cases"]) == 2
+    bad = run_cli("phantoms", "--out", str(tmp_path / "y"), "--sequences", "flair", "--randomise", "1.5",
+                  "--quiet")  # fmt: skip
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and not (tmp_path / "y").exists()
+
+
+def test_a_mixed_set_randomises_a_share_of_cases_and_keeps_the_others_plain():
+    """``--randomise 0.5``: each case draws whether it is randomised (deterministic per seed); the others are
+    exactly the plain cases of the same seed."""
+    drawn = [make_case("healthy", i, seed=3, sequences=("flair",), randomise=0.5) for i in range(8)]
+    randomised = ["randomisation" in case.truth for case in drawn]
+    assert 0 < sum(randomised) < 8, randomised
+    again = make_case("healthy", 0, seed=3, sequences=("flair",), randomise=0.5)
+    assert ("randomisation" in again.truth) == randomised[0]
+    index = randomised.index(False)
+    plain = make_case("healthy", index, seed=3, sequences=("flair",))
+    assert np.array_equal(plain.images["flair"].data, drawn[index].images["flair"].data)
 
 
 def test_the_held_out_brain_is_another_template_and_training_refuses_it(tmp_path):
