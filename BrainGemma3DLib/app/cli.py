@@ -290,12 +290,12 @@ PRODUCT_COMMANDS = [
 
 def commands() -> list[Command]:
     """Every subcommand, in the order ``--help`` lists them: data, product, research."""
+    from ..dicom import command as dicom_commands
     from ..phantoms import command as phantoms_command
     from ..training import commands as training_commands
 
-    by_name = {
-        c.name: c for c in [*phantoms_command.COMMANDS, *PRODUCT_COMMANDS, *training_commands.COMMANDS]
-    }
+    every = [*phantoms_command.COMMANDS, *PRODUCT_COMMANDS, *dicom_commands.COMMANDS, *training_commands.COMMANDS]
+    by_name = {c.name: c for c in every}
     order = (
         "phantoms",
         "preprocess",
@@ -308,6 +308,7 @@ def commands() -> list[Command]:
         "sign",
         "verify",
         "make-cert",
+        "dicom",
     )
     return [by_name[name] for name in order]
 

@@ -1,0 +1,167 @@
+"""``braingemma3d dicom``: a report folder (and its signed PDF) as DICOM objects in the source study.
+
+What goes in: report.json (text, entities, warnings, model, the source series' identity), report.pdf, the
+attribution's segmentation when the report was explained, and optionally the signed PDF with its audit record.
+What comes out, in a new or empty folder, all or nothing: ``report-sr.dcm`` (the SR), ``evidence-seg.dcm``
+(the SEG, when there is an attribution), ``report-pdf.dcm`` (the PDF: the signed one when given, else the
+draft, titled as such) and ``export.json`` (what was written: UIDs per object, for ``send`` and for people).
+
+A signed PDF is accepted only when its signature verifies (intact, valid, nothing changed after) and its audit
+record names this report's draft PDF; the SR then carries the radiologist's final words, not the AI's draft.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from ..io.atomic import replace_dir
+from ..io.errors import InputError
+from ..io.stamps import sha256_files
+from .objects import build_pdf_document, build_seg, build_sr, sample_labels
+from .source import read_source_series
+
+SR_FILE, SEG_FILE, PDF_FILE, INDEX_FILE = "report-sr.dcm", "evidence-seg.dcm", "report-pdf.dcm", "export.json"
+#: With ``--new-study`` (a non-DICOM input): the input itself as a new MR series of the new study.
+SOURCE_FOLDER = "source"
+OWNED = (SR_FILE, SEG_FILE, PDF_FILE, INDEX_FILE, SOURCE_FOLDER)
+
+
+def read_report(report_dir: str | os.PathLike) -> dict:
+    """report.json of a report folder, or one clear error naming it."""
+    path = Path(report_dir) / "report.json"
+    if not path.is_file():
+        raise InputError("not a report folder (no report.json)", report_dir)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"unreadable report.json ({type(exc).__name__})", path) from exc
+    if not isinstance(report, dict) or "text" not in report or "entities" not in report:
+        raise InputError("not a BrainGemma3D report.json (no text/entities)", path)
+    return report
+
+
+def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tuple[dict, str]:
+    """The verified signature of ``signed`` (signer, organisation, time) and the final text it signed.
+
+    Refuses a signature that does not verify, a PDF without its audit record, and a signed PDF of another
+    report (its audit names another draft).
+    """
+    from ..reporting.signing import audit_path, verify_pdf
+
+    signed = Path(signed)
+    result = verify_pdf(signed, trust=trust)
+    if not result["ok"]:
+        raise InputError(f"the signature does not verify: {result['summary']}", signed)
+    audit_file = audit_path(signed)
+    try:
+        audit = json.loads(audit_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError("the signed PDF's audit record is missing or unreadable", audit_file) from exc
+    if audit.get("draft_pdf_sha256") != sha256_files([draft_pdf]):
+        raise InputError("this signed PDF is not of this report (its audit names another draft)", signed)
+    if audit.get("signed_pdf_sha256") != sha256_files([signed]):
+        raise InputError("the signed PDF is not the one its audit record describes", signed)
+    subject = str(result.get("certificate_subject") or "")
+    found = re.search(r"Organization: (.*?)(?:, [A-Z][A-Za-z ]*: |$)", subject)
+    signature = {
+        "signer": result.get("signer") or audit.get("signer"),
+        "organisation": found.group(1).strip() if found else "",
+        "signed_at": result.get("signing_time") or audit.get("signed_at"),
+    }
+    return signature, str(audit.get("final_text", ""))
+
+
+def _segmentation(report_dir: Path, sources: list):
+    """The attribution's segments sampled on the source frames, or None when the report has none."""
+    path = report_dir / "attribution.seg.nrrd"
+    if not path.is_file():
+        return None
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:
+        raise InputError(f"unreadable segmentation ({type(exc).__name__})", path) from exc
+    labels = sample_labels(sources, seg["voxels"], seg["ijkToLPS"])
+    segments = [s for s in seg["segments"] if (labels == int(s["labelValue"])).any()]
+    return (labels, segments) if segments else None
+
+
+def export_report(
+    report_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    signed: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
+    trust=None,
+    overwrite: bool = False,
+    new_study: Callable[[Path], list] | None = None,
+) -> dict:
+    """Write the report's SR, SEG and Encapsulated PDF into ``out`` (all or nothing); returns the index.
+
+    ``new_study`` (a report of a non-DICOM input): called with the staging folder, it writes the input as a
+    new series of a new study there and returns its frames, which then stand for the source series.
+    """
+    from ..reporting.report import structured_entities
+
+    report_dir = Path(report_dir)
+    report = read_report(report_dir)
+    draft_pdf = report_dir / "report.pdf"
+    if not draft_pdf.is_file():
+        raise InputError("the report folder has no report.pdf", report_dir)
+    sources = read_source_series(report, source) if new_study is None else None
+    if signed is not None:
+        signature, text = signature_of(signed, draft_pdf, trust)
+        entities = structured_entities(text)
+        pdf, title = Path(signed).read_bytes(), "BrainGemma3D radiology report (signed)"
+    else:
+        signature, text, entities = None, str(report["text"]), report["entities"]
+        pdf, title = draft_pdf.read_bytes(), "BrainGemma3D report DRAFT (AI, unverified)"
+    with replace_dir(out, OWNED, overwrite=overwrite) as tmp:
+        if new_study is not None:
+            sources = new_study(tmp / SOURCE_FOLDER)
+        made = {"text": text, "entities": entities, "signature": signature, "signed": signed}
+        index = _write_objects(report, report_dir, sources, tmp, made, pdf, title)
+    return index
+
+
+def _write_objects(report, report_dir, sources, tmp, made: dict, pdf: bytes, title: str) -> dict:
+    """Build the objects and write them (and the index) into the staging folder ``tmp``."""
+    warnings = list(report.get("warnings") or [])
+    signature = made["signature"]
+    sr = build_sr(
+        report, sources, text=made["text"], entities=made["entities"], warnings=warnings, signature=signature
+    )
+    attribution = _segmentation(report_dir, sources)
+    seg = build_seg(report, sources, *attribution) if attribution else None
+    doc = build_pdf_document(pdf, sources[0], title=title, verified=signature is not None)
+    written = {SR_FILE: sr, PDF_FILE: doc} | ({SEG_FILE: seg} if seg is not None else {})
+    index = {
+        "format": "braingemma3d-dicom-export",
+        "version": 1,
+        "report": str(report_dir),
+        "status": "verified" if signature else "draft",
+        "signed_pdf": str(made["signed"]) if made["signed"] else None,
+        "study_instance_uid": str(sources[0].StudyInstanceUID),
+        "source_series_instance_uid": str(sources[0].SeriesInstanceUID),
+        "objects": [
+            {
+                "file": name,
+                "modality": str(ds.Modality),
+                "sop_class_uid": str(ds.SOPClassUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+                "series_instance_uid": str(ds.SeriesInstanceUID),
+            }
+            for name, ds in written.items()
+        ],
+    }
+    if (tmp / SOURCE_FOLDER).is_dir():
+        index["new_study_source_series"] = SOURCE_FOLDER
+    for name, ds in written.items():
+        ds.save_as(tmp / name, enforce_file_format=True)
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return index

@@ -1,0 +1,342 @@
+"""The three DICOM objects of a report: Structured Report, Segmentation of the attribution, Encapsulated PDF.
+
+Why these three (the IHE AI Results idea): a PACS and any DICOM viewer understand them without BrainGemma3D; the
+SR carries the text and the coded entities a downstream system can query, the SEG shows where the evidence is
+on the radiologist's own images, and the PDF is the human-readable page (the signed one once signed).
+
+SR design: Comprehensive 3D SR with the TID 1500 Measurement Report root (highdicom's builder, the template AI
+vendors and the IHE AIR profile use): the algorithm is the observer *device* in the observation context (name,
+version, checkpoint SHA-256), the coded entities are one TID 1501 group (finding "Lesion of brain", its finding
+sites: lobes with laterality, and one qualitative evaluation per finding: Present / Absent / Unknown when the
+text does not say), and the report's own words are TEXT items "Finding" and "Impression" (DCM) with any
+warnings as "Comment"; Enhanced SR would hold the text but not the TID 1500 tree that AI-result consumers
+parse. Draft = PARTIAL / UNVERIFIED; signed = COMPLETE / VERIFIED, with the verifying observer (signer, their
+organisation) and the verification time taken from the PDF's signature, and the radiologist as a person
+observer besides the device.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import __version__
+
+MANUFACTURER = "BrainGemma3D developers"
+SOFTWARE = "BrainGemma3D"
+#: Local code for the finding no standard code in pydicom's tables names (coding scheme "99BG3D").
+_LOCAL_SCHEME = "99BG3D"
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def _codes():
+    from highdicom.sr import CodedConcept
+    from pydicom.sr.codedict import codes
+
+    lobes = {
+        "frontal": codes.SCT.FrontalLobe,
+        "parietal": codes.SCT.ParietalLobe,
+        "temporal": codes.SCT.TemporalLobe,
+        "occipital": codes.SCT.OccipitalLobe,
+    }
+    findings = {
+        "edema": codes.SCT.Edema,
+        "necrosis": codes.SCT.Necrosis,
+        "enhancement": codes.DCM.FocalContrastEnhancement,
+        "mass_effect": CodedConcept("MASS_EFFECT", _LOCAL_SCHEME, "Mass effect or ventricular compression"),
+    }
+    sides = {"left": codes.SCT.Left, "right": codes.SCT.Right, "bilateral": codes.SCT.Bilateral}
+    values = {True: codes.SCT.Present, False: codes.SCT.Absent, None: codes.SCT.Unknown}
+    return codes, lobes, findings, sides, values
+
+
+def _uid(*entropy: str) -> str:
+    """A UID under the 2.25 root: deterministic for ``entropy`` (the device's UID from its checkpoint)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(prefix=None, entropy_srcs=list(entropy)))
+
+
+def _dicom_datetime(iso: str) -> str:
+    """``2026-11-30T12:34:02Z`` -> ``20261130123402+0000`` (a DT value)."""
+    moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S+0000")
+
+
+def device_observer(model: dict):
+    """The algorithm as observer device: name, version and the checkpoint's SHA-256 (as its serial)."""
+    from highdicom.sr import DeviceObserverIdentifyingAttributes
+
+    sha = str(model.get("checkpoint_sha256", "unknown"))
+    return DeviceObserverIdentifyingAttributes(
+        uid=_uid("braingemma3d-device", sha),
+        name=SOFTWARE,
+        manufacturer_name=MANUFACTURER,
+        model_name=str(model.get("name", "BrainGemma3D"))[:64],
+        serial_number=sha[:64],
+    )
+
+
+def _algorithm(model: dict):
+    from highdicom.sr import AlgorithmIdentification
+
+    return AlgorithmIdentification(
+        name=SOFTWARE,
+        version=__version__,
+        parameters=[f"checkpoint sha256 {model.get('checkpoint_sha256', 'unknown')}"],
+    )
+
+
+def build_sr(
+    report: dict,
+    sources: Sequence,
+    *,
+    text: str,
+    entities: dict,
+    warnings: Sequence[str],
+    signature: dict | None,
+    series_number: int = 990,
+):
+    """The report as a Comprehensive 3D SR in a new series of the source study.
+
+    ``text``/``entities``: the draft's, or the signed report's final words and what they say. ``signature``
+    (None for a draft): ``signer``, ``organisation``, ``signed_at`` (ISO 8601) from the signed PDF.
+    """
+    import highdicom as hd
+    from highdicom.sr import (
+        Comprehensive3DSR,
+        FindingSite,
+        MeasurementReport,
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        ObserverContext,
+        PersonObserverIdentifyingAttributes,
+        QualitativeEvaluation,
+        TextContentItem,
+        TrackingIdentifier,
+    )
+    from highdicom.sr import RelationshipTypeValues
+
+    codes, lobe_codes, finding_codes, side_codes, value_codes = _codes()
+    model = report.get("model", {})
+    person = None
+    if signature is not None:
+        person = ObserverContext(
+            observer_type=codes.DCM.Person,
+            observer_identifying_attributes=PersonObserverIdentifyingAttributes(
+                name=_person_name(signature["signer"]),
+                organization_name=signature.get("organisation") or None,
+            ),
+        )
+    context = ObservationContext(
+        observer_person_context=person,
+        observer_device_context=ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device_observer(model)
+        ),
+    )
+    laterality = side_codes.get(str(entities.get("laterality")))
+    lobes = [lobe_codes[lobe] for lobe in entities.get("lobes", []) if lobe in lobe_codes]
+    sites = [FindingSite(anatomic_location=lobe, laterality=laterality) for lobe in lobes]
+    if not sites and laterality is not None:
+        sites = [FindingSite(anatomic_location=codes.SCT.Brain, laterality=laterality)]
+    lesion = bool(entities.get("lesion"))
+    evaluations = [QualitativeEvaluation(name=codes.SCT.LesionOfBrain, value=value_codes[lesion])]
+    for name, code in finding_codes.items():
+        evaluations.append(QualitativeEvaluation(name=code, value=value_codes[entities["findings"].get(name)]))
+    group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(
+            uid=hd.UID(), identifier="BrainGemma3D report entities"
+        ),
+        finding_type=codes.SCT.LesionOfBrain,
+        algorithm_id=_algorithm(model),
+        finding_sites=sites or None,
+        qualitative_evaluations=evaluations,
+    )
+    content = MeasurementReport(
+        observation_context=context,
+        procedure_reported=codes.LN.BrainMRI,
+        imaging_measurements=[group],
+    )
+    from ..reporting.report import split_sections
+
+    sections = split_sections(text)
+    items = [TextContentItem(codes.DCM.Finding, sections["findings"] or text, RelationshipTypeValues.CONTAINS)]
+    if sections["impression"]:
+        items.append(TextContentItem(codes.DCM.Impression, sections["impression"], RelationshipTypeValues.CONTAINS))
+    for warning in warnings:
+        items.append(TextContentItem(codes.DCM.Comment, str(warning), RelationshipTypeValues.CONTAINS))
+    content[0].ContentSequence.extend(items)
+    verified = signature is not None
+    sr = Comprehensive3DSR(
+        evidence=list(sources),
+        content=content[0],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=verified,
+        is_final=verified,
+        is_verified=verified,
+        verifying_observer_name=_person_name(signature["signer"]) if verified else None,
+        verifying_organization=(signature.get("organisation") or "Unknown") if verified else None,
+        series_description="BrainGemma3D report (verified)" if verified else "BrainGemma3D report (AI draft)",
+        record_evidence=True,
+    )
+    sr.SoftwareVersions = __version__
+    sr.ManufacturerModelName = SOFTWARE
+    if verified:
+        sr.VerifyingObserverSequence[0].VerificationDateTime = _dicom_datetime(signature["signed_at"])
+    return sr
+
+
+def _person_name(name: str) -> str:
+    """A free-text name as a DICOM PN ("Ann Smith" -> "Smith^Ann"; "Smith^Ann" kept)."""
+    name = " ".join(str(name).split())
+    if "^" in name or " " not in name:
+        return name
+    first, last = name.rsplit(" ", 1)
+    return f"{last}^{first}"
+
+
+def sample_labels(sources: Sequence, labels: np.ndarray, ijk_to_lps: np.ndarray) -> np.ndarray:
+    """``labels`` (an i, j, k label volume with its ijk -> LPS matrix) at every pixel of every source frame.
+
+    Each source pixel's centre is placed in the world with the frame's own position, orientation and pixel
+    spacing (so LPS, oblique and thick-slice series all work), mapped into ``labels``' voxels and read by
+    nearest neighbour. Returns (frames, rows, columns) uint8.
+    """
+    inverse = np.linalg.inv(np.asarray(ijk_to_lps, dtype=np.float64))
+    out = []
+    for ds in sources:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+        along_row, along_col = orientation[:3], orientation[3:]
+        dy, dx = (float(v) for v in ds.PixelSpacing)
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        world = (
+            np.asarray(ds.ImagePositionPatient, dtype=np.float64)[None, None, :]
+            + c[..., None] * dx * along_row
+            + r[..., None] * dy * along_col
+        )
+        ijk = world.reshape(-1, 3) @ inverse[:3, :3].T + inverse[:3, 3]
+        ijk = np.rint(ijk).astype(np.int64)
+        inside = np.all((ijk >= 0) & (ijk < np.asarray(labels.shape)), axis=1)
+        frame = np.zeros(rows * cols, dtype=np.uint8)
+        frame[inside] = labels[ijk[inside, 0], ijk[inside, 1], ijk[inside, 2]]
+        out.append(frame.reshape(rows, cols))
+    return np.stack(out)
+
+
+def build_seg(
+    report: dict,
+    sources: Sequence,
+    labels: np.ndarray,
+    segments: Sequence[dict],
+    *,
+    series_number: int = 991,
+):
+    """The attribution's top regions as a BINARY Segmentation on the source frames' geometry.
+
+    ``labels``: (frames, rows, columns) label values on the source frames (:func:`sample_labels`);
+    ``segments``: ``labelValue``, ``name`` and ``color`` (0..1 RGB) of each region, in words.
+    """
+    import highdicom as hd
+    from highdicom.seg import Segmentation, SegmentDescription
+    from pydicom.sr.codedict import codes
+
+    model = report.get("model", {})
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=SOFTWARE,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=__version__,
+        parameters={"checkpoint sha256": str(model.get("checkpoint_sha256", "unknown")), "method": "3D LIME"},
+    )
+    descriptions, planes = [], []
+    for number, seg in enumerate(segments, start=1):
+        rgb = tuple(int(round(255 * float(v))) for v in seg.get("color", (1.0, 0.0, 0.0)))
+        descriptions.append(
+            SegmentDescription(
+                segment_number=number,
+                segment_label=str(seg["name"])[:64],
+                segmented_property_category=codes.SCT.SpatialAndRelationalConcept,
+                segmented_property_type=codes.DCM.Saliency,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=hd.UID(),
+                tracking_id=f"BrainGemma3D evidence region {number}",
+                anatomic_regions=[codes.SCT.Brain],
+                display_color=hd.color.CIELabColor.from_rgb(*rgb),
+            )
+        )
+        planes.append(labels == int(seg["labelValue"]))
+    pixels = np.zeros(labels.shape, dtype=np.uint8)
+    for number, mask in enumerate(planes, start=1):
+        pixels[mask & (pixels == 0)] = number
+    return Segmentation(
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=SOFTWARE,
+        software_versions=__version__,
+        device_serial_number=str(model.get("checkpoint_sha256", "unknown"))[:64],
+        content_description="Regions that drove the report draft (3D LIME)",
+        content_label="EVIDENCE",
+        series_description="BrainGemma3D evidence (AI)",
+    )
+
+
+def build_pdf_document(
+    pdf: bytes, template, *, title: str, verified: bool, series_number: int = 992
+):
+    """The report PDF as an Encapsulated PDF instance in a new series of ``template``'s study."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ds = Dataset()
+    for keyword in (
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+        "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription",
+    ):  # fmt: skip
+        ds.__setattr__(keyword, getattr(template, keyword, None) or "")
+    ds.SOPClassUID = ENCAPSULATED_PDF
+    ds.SOPInstanceUID = hd.UID()
+    ds.SeriesInstanceUID = hd.UID()
+    ds.Modality = "DOC"
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = "BrainGemma3D report PDF (verified)" if verified else "BrainGemma3D report PDF (AI draft)"
+    ds.InstanceNumber = 1
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = SOFTWARE
+    ds.SoftwareVersions = __version__
+    ds.ConversionType = "WSD"
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    ds.BurnedInAnnotation = "YES"
+    ds.DocumentTitle = title[:64]
+    ds.ConceptNameCodeSequence = []
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    data = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocument = data
+    ds.EncapsulatedDocumentLength = len(pdf)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    return ds

@@ -1,0 +1,55 @@
+"""The source series of a report: the DICOM frames a report was made from, found again and checked.
+
+An SR and a SEG must reference the exact images the draft was made from, and a SEG must be drawn on their
+geometry. report.json records the source folder, the SHA-256 of the series' files (in slice order) and their
+SOP Instance UIDs; this module reads those frames' headers again (pixels are not needed), in the recorded
+order, and refuses a folder whose files changed since the report, so that no object ever points at images
+the draft did not see.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..io.errors import InputError
+from ..io.stamps import sha256_files
+
+
+def read_source_series(report: dict, source: str | os.PathLike | None = None) -> list:
+    """The source frames (pydicom datasets without pixel data) of ``report``, in its slice order.
+
+    ``source`` is the series folder when it moved since the report was made (default: the path in
+    report.json). Raises :class:`InputError` for a report not made from DICOM, a missing folder, missing
+    frames, or frames whose bytes differ from what the report read.
+    """
+    import pydicom
+
+    given = report.get("input", {})
+    uids = given.get("dicom_sop_instance_uids")
+    if not uids:
+        raise InputError(
+            "the report was not made from a DICOM series (no SOP Instance UIDs in report.json input): "
+            "give --new-study with the patient's fields to make a new study"
+        )
+    folder = Path(source) if source is not None else Path(given.get("paths", [""])[0])
+    if not folder.is_dir():
+        raise InputError("the report's source DICOM series folder is not there (give --source)", folder)
+    wanted = set(uids)
+    found: dict[str, tuple[Path, object]] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue  # not DICOM (a DICOMDIR's companions, notes): not part of the series
+        uid = str(getattr(ds, "SOPInstanceUID", ""))
+        if uid in wanted and uid not in found:
+            found[uid] = (path, ds)
+    missing = [uid for uid in uids if uid not in found]
+    if missing:
+        raise InputError(f"{len(missing)} of the report's {len(uids)} source frames are missing", folder)
+    paths = [found[uid][0] for uid in uids]
+    recorded = (given.get("sha256") or [None])[0]
+    if recorded and sha256_files(paths) != recorded:
+        raise InputError("the source series changed since the report was made (SHA-256 differs)", folder)
+    return [found[uid][1] for uid in uids]
