@@ -143,3 +143,49 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
+
+
+def system_tool(name: str) -> str:
+    """The path of a system program a test needs (dciodvfy, Orthanc...): skip without it, except under CI
+    (``CI=true``), where ``.ci/run`` installs it and a missing one is a failure."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{name} is missing under CI: .ci/run installs it (apt-get)")
+    pytest.skip(f"{name} is not installed (Debian: see .ci/run); this check runs in CI")
+
+
+#: Identity of the test DICOM studies: what a PACS series carries and report.json / the objects must keep.
+DICOM_IDENTITY = {
+    "0010|0010": "Phantom^Test",
+    "0010|0020": "BG3D-0001",
+    "0010|0030": "19700101",
+    "0010|0040": "F",
+    "0008|0020": "20261130",
+    "0008|0030": "101500",
+    "0008|0050": "ACC123",
+    "0008|0090": "Referrer^Rita",
+    "0008|1030": "MRI brain",
+    "0020|0010": "1",
+    "0020|0052": "1.2.3.4.5.6.9",
+}
+
+
+def sample_as_dicom(folder: Path, variant: str = "sample", series_uid: str = "1.2.3.4.5.6.1") -> Path:
+    """The bundled sample case re-stored as a DICOM MR series with a patient and a study: as stored
+    (``sample``), or resampled to an LPS axial, an oblique or a thick-slice (5 mm) grid."""
+    from BrainGemma3DLib.io.volume import load_volume
+
+    volume = load_volume(SAMPLE)
+    if variant != "sample":
+        spacing = (1.5, 1.5, 5.0) if variant == "thick" else (1.5, 1.5, 1.5)
+        affine, shape = variant_affine({"lps": "LPS", "oblique": "oblique", "thick": "RAS"}[variant], spacing)
+        volume = volume.resample_to(affine, shape)
+    return write_dicom_series(
+        folder, volume.data[0], volume.affine, series_uid=series_uid, extra_tags=DICOM_IDENTITY
+    )
