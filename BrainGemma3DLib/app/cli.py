@@ -294,7 +294,12 @@ def commands() -> list[Command]:
     from ..phantoms import command as phantoms_command
     from ..training import commands as training_commands
 
-    every = [*phantoms_command.COMMANDS, *PRODUCT_COMMANDS, *dicom_commands.COMMANDS, *training_commands.COMMANDS]
+    every = [
+        *phantoms_command.COMMANDS,
+        *PRODUCT_COMMANDS,
+        *dicom_commands.COMMANDS,
+        *training_commands.COMMANDS,
+    ]
     by_name = {c.name: c for c in every}
     order = (
         "phantoms",

@@ -38,10 +38,14 @@ def _run_dicom(args: argparse.Namespace) -> int:
         from .newstudy import new_study_series
 
         if not args.patient_name.strip() or not args.patient_id.strip():
-            raise InputError("--new-study needs at least --patient-name and --patient-id (nothing is invented)")
+            raise InputError(
+                "--new-study needs at least --patient-name and --patient-id (nothing is invented)"
+            )
         report = read_report(args.report)
         if report.get("input", {}).get("dicom_sop_instance_uids"):
-            raise InputError("the report was made from a DICOM series: its own study is used (drop --new-study)")
+            raise InputError(
+                "the report was made from a DICOM series: its own study is used (drop --new-study)"
+            )
         fields = {
             "PatientName": args.patient_name.strip(),
             "PatientID": args.patient_id.strip(),
@@ -65,7 +69,9 @@ def _run_dicom(args: argparse.Namespace) -> int:
         )  # fmt: skip
     for entry in index["objects"]:
         print(f"{entry['modality']:>4}: {args.out / entry['file']}  ({entry['sop_instance_uid']})")
-    status = "COMPLETE / VERIFIED (signed)" if index["status"] == "verified" else "PARTIAL / UNVERIFIED (AI draft)"
+    status = (
+        "COMPLETE / VERIFIED (signed)" if index["status"] == "verified" else "PARTIAL / UNVERIFIED (AI draft)"
+    )
     print(f"study {index['study_instance_uid']}; report status {status}")
     return 0
 

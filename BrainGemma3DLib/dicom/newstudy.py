@@ -52,7 +52,9 @@ def new_study_series(report: dict, fields: dict[str, str], folder: Path) -> list
     given = report.get("input", {})
     paths = given.get("paths") or []
     if not paths or not Path(paths[0]).is_file():
-        raise InputError("the report's input file is not there (a new study needs the image)", (paths or [""])[0])
+        raise InputError(
+            "the report's input file is not there (a new study needs the image)", (paths or [""])[0]
+        )
     path = Path(paths[0])
     if (given.get("sha256") or [None])[0] not in (None, sha256_files([path])):
         raise InputError("the input file changed since the report was made (SHA-256 differs)", path)
@@ -96,7 +98,10 @@ def new_study_series(report: dict, fields: dict[str, str], folder: Path) -> list
         ds.PixelData = pixels[k].tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        meta.TransferSyntaxUID, meta.ImplementationClassUID = ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+        meta.TransferSyntaxUID, meta.ImplementationClassUID = (
+            ExplicitVRLittleEndian,
+            PYDICOM_IMPLEMENTATION_UID,
+        )
         ds.file_meta = meta
         ds.save_as(folder / f"slice{k:04d}.dcm", enforce_file_format=True)
         frames.append(ds)

@@ -1,18 +1,19 @@
 """The three DICOM objects of a report: Structured Report, Segmentation of the attribution, Encapsulated PDF.
 
-Why these three (the IHE AI Results idea): a PACS and any DICOM viewer understand them without BrainGemma3D; the
-SR carries the text and the coded entities a downstream system can query, the SEG shows where the evidence is
-on the radiologist's own images, and the PDF is the human-readable page (the signed one once signed).
+Why these three (the IHE AI Results idea): a PACS and any DICOM viewer understand them without
+BrainGemma3D; the SR carries the text and the coded entities a downstream system can query, the SEG shows
+where the evidence is on the radiologist's own images, and the PDF is the human-readable page (the signed
+one once signed).
 
-SR design: Comprehensive 3D SR with the TID 1500 Measurement Report root (highdicom's builder, the template AI
-vendors and the IHE AIR profile use): the algorithm is the observer *device* in the observation context (name,
-version, checkpoint SHA-256), the coded entities are one TID 1501 group (finding "Lesion of brain", its finding
-sites: lobes with laterality, and one qualitative evaluation per finding: Present / Absent / Unknown when the
-text does not say), and the report's own words are TEXT items "Finding" and "Impression" (DCM) with any
-warnings as "Comment"; Enhanced SR would hold the text but not the TID 1500 tree that AI-result consumers
-parse. Draft = PARTIAL / UNVERIFIED; signed = COMPLETE / VERIFIED, with the verifying observer (signer, their
-organisation) and the verification time taken from the PDF's signature, and the radiologist as a person
-observer besides the device.
+SR design: Comprehensive 3D SR with the TID 1500 Measurement Report root (highdicom's builder, the template
+AI vendors and the IHE AIR profile use): the algorithm is the observer *device* in the observation context
+(name, version, checkpoint SHA-256), the coded entities are one TID 1501 group (finding "Lesion of brain",
+its finding sites: lobes with laterality, and one qualitative evaluation per finding: Present / Absent /
+Unknown when the text does not say), and the report's own words are TEXT items "Finding" and "Impression"
+(DCM) with any warnings as "Comment"; Enhanced SR would hold the text but not the TID 1500 tree that
+AI-result consumers parse. Draft = PARTIAL / UNVERIFIED; signed = COMPLETE / VERIFIED, with the verifying
+observer (signer, their organisation) and the verification time taken from the PDF's signature, and the
+radiologist as a person observer besides the device.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def build_sr(
         ObserverContext,
         PersonObserverIdentifyingAttributes,
         QualitativeEvaluation,
+        RelationshipTypeValues,
         TextContentItem,
         TrackingIdentifier,
     )
-    from highdicom.sr import RelationshipTypeValues
 
     codes, lobe_codes, finding_codes, side_codes, value_codes = _codes()
     model = report.get("model", {})
@@ -146,11 +147,11 @@ def build_sr(
     lesion = bool(entities.get("lesion"))
     evaluations = [QualitativeEvaluation(name=codes.SCT.LesionOfBrain, value=value_codes[lesion])]
     for name, code in finding_codes.items():
-        evaluations.append(QualitativeEvaluation(name=code, value=value_codes[entities["findings"].get(name)]))
+        evaluations.append(
+            QualitativeEvaluation(name=code, value=value_codes[entities["findings"].get(name)])
+        )
     group = MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(
-            uid=hd.UID(), identifier="BrainGemma3D report entities"
-        ),
+        tracking_identifier=TrackingIdentifier(uid=hd.UID(), identifier="BrainGemma3D report entities"),
         finding_type=codes.SCT.LesionOfBrain,
         algorithm_id=_algorithm(model),
         finding_sites=sites or None,
@@ -164,9 +165,13 @@ def build_sr(
     from ..reporting.report import split_sections
 
     sections = split_sections(text)
-    items = [TextContentItem(codes.DCM.Finding, sections["findings"] or text, RelationshipTypeValues.CONTAINS)]
+    items = [
+        TextContentItem(codes.DCM.Finding, sections["findings"] or text, RelationshipTypeValues.CONTAINS)
+    ]
     if sections["impression"]:
-        items.append(TextContentItem(codes.DCM.Impression, sections["impression"], RelationshipTypeValues.CONTAINS))
+        items.append(
+            TextContentItem(codes.DCM.Impression, sections["impression"], RelationshipTypeValues.CONTAINS)
+        )
     for warning in warnings:
         items.append(TextContentItem(codes.DCM.Comment, str(warning), RelationshipTypeValues.CONTAINS))
     content[0].ContentSequence.extend(items)
@@ -296,13 +301,11 @@ def build_seg(
     )
 
 
-def build_pdf_document(
-    pdf: bytes, template, *, title: str, verified: bool, series_number: int = 992
-):
+def build_pdf_document(pdf: bytes, template, *, title: str, verified: bool, series_number: int = 992):
     """The report PDF as an Encapsulated PDF instance in a new series of ``template``'s study."""
     import highdicom as hd
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     now = dt.datetime.now(dt.timezone.utc)
     ds = Dataset()
@@ -316,7 +319,9 @@ def build_pdf_document(
     ds.SeriesInstanceUID = hd.UID()
     ds.Modality = "DOC"
     ds.SeriesNumber = series_number
-    ds.SeriesDescription = "BrainGemma3D report PDF (verified)" if verified else "BrainGemma3D report PDF (AI draft)"
+    ds.SeriesDescription = (
+        "BrainGemma3D report PDF (verified)" if verified else "BrainGemma3D report PDF (AI draft)"
+    )
     ds.InstanceNumber = 1
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = SOFTWARE

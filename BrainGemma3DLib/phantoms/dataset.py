@@ -86,9 +86,10 @@ def make_case(
     ``sequences`` limits which images are made (training the FLAIR model needs only FLAIR, at about half
     the cost); the images made and everything else about the case are the same whatever the subset.
     ``randomise`` is the chance (0..1; True = 1) that the case gets domain randomisation (:mod:`.randomise`;
-    FLAIR only), drawn from the case's own stream: its own random stream, so the cases without it are
-    unchanged, and a mixed set holds exactly the plain cases of the same seed where it draws none. ``template`` "fsl-mni152" makes a case of the held-out brain (another
-    template, another contrast model: :func:`.contrasts.render_other`), for testing only.
+    FLAIR only), drawn from the case's own stream, as is the randomisation itself: the cases without it are
+    unchanged, and a mixed set holds exactly the plain cases of the same seed where it draws none.
+    ``template`` "fsl-mni152" makes a case of the held-out brain (another template, another contrast model:
+    :func:`.contrasts.render_other`), for testing only.
     """
     if kind not in _KIND:
         raise ValueError(f"kind must be 'lesion' or 'healthy', got {kind!r}")
@@ -342,9 +343,8 @@ def generate(
 
     ``workers`` > 1 generates cases in parallel processes; every case has its own random stream, so the
     files are the same whatever the number of workers; ``sequences`` writes only those images (the rest of
-    each case is unchanged); ``randomise`` is the share of cases given domain randomisation (FLAIR only; True =
-    all). Returns the manifest
-    also written as ``phantoms.json``.
+    each case is unchanged); ``randomise`` is the share of cases given domain randomisation (FLAIR only;
+    True = all). Returns the manifest also written as ``phantoms.json``.
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1 (got {workers})")

@@ -64,7 +64,9 @@ def _code_items(ds, value_type: str = "CODE") -> list[tuple[str, str]]:
     found = []
     for item in getattr(ds, "ContentSequence", []):
         if item.ValueType == value_type == "CODE":
-            found.append((item.ConceptNameCodeSequence[0].CodeMeaning, item.ConceptCodeSequence[0].CodeMeaning))
+            found.append(
+                (item.ConceptNameCodeSequence[0].CodeMeaning, item.ConceptCodeSequence[0].CodeMeaning)
+            )
         elif item.ValueType == value_type == "TEXT":
             found.append((item.ConceptNameCodeSequence[0].CodeMeaning, str(item.TextValue)))
         found += _code_items(item, value_type)
@@ -116,7 +118,9 @@ def test_draft_objects_are_valid_dicom_and_say_what_the_report_says(sample_repor
     assert ("Edema", expected) in codes and edema in ("Present", "Absent")
 
     pdf = pydicom.dcmread(out / "report-pdf.dcm")
-    assert pdf.EncapsulatedDocument[: pdf.EncapsulatedDocumentLength] == (report_dir / "report.pdf").read_bytes()
+    assert (
+        pdf.EncapsulatedDocument[: pdf.EncapsulatedDocumentLength] == (report_dir / "report.pdf").read_bytes()
+    )
     assert "DRAFT" in pdf.DocumentTitle and pdf.StudyInstanceUID == sr.StudyInstanceUID
 
     seg = pydicom.dcmread(out / "evidence-seg.dcm")
@@ -157,11 +161,13 @@ def test_a_signed_report_is_complete_and_verified_by_its_signer(sample_report, t
     cert_dir = tmp_path / "cert"
     assert run_cli("make-cert", "--out", str(cert_dir), "--name", "Ann Smith").returncode == 0
     final = tmp_path / "final.txt"
-    final.write_text("A lesion is seen in the left temporal lobe with surrounding edema. No necrosis.\n", encoding="utf-8")
+    final.write_text(
+        "A lesion is seen in the left temporal lobe with surrounding edema. No necrosis.\n", encoding="utf-8"
+    )
     signed = tmp_path / "signed.pdf"
+    key, cert = cert_dir / "ann-smith.key.pem", cert_dir / "ann-smith.cert.pem"
     sign = run_cli("sign", str(report_dir / "report.pdf"), "--out", str(signed), "--signer", "Ann Smith",
-                   "--key", str(cert_dir / "ann-smith.key.pem"), "--cert", str(cert_dir / "ann-smith.cert.pem"),
-                   "--text", str(final))  # fmt: skip
+                   "--key", str(key), "--cert", str(cert), "--text", str(final))  # fmt: skip
     assert sign.returncode == 0, sign.stderr
     out = tmp_path / "objects"
     result = run_cli("dicom", str(report_dir), "--signed", str(signed), "--out", str(out))
@@ -186,7 +192,9 @@ def test_a_signed_report_is_complete_and_verified_by_its_signer(sample_report, t
     data = bytearray(signed.read_bytes())
     data[len(data) // 3] ^= 0xFF
     tampered.write_bytes(bytes(data))
-    (tmp_path / "tampered.audit.json").write_text((tmp_path / "signed.audit.json").read_text(encoding="utf-8"))
+    (tmp_path / "tampered.audit.json").write_text(
+        (tmp_path / "signed.audit.json").read_text(encoding="utf-8")
+    )
     bad = run_cli("dicom", str(report_dir), "--signed", str(tampered), "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "tampered.pdf" in bad.stderr and not (tmp_path / "bad").exists()
 
@@ -200,7 +208,9 @@ def test_a_non_dicom_report_needs_a_new_study_made_of_what_the_user_gave(tmp_pat
     refused = run_cli("dicom", str(report_dir), "--out", str(tmp_path / "x"))
     assert refused.returncode == 2 and "--new-study" in refused.stderr and not (tmp_path / "x").exists()
     assert len(refused.stderr.strip().splitlines()) == 1
-    half = run_cli("dicom", str(report_dir), "--out", str(tmp_path / "x"), "--new-study", "--patient-id", "P7")
+    half = run_cli(
+        "dicom", str(report_dir), "--out", str(tmp_path / "x"), "--new-study", "--patient-id", "P7"
+    )
     assert half.returncode == 2 and "--patient-name" in half.stderr and not (tmp_path / "x").exists()
     out = tmp_path / "objects"
     result = run_cli("dicom", str(report_dir), "--out", str(out), "--new-study", "--patient-name", "Doe^Jane",
@@ -228,4 +238,6 @@ def test_a_source_series_that_changed_is_refused(sample_report, tmp_path):
     victim = sorted(moved.glob("*.dcm"))[10]
     victim.write_bytes(victim.read_bytes()[:-2] + b"\x01\x02")
     bad = run_cli("dicom", str(report_dir), "--source", str(moved), "--out", str(tmp_path / "bad"))
-    assert bad.returncode == 2 and "changed since the report" in bad.stderr and not (tmp_path / "bad").exists()
+    assert (
+        bad.returncode == 2 and "changed since the report" in bad.stderr and not (tmp_path / "bad").exists()
+    )
