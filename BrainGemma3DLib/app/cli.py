@@ -314,6 +314,8 @@ def commands() -> list[Command]:
         "verify",
         "make-cert",
         "dicom",
+        "send",
+        "fetch",
     )
     return [by_name[name] for name in order]
 

@@ -150,14 +150,19 @@ def system_tool(name: str) -> str:
     (``CI=true``), where ``.ci/run`` installs it and a missing one is a failure."""
     import shutil
 
+    found = shutil.which(name)
+    if not found:
+        missing_in_ci(f"{name} is not installed (Debian: see .ci/run)")
+    return found
+
+
+def missing_in_ci(reason: str) -> None:
+    """Skip a test for something the system lacks, but fail under CI, where ``.ci/run`` installs it."""
     import pytest
 
-    found = shutil.which(name)
-    if found:
-        return found
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{name} is missing under CI: .ci/run installs it (apt-get)")
-    pytest.skip(f"{name} is not installed (Debian: see .ci/run); this check runs in CI")
+        pytest.fail(f"{reason}, under CI: .ci/run installs it (apt-get)")
+    pytest.skip(f"{reason}; this check runs in CI")
 
 
 #: Identity of the test DICOM studies: what a PACS series carries and report.json / the objects must keep.
