@@ -267,6 +267,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.centreButton.connect("clicked(bool)", self.onCentreButton)
         self.ui.explainSentenceButton.connect("clicked(bool)", self.onExplainSentenceButton)
         self.ui.openPdfButton.connect("clicked(bool)", self.onOpenPdfButton)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicomButton)
         # Ctrl+Shift+G anywhere in the panel: Generate (or Cancel), as the button would.
         self._generateShortcut = qt.QShortcut(qt.QKeySequence("Ctrl+Shift+G"), self.parent)
         self._generateShortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
@@ -359,6 +360,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else _("Not from DICOM: type what the report header should show, or leave empty.")
         )
         self.ui.explainSentenceButton.enabled = bool(node and node.reportTextNode and node.inputVolume)
+        self.ui.exportDicomButton.enabled = self.ui.explainSentenceButton.enabled
         if self.logic and self.logic.busy:
             self.ui.applyButton.enabled = True  # it is the Cancel button now
             return
@@ -656,6 +658,19 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "Signed PDF: {pdf}\nAudit record: {audit}\nVerification: {summary}"
         ).format(pdf=signed["signed_pdf"], audit=signed["audit"], summary=verified["summary"])
 
+    def onExportDicomButton(self) -> None:
+        """SR + SEG + PDF into Slicer's DICOM database: the AI draft, or the verified report once signed."""
+        node = self._parameterNode
+        try:
+            with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
+                _folder, index = self.logic.exportDicom(
+                    node.reportTextNode, node.inputVolume, slicer.dicomDatabase
+                )
+        except Exception:
+            self.ui.dicomStatusLabel.text = _("Not exported (see the error message).")
+            return
+        self.ui.dicomStatusLabel.text = panel.dicomExportSummary(index)
+
     def onOpenPdfButton(self) -> None:
         if self._signedPdf and not panel.openFile(self._signedPdf):
             self.ui.statusLabel.text = _("No PDF viewer opened {pdf}.").format(pdf=self._signedPdf)
@@ -665,11 +680,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.busy:
             self.ui.statusLabel.text = _("Cancel the running report before clearing the cache.")
             return
-        message = _(
-            "Stop the report worker (frees the memory of the loaded model) and delete the module's "
-            "temporary files in {folder}?\n\nReports already in the scene stay, but their unsigned draft "
-            "PDFs are deleted: generate a report again before signing it."
-        ).format(folder=self.logic.cacheFolder())
+        message = panel.clearCacheQuestion(self.logic.cacheFolder())
         if not slicer.util.confirmOkCancelDisplay(message, windowTitle=_("Clear cache")):
             return
         freed = self.logic.clearCache()

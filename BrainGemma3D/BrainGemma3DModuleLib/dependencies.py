@@ -20,7 +20,8 @@ from .i18n import _
 
 TORCH_REQUIREMENT = ">=2.1"
 #: Installed packages that pip must leave exactly as they are.
-KEEP_AS_INSTALLED = ("numpy", "SimpleITK", "torch")
+#: pydicom: Slicer's DICOM module uses the one Slicer ships; highdicom must fit it, never replace it.
+KEEP_AS_INSTALLED = ("numpy", "SimpleITK", "torch", "pydicom")
 
 
 def versionTuple(text):
@@ -133,7 +134,8 @@ class DependencyInstaller:
             slicer.util.restart()
 
     def _constraintsFile(self):
-        """Pins for pip: Slicer's numpy and SimpleITK and the PyTorch extension's torch stay as installed."""
+        """Pins for pip: Slicer's numpy, SimpleITK and pydicom and the PyTorch extension's torch stay as
+        installed."""
         pins = []
         for name in KEEP_AS_INSTALLED:
             try:

@@ -150,3 +150,24 @@ def askPassword(fileName):
 def openFile(path):
     """Open a file (the signed PDF) in the system's viewer; False when the system could not."""
     return bool(qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))))
+
+
+def dicomExportSummary(index):
+    """What Export DICOM wrote, in words: which objects, which study, and whether the SR is the AI draft."""
+    kinds = ", ".join(entry["modality"] for entry in index["objects"])
+    if index["status"] == "verified":
+        state = _("the verified report (COMPLETE / VERIFIED)")
+    else:
+        state = _("the AI draft (PARTIAL / UNVERIFIED): sign first to export the verified report")
+    return _("DICOM database: {kinds} of {state}, study {study}.").format(
+        kinds=kinds, state=state, study=index["study_instance_uid"]
+    )
+
+
+def clearCacheQuestion(folder):
+    """The confirmation Clear cache asks: what stops, what is deleted, what stays."""
+    return _(
+        "Stop the report worker (frees the memory of the loaded model) and delete the module's "
+        "temporary files in {folder}?\n\nReports already in the scene stay, but their unsigned draft "
+        "PDFs are deleted: generate a report again before signing it."
+    ).format(folder=folder)

@@ -121,3 +121,61 @@ class SceneResults:
         verified = signing.verify_pdf(signed["signed_pdf"])
         textNode.SetAttribute(SIGNED_PDF_ATTRIBUTE, signed["signed_pdf"])
         return signed, verified
+
+    # --- Export DICOM -----------------------------------------------------------------------------------
+    def exportDicom(self, textNode, referenceVolume, database=None):
+        """The report as DICOM objects (SR, SEG, Encapsulated PDF) added to Slicer's DICOM database.
+
+        After signing (the text node knows its signed PDF): a COMPLETE, VERIFIED SR with the radiologist's
+        final text and the signed PDF; before: the AI draft, PARTIAL / UNVERIFIED, said so in the objects.
+        A volume from the DICOM database: a new series in its own study, referencing the files it was loaded
+        from. Any other volume: a new study made of the patient's name and ID typed for the report (refused
+        without them: nothing is invented). The objects are imported into ``database`` (Slicer's DICOM
+        database: the DICOM browser shows them, Slicer's DICOM send sends them) when one is given.
+        Returns (folder, index).
+        """
+        import tempfile
+
+        from BrainGemma3DLib.dicom.export import export_report, read_report
+        from BrainGemma3DLib.dicom.newstudy import new_study_series
+        from BrainGemma3DLib.dicom.source import read_series_files
+        from BrainGemma3DLib.slicer import scene
+
+        if textNode is None or not textNode.GetAttribute(REPORT_JSON_ATTRIBUTE):
+            raise ValueError(_("No report to export: generate one first."))
+        reportDir = pathlib.Path(textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)).parent
+        signed = textNode.GetAttribute(SIGNED_PDF_ATTRIBUTE) or None
+        out = pathlib.Path(tempfile.mkdtemp(prefix="dicom-", dir=self.cacheFolder())) / "objects"
+        files = scene.dicom_source_files(referenceVolume, database)
+        if files:
+            index = export_report(reportDir, out, signed=signed, source_frames=read_series_files(files))
+            return self._importDicom(out, database), index
+        report = read_report(reportDir)
+        identity = (report.get("input") or {}).get("identity") or {}
+        if not identity.get("patient_name") or not identity.get("patient_id"):
+            raise ValueError(
+                _(
+                    "This volume is not from the DICOM database: type the patient's name and ID under "
+                    "'Patient and study', generate the report again, then export (a new study is made)."
+                )
+            )
+        fields = {
+            "PatientName": identity["patient_name"],
+            "PatientID": identity["patient_id"],
+            "PatientBirthDate": identity.get("birth_date", ""),
+            "PatientSex": identity.get("sex", "") if identity.get("sex", "") in ("F", "M", "O") else "",
+            "StudyDescription": identity.get("study_description", ""),
+            "AccessionNumber": identity.get("accession", ""),
+        }
+        index = export_report(
+            reportDir, out, signed=signed, new_study=lambda stage: new_study_series(report, fields, stage)
+        )
+        return self._importDicom(out, database), index
+
+    @staticmethod
+    def _importDicom(folder, database):
+        if database is not None:
+            from DICOMLib import DICOMUtils
+
+            DICOMUtils.importDicom(str(folder), database)
+        return folder

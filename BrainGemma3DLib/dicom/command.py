@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..app.arguments import Command, out_folder
 from ..io.errors import InputError
+from . import require_dicom_packages
 
 
 def _dicom_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def _dicom_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_dicom(args: argparse.Namespace) -> int:
+    require_dicom_packages()
     from .export import export_report, read_report
 
     source = args.source
@@ -104,6 +106,7 @@ def _progress(label: str):
 
 
 def _run_send(args: argparse.Namespace) -> int:
+    require_dicom_packages(network=True)
     from .network import dicom_files, parse_peer, send_dicomweb, send_dimse
 
     peer = parse_peer(args.peer) if args.peer else None  # a mistyped address is said before any reading
@@ -124,6 +127,7 @@ def _fetch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
+    require_dicom_packages(network=True)
     from .network import fetch_dicomweb, fetch_dimse, parse_peer
 
     if args.peer:

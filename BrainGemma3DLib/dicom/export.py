@@ -100,11 +100,14 @@ def export_report(
     trust=None,
     overwrite: bool = False,
     new_study: Callable[[Path], list] | None = None,
+    source_frames: list | None = None,
 ) -> dict:
     """Write the report's SR, SEG and Encapsulated PDF into ``out`` (all or nothing); returns the index.
 
     ``new_study`` (a report of a non-DICOM input): called with the staging folder, it writes the input as a
     new series of a new study there and returns its frames, which then stand for the source series.
+    ``source_frames``: the source series' frames already read (Slicer: the files its DICOM database holds for
+    the volume; :func:`.source.read_series_files`).
     """
     from ..reporting.report import structured_entities
 
@@ -113,7 +116,9 @@ def export_report(
     draft_pdf = report_dir / "report.pdf"
     if not draft_pdf.is_file():
         raise InputError("the report folder has no report.pdf", report_dir)
-    sources = read_source_series(report, source) if new_study is None else None
+    sources = source_frames
+    if sources is None and new_study is None:
+        sources = read_source_series(report, source)
     if signed is not None:
         signature, text = signature_of(signed, draft_pdf, trust)
         entities = structured_entities(text)

@@ -95,7 +95,6 @@ def send_dimse(
 ) -> list[str]:  # fmt: skip
     """C-STORE every file to ``peer``; returns the SOP Instance UIDs stored. Stops at the first rejection."""
     import pydicom
-
     from pynetdicom.sop_class import Verification
 
     datasets = [pydicom.dcmread(path) for path in files]

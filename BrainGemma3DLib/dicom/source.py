@@ -53,3 +53,22 @@ def read_source_series(report: dict, source: str | os.PathLike | None = None) ->
     if recorded and sha256_files(paths) != recorded:
         raise InputError("the source series changed since the report was made (SHA-256 differs)", folder)
     return [found[uid][1] for uid in uids]
+
+
+def read_series_files(files: list[str | os.PathLike]) -> list:
+    """The frames of one series from its files (Slicer's DICOM database keeps them anywhere), headers only,
+    in slice order along the normal of their orientation."""
+    import numpy as np
+    import pydicom
+
+    if not files:
+        raise InputError("the volume has no DICOM files in the database to reference")
+    frames = []
+    for path in files:
+        try:
+            frames.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception as exc:
+            raise InputError(f"unreadable DICOM file ({type(exc).__name__})", path) from exc
+    orientation = np.asarray(frames[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return sorted(frames, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))

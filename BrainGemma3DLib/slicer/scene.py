@@ -577,6 +577,16 @@ def dicom_identity(volume_node, scene=None) -> dict[str, str]:
     return identity
 
 
+def dicom_source_files(volume_node, database) -> list[str]:
+    """The DICOM files a volume was loaded from, found in Slicer's DICOM ``database`` by the SOP Instance UIDs
+    Slicer's DICOM import keeps on the node (``DICOM.instanceUIDs``); [] for a volume not from DICOM."""
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids or database is None:
+        return []
+    files = [database.fileForInstance(uid) for uid in uids]
+    return [f for f in files if f] if all(files) else []
+
+
 def place_under_study(nodes, volume_node, scene=None) -> int:
     """Put result nodes (report text, segmentations, file nodes) under the input volume's study in the
     subject hierarchy, as Slicer's own DICOM tools do; returns the study item (0: the volume has no study,

@@ -150,7 +150,7 @@ def system_tool(name: str) -> str:
     (``CI=true``), where ``.ci/run`` installs it and a missing one is a failure."""
     import shutil
 
-    found = shutil.which(name)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")  # Orthanc: sbin
     if not found:
         missing_in_ci(f"{name} is not installed (Debian: see .ci/run)")
     return found

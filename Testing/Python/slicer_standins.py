@@ -375,6 +375,22 @@ class ScriptedLoadableModuleTest:
     pass
 
 
+class DicomDatabase:
+    """Slicer's DICOM database as the module uses it: which file holds an instance; what was imported."""
+
+    def __init__(self):
+        self.files: dict[str, str] = {}
+
+    def index(self, folder) -> None:
+        import pydicom
+
+        for path in pathlib.Path(folder).rglob("*.dcm"):
+            self.files[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = str(path)
+
+    def fileForInstance(self, uid: str) -> str:
+        return self.files.get(uid, "")
+
+
 @contextmanager
 def installed(monkeypatch, tmp_path, python: str):
     """Put the stand-ins where the module imports them; MRML (slicer-core) and slicer.util stay real.
@@ -420,6 +436,15 @@ def installed(monkeypatch, tmp_path, python: str):
         raising=False,
     )
     monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    database = DicomDatabase()
+    monkeypatch.setattr(slicer, "dicomDatabase", database, raising=False)
+    dicom_utils = types.SimpleNamespace(
+        importDicom=lambda folder, db=None: (
+            recorder["dicom_imported"].append(str(folder)) or database.index(folder)
+        )
+    )
+    monkeypatch.setitem(sys.modules, "DICOMLib", types.SimpleNamespace(DICOMUtils=dicom_utils))
+    monkeypatch.setitem(sys.modules, "DICOMLib.DICOMUtils", dicom_utils)
 
     @contextmanager
     def try_with_error_display(message=None, show=True, waitCursor=False):

@@ -114,6 +114,25 @@ def test_generate_edit_show_evidence_sign_and_open_from_the_panel(panel, tmp_pat
     ui.signButton.click()
     assert recorder["errors"] and signed.read_bytes() == before
 
+    # Export DICOM after signing: the verified report, in a new study made of the typed identity (the volume
+    # is not from DICOM), imported into the DICOM database.
+    import pydicom
+
+    recorder["errors"].clear()
+    assert ui.exportDicomButton.enabled
+    ui.exportDicomButton.click()
+    assert recorder["errors"] == [] and "COMPLETE / VERIFIED" in ui.dicomStatusLabel.text
+    [folder] = recorder["dicom_imported"]
+    sr = pydicom.dcmread(Path(folder) / "report-sr.dcm")
+    assert (sr.VerificationFlag, str(sr.PatientName), sr.PatientID) == (
+        "VERIFIED",
+        "Phantom^Demo",
+        "BG3D-001",
+    )
+    assert pydicom.dcmread(Path(folder) / "report-pdf.dcm").EncapsulatedDocument.startswith(
+        signed.read_bytes()
+    )
+
 
 @pytest.mark.slow
 def test_a_dicom_volume_brings_its_identity_and_cancel_leaves_nothing(panel, tmp_path):
@@ -142,6 +161,26 @@ def test_a_dicom_volume_brings_its_identity_and_cancel_leaves_nothing(panel, tmp
     assert report["input"]["identity"]["study_uid"] == "1.2.3.4"
     assert node.attributionSegmentation is None  # no explanation: no previous overlay stays selected
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node.reportTextNode)) == study
+
+    # Export DICOM before signing: the AI draft (said so), a new series in the volume's own study, referencing
+    # the files the DICOM database holds for it.
+    import pydicom
+    from helpers import sample_as_dicom
+
+    series = sample_as_dicom(tmp_path / "database" / "series")
+    slicer.dicomDatabase.index(series)
+    volume.SetAttribute("DICOM.instanceUIDs", " ".join(sorted(slicer.dicomDatabase.files)))
+    ui.exportDicomButton.click()
+    assert recorder["errors"] == [] and "AI draft" in ui.dicomStatusLabel.text, recorder["errors"]
+    folder = Path(recorder["dicom_imported"][-1])
+    sr = pydicom.dcmread(folder / "report-sr.dcm")
+    assert (sr.CompletionFlag, sr.VerificationFlag, sr.StudyInstanceUID) == (
+        "PARTIAL",
+        "UNVERIFIED",
+        "1.2.3.4.5.6",
+    )
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.SeriesInstanceUID == "1.2.3.4.5.6.1" and len(evidence.ReferencedSOPSequence) == 156
 
     # Cancel: the button doubles as Cancel; nothing new is added to the scene.
     reports = slicer.mrmlScene.GetNodesByClass("vtkMRMLTextNode").GetNumberOfItems()
