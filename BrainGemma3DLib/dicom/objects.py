@@ -121,6 +121,7 @@ def build_sr(
         TextContentItem,
         TrackingIdentifier,
     )
+    from pydicom.dataset import Dataset
 
     codes, lobe_codes, finding_codes, side_codes, value_codes = _codes()
     model = report.get("model", {})
@@ -193,6 +194,11 @@ def build_sr(
         record_evidence=True,
     )
     sr.SoftwareVersions = __version__
+    scheme = Dataset()  # the one local code (mass effect) is declared, as DICOM asks of private schemes
+    scheme.CodingSchemeDesignator = _LOCAL_SCHEME
+    scheme.CodingSchemeName = "BrainGemma3D local codes"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    sr.CodingSchemeIdentificationSequence = [scheme]
     sr.ManufacturerModelName = SOFTWARE
     if verified:
         sr.VerifyingObserverSequence[0].VerificationDateTime = _dicom_datetime(signature["signed_at"])
