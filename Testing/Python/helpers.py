@@ -103,7 +103,19 @@ def write_dicom_series(
     extra_tags: dict[str, str] | None = None,
 ) -> Path:
     """A DICOM MR series written slice by slice with SimpleITK, geometry in the standard tags;
-    ``extra_tags`` (DICOM "gggg|eeee" -> value) go on every slice and win over the defaults."""
+    ``extra_tags`` (DICOM "gggg|eeee" -> value) go on every slice and win over the defaults. GDCM switches
+    the C locale while writing; it is put back, so that module-scoped fixtures (outside the per-test locale
+    guard in conftest) leave no ASCII default behind for later tests."""
+    import locale
+
+    before = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_series(folder, data, affine, series_uid, description, prefix, extra_tags)
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
+
+
+def _write_dicom_series(folder, data, affine, series_uid, description, prefix, extra_tags) -> Path:
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
