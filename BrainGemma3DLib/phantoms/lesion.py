@@ -14,15 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import LOBE_CODE, LOBES, Anatomy
+from ..anatomy.atlas import LOBE_CODE, LOBES
+from ..anatomy.places import lobe_shares, named_lobes, side_from_share
+from .anatomy import Anatomy
 
 #: BraTS 2020 segmentation labels.
 NECROTIC_CORE, EDEMA, ENHANCING = 1, 2, 4
 
-#: A lobe is named in the truth when it holds at least this share of the whole tumour (core + edema).
-LOBE_SHARE = 0.2
-#: Both hemispheres are involved ("bilateral") when the smaller side holds at least this share.
-BILATERAL_SHARE = 0.15
 #: Ventricular compression is present when the ventricle near the lesion (ipsilateral part inside the lesion's
 #: box) loses at least this fraction of its volume, and there was at least MIN_VENTRICLE_ML of it before.
 COMPRESSION_LOSS = 0.15
@@ -167,17 +165,9 @@ def _measure(anat: Anatomy, box, labels, necrosis, tissue, centre, has_enhanceme
     core = (labels == NECROTIC_CORE) | (labels == ENHANCING)
     x_box = anat.x_mm[box[0]][:, None, None]
     left_share = float((whole & (x_box < 0)).sum() / max(whole.sum(), 1))
-    if min(left_share, 1.0 - left_share) >= BILATERAL_SHARE:
-        hemisphere = "bilateral"
-    else:
-        hemisphere = "left" if left_share > 0.5 else "right"
-
-    lobe_codes = anat.lobe[box][whole]
-    labelled = lobe_codes[lobe_codes > 0]
-    shares = {
-        name: float((labelled == code).mean()) if labelled.size else 0.0 for name, code in LOBE_CODE.items()
-    }
-    lobes = [n for n, s in sorted(shares.items(), key=lambda kv: -kv[1]) if s >= LOBE_SHARE]
+    hemisphere = side_from_share(left_share)  # the rule that names places everywhere (anatomy.places)
+    shares = lobe_shares(anat.lobe[box][whole])
+    lobes = named_lobes(shares)
     if not lobes:
         lobes = [max(shares, key=lambda n: shares[n])]
 

@@ -372,7 +372,30 @@ def consistency_warnings(entities: dict, side: dict | None) -> list[str]:
     :data:`DIFFUSE_MAX_COMPACT` of it within :data:`COMPACT_RADIUS_MM` of the strongest region): no compact
     region of the image supports the lesion the text describes.
     """
-    return _side_warnings(entities, side) + _diffuse_warnings(entities, side)
+    return _side_warnings(entities, side) + _lobe_warnings(entities, side) + _diffuse_warnings(entities, side)
+
+
+#: The lobe check warns when at least this share of the positive evidence (among lobe voxels, by the
+#: registered atlas) lies in one lobe the text does not name (tuned on held-out phantoms: docs/results.md).
+LOBE_CONFLICT_SHARE = 0.65
+
+
+def _lobe_warnings(entities: dict, side: dict | None) -> list[str]:
+    if not side or not side.get("lobe_fractions") or not entities.get("lobes"):
+        return []
+    fractions = side["lobe_fractions"]
+    dominant = max(fractions, key=lambda name: fractions[name])
+    if fractions[dominant] < LOBE_CONFLICT_SHARE or dominant in entities["lobes"]:
+        return []
+    lobes = list(entities["lobes"])
+    named = " and ".join(lobes) + (" lobes" if len(lobes) > 1 else " lobe")
+    share = _percent(fractions[dominant])
+    named_share = _percent(sum(fractions.get(lobe, 0.0) for lobe in lobes))
+    return [
+        f"Lobe conflict: the text places the lesion in the {named}, but {share} of the image evidence lies "
+        f"in the {dominant} lobe ({named_share} in the {named}, by the atlas registered to this scan). "
+        "Check the lobe against the images before signing."
+    ]
 
 
 def _diffuse_warnings(entities: dict, side: dict | None) -> list[str]:

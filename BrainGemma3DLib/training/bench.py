@@ -392,3 +392,29 @@ def run_explain(
         _comparison(f"explain: {samples} perturbations, batched ({batch}/pass) vs 1/pass", times),
         {"name": "explain: full explanation (ours)", "value": round(min(times["ours"]), 2), "unit": "s"},
     ]
+
+
+# ------------------------------------------------------------------------------------------------------
+# anatomy: registration to the MNI152 template (affine path), the atlas back on the input's voxels
+# ------------------------------------------------------------------------------------------------------
+def run_anatomy(repeat: int = 3) -> list[dict]:
+    """Seconds to register a study to the template and carry the atlas into its voxels (affine path, no
+    cache): the sample case, and a BraTS-sized (240 x 240 x 155, 1 mm) FLAIR; median of ``repeat`` runs."""
+    from ..anatomy.registration import register
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {
+            "sample case": load_volume(_sample_flair()),
+            "BraTS-sized 240x240x155": load_volume(make_brats_sized_nifti(Path(tmp) / "brats.nii.gz")),
+        }
+        for name, volume in cases.items():
+            seconds = [register(volume, cache=False).seconds for _ in range(repeat)]
+            rows.append(
+                {
+                    "name": f"anatomy: register + atlas, affine ({name})",
+                    "value": round(statistics.median(seconds), 2),
+                    "unit": "s",
+                }  # fmt: skip
+            )
+    return rows

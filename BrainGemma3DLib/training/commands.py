@@ -198,7 +198,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", choices=["io", "model", "train", "explain"], help="which benchmark")
+    p.add_argument("suite", choices=["io", "model", "train", "explain", "anatomy"], help="which benchmark")
     p.add_argument(
         "--preset",
         default="demo",
@@ -215,7 +215,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench import print_table, run_explain, run_io, run_model, run_train
+    from .bench import print_table, run_anatomy, run_explain, run_io, run_model, run_train
 
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
@@ -223,6 +223,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         rows = run_io(repeat=args.repeat)
     elif args.suite == "explain":
         rows = run_explain(device=args.device, repeat=args.repeat)
+    elif args.suite == "anatomy":
+        rows = run_anatomy(repeat=args.repeat)
     elif args.suite == "train":
         if args.preset == "medgemma":
             raise InputError("bench train runs the CPU-sized presets (demo, published, slices)")

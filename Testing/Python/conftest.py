@@ -5,12 +5,15 @@ from __future__ import annotations
 import locale
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import REPO, run_cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The registration cache (anatomy) of this test session: never the user's own ~/.cache.
+os.environ.setdefault("BRAINGEMMA3D_CACHE", tempfile.mkdtemp(prefix="bg3d-test-cache-"))
 
 
 def pytest_configure(config):

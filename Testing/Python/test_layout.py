@@ -11,7 +11,7 @@ from helpers import REPO
 LIB = REPO / "BrainGemma3DLib"
 #: The product path: what `report`, the worker and the Slicer panel run.
 RUNTIME = (
-    "io", "model", "reporting", "slicer", "dicom", "explain.py", "engine.py",
+    "io", "model", "reporting", "slicer", "dicom", "anatomy", "explain.py", "engine.py",
     "app/pipeline.py", "app/engine.py", "app/arguments.py",
 )  # fmt: skip
 
@@ -64,4 +64,4 @@ def test_every_library_module_sits_in_its_wing():
     top_level = sorted(p.name for p in LIB.glob("*.py"))
     assert top_level == ["__init__.py", "__main__.py", "engine.py", "explain.py"]
     wings = sorted(p.name for p in LIB.iterdir() if p.is_dir() and not p.name.startswith("__"))
-    assert wings == ["app", "dicom", "io", "model", "phantoms", "reporting", "slicer", "training"]
+    assert wings == ["anatomy", "app", "dicom", "io", "model", "phantoms", "reporting", "slicer", "training"]
