@@ -70,11 +70,12 @@ class SceneResults:
         """Entities of the (edited) text, its warnings, and how many of the model's drafts agreed with each
         statement (only while the text is the AI's own). Warnings: the input check's (a scan unlike the
         model's training data qualifies the draft whatever the text says, so editing never clears them), then
-        the text's left/right check against the draft's image evidence."""
+        the text's side and lobe checks against the draft's image evidence and against a tumour
+        segmentation's measured facts when the report had one."""
         from BrainGemma3DLib.reporting.report import (
             agreement_sentence,
-            consistency_warnings,
             structured_entities,
+            text_warnings,
         )
         from BrainGemma3DLib.slicer import scene
 
@@ -89,7 +90,7 @@ class SceneResults:
         report = self._reportCache.get(path) or {}
         agreement = agreement_sentence(report) if text == report.get("text") else ""
         checked = [str(w) for w in (report.get("input_check") or {}).get("warnings") or []]
-        return entities, [*checked, *consistency_warnings(entities, report.get("attribution"))], agreement
+        return entities, [*checked, *text_warnings(entities, report)], agreement
 
     # --- Sign & export ----------------------------------------------------------------------------------
     def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):

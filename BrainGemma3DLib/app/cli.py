@@ -91,6 +91,12 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=5, help="explain: supervoxels in the segmentation")
     p.add_argument("--batch-size", type=int, default=0, help="explain: volumes per pass (0 = from memory)")
     p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed; also the drafts' seed")
+    p.add_argument(
+        "--seg",
+        type=Path,
+        help="the study's tumour segmentation (BraTS labels 1, 2, 4): measured volumes, side and lobes in "
+        "report.json 'measured' and the PDF, and a warning where the text contradicts them",
+    )
     add_decoding(p)
     for name in ("institution", "patient-name", "patient-id", "study-date", "accession"):
         p.add_argument(f"--{name}", default="", help="PDF header field (else from DICOM tags, else omitted)")
@@ -125,6 +131,7 @@ def _run_report(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quantize=args.quantize,
         grid=tuple(args.grid) if args.grid else None,
+        seg=args.seg,
     )
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -308,6 +315,7 @@ def commands() -> list[Command]:
         "train",
         "calibrate",
         "evaluate",
+        "audit-reports",
         "compare",
         "bench",
         "sign",

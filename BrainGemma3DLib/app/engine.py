@@ -11,8 +11,9 @@ JSON object per line on stdin with an ``id`` and a ``cmd``:
   load (or keep) the model; ``vision`` and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint
   does not record them; ``quantize`` loads MedGemma in 4-bit; ``grid`` is a published checkpoint's grid;
 - ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...},
-  overwrite: bool}: the whole report (:func:`BrainGemma3DLib.app.pipeline.run_report`; ``decoding``: samples,
-  temperature, seed; ``out`` new or empty unless ``overwrite`` replaces a previous report there, as the CLI);
+  overwrite: bool, seg: path}: the whole report (:func:`BrainGemma3DLib.app.pipeline.run_report`;
+  ``decoding``: samples, temperature, seed; ``out`` new or empty unless ``overwrite`` replaces a previous
+  report there, as the CLI; ``seg``: a tumour segmentation, as ``report --seg``);
 - ``explain`` {inputs, out, text, span: [start, end] | null, options}: explain a (possibly edited) text or
   one statement in it; writes the attribution files into ``out``;
 - ``cancel`` {job: the id of the request to stop}: stop that job (between stages or explanation batches:
@@ -221,6 +222,7 @@ class Engine:
             decoding=_decoding_options(request),
             fields=_fields(request),
             overwrite=_flag(request, "overwrite"),
+            seg=_text(request, "seg", "") or None,
         )
         return run_report(
             report_request, model=model, progress=self._progress(rid), cancel=self.cancel_event.is_set

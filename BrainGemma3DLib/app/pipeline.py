@@ -17,11 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..anatomy import evidence_places, place_study
+from ..anatomy.measure import measure
 from ..explain import Cancelled, ExplainOptions, explain, write_attribution
 from ..io.atomic import check_output_dir, replace_dir
 from ..io.errors import InputError
-from ..io.volume import load_study
+from ..io.volume import load_study, load_volume
 from ..reporting.consensus import DecodingOptions, decode
 from ..reporting.keyimages import key_images
 from ..reporting.pdf import build_pdf
@@ -71,6 +74,9 @@ class ReportRequest:
     overwrite: bool = False  # replace a previous report in ``out`` (whole); else ``out`` must be new or empty
     quantize: str | None = None  # "4bit": MedGemma in NF4 (a checkpoint on real MedGemma)
     grid: tuple[int, int, int] | None = None  # a published checkpoint's grid (default: its scripts')
+    seg: str | os.PathLike | None = (
+        None  # a BraTS tumour segmentation: measured facts, checked against the text
+    )
 
 
 def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
@@ -128,6 +134,30 @@ def header_fields(study, given: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def read_segmentation(path: str | os.PathLike, study) -> np.ndarray:
+    """A BraTS tumour segmentation as labels on the study's voxels (1 core, 2 oedema, 4 enhancing).
+
+    Another grid is resampled onto the study's (nearest neighbour, world coordinates); BraTS 2023's label 3
+    (enhancing) is read as 4. Anything else is refused with one line naming the file.
+    """
+    seg = load_volume(path)
+    values = {int(v) for v in np.unique(seg.data[0])}
+    if (
+        not values <= {0, 1, 2, 3, 4}
+        or (3 in values and 4 in values)
+        or seg.data.dtype.kind == "f"
+        and not all(float(v).is_integer() for v in np.unique(seg.data[0]))
+    ):
+        raise InputError(
+            f"not a BraTS tumour segmentation (labels {sorted(values)[:8]}; expected 0, 1, 2, 4)", path
+        )
+    if seg.shape != study.shape or not np.allclose(seg.affine, study.affine, atol=1e-3):
+        seg = seg.resample_to(study.affine, study.shape, order=0)
+    labels = np.rint(seg.data[0]).astype(np.uint8)
+    labels[labels == 3] = 4
+    return labels
+
+
 def _evidence(found, mapping, placement):
     """Where the evidence lies: its side (midline), and with the atlas its lobes; and the map on the input's
     voxels (the key images draw it). (None, None) without an explanation."""
@@ -176,6 +206,7 @@ def run_report(
 
     t = _stage(progress, cancel, "read", "reading the input")
     study = load_study(list(request.inputs))
+    labels = read_segmentation(request.seg, study) if request.seg else None
     timings["read_s"] = time.perf_counter() - t
 
     t = _stage(progress, cancel, "model", f"loading the model ({request.model})")
@@ -210,10 +241,11 @@ def run_report(
         )
         timings["explain_s"] = time.perf_counter() - t
 
-    placement = None
-    if found is not None:
+    placement = measured = None
+    if found is not None or labels is not None:
         t = _stage(progress, cancel, "anatomy", "naming places (the scan registered to the MNI152 atlas)")
-        placement = place_study(study.channel(0))
+        placement = place_study(study.channel(0), exclude=None if labels is None else labels > 0)
+        measured = None if labels is None else measure(labels, study.affine, placement)
         timings["anatomy_s"] = time.perf_counter() - t
 
     t = _stage(progress, cancel, "check", "checking left/right and lobe consistency")
@@ -249,6 +281,7 @@ def run_report(
             decoding=draft.decoding,
             explanation=explanation,
             input_check=checked,
+            measured=None if measured is None else measured | {"segmentation": str(request.seg)},
         )
         build_pdf(report, images, tmp / "report.pdf", draft=True, fields=identity)
         _stage(progress, cancel, "write", "writing the report files")

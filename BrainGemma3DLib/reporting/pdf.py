@@ -51,10 +51,10 @@ from ..io.errors import InputError
 from .report import (
     NOTICE,
     agreement_sentence,
-    consistency_warnings,
     json_default,
     split_sections,
     structured_entities,
+    text_warnings,
 )
 
 __all__ = [
@@ -136,13 +136,12 @@ def report_with_text(report: dict, text: str) -> dict:
     out.setdefault("ai_draft_text", original)
     if text == original:
         return out
-    side = report.get("attribution")
-    old_side_warnings = consistency_warnings(structured_entities(original), side) if original else []
+    old_side_warnings = text_warnings(structured_entities(original), report) if original else []
     others = [w for w in report.get("warnings") or [] if w not in old_side_warnings]
     out["text"] = text
     out["sections"] = split_sections(text)
     out["entities"] = structured_entities(text)
-    out["warnings"] = [*consistency_warnings(out["entities"], side), *others]
+    out["warnings"] = [*text_warnings(out["entities"], report), *others]
     out["edited"] = True
     return out
 
@@ -394,6 +393,29 @@ def _entities(report: dict, width: float) -> list:
     return out
 
 
+def _measured(report: dict, width: float) -> list:
+    """The facts of a tumour segmentation, when the report had one: volumes, diameter, place."""
+    measured = report.get("measured")
+    if not measured:
+        return []
+    volumes = measured.get("volumes_ml") or {}
+    header = ["Enhancing", "Necrotic / non-enh. core", "Oedema", "Whole", "Largest diameter", "Place"]
+    shift = measured.get("midline_shift_mm")
+    values = [
+        *(f"{float(volumes.get(k, 0.0)):.1f} mL" for k in ("enhancing", "core", "edema", "whole")),
+        f"{float(measured.get('largest_diameter_mm') or 0.0):.0f} mm",
+        str(measured.get("place") or "not named (no atlas)"),
+    ]
+    cols = [0.13, 0.19, 0.12, 0.11, 0.15, 0.30]
+    table = Table(
+        [[_p(h, "cellb") for h in header], [_p(v, "cell") for v in values]],
+        colWidths=[c * width for c in cols],
+    )
+    table.setStyle(_grid_style(header_rows=1))
+    note = "midline shift not measured" if shift is None else f"midline shift {float(shift):.1f} mm"
+    return [Spacer(1, 4), _p(f"Measured on the tumour segmentation ({note})", "h2"), table]
+
+
 def _key_images(images: dict[str, bytes], width: float) -> list:
     views = [v for v in ("axial", "coronal", "sagittal") if v in images]
     if not views:
@@ -517,6 +539,7 @@ def _story(report: dict, images: dict[str, bytes], draft: bool, fields: dict | N
     story += _text_sections(report)
     story.append(Spacer(1, 4))
     story += _entities(report, width)
+    story += _measured(report, width)
     story.append(Spacer(1, 4))
     story += _key_images(images, width)
     story.append(Spacer(1, 4))

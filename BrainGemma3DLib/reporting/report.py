@@ -358,6 +358,17 @@ def _percent(fraction: float) -> str:
     return f"{round(100.0 * float(fraction))}%"
 
 
+def text_warnings(entities: dict, report: dict) -> list[str]:
+    """Every warning that depends on the text: against the image evidence (side, lobes, diffuse) and against
+    a tumour segmentation's measured facts (:func:`BrainGemma3DLib.anatomy.measure.measured_warnings`).
+    Recomputed whenever the text changes (an edit, the Slicer panel), so a fix clears its warning."""
+    from ..anatomy.measure import measured_warnings
+
+    return consistency_warnings(entities, report.get("attribution")) + measured_warnings(
+        entities, report.get("measured")
+    )
+
+
 def consistency_warnings(entities: dict, side: dict | None) -> list[str]:
     """Plain sentences for a radiologist when the text's side and the image evidence's side disagree.
 
@@ -458,12 +469,14 @@ def build_report(
     decoding: dict | None = None,
     explanation: dict | None = None,
     input_check: dict | None = None,
+    measured: dict | None = None,
 ) -> dict:
     """The report.json dict (DESIGN.md §5) of a generated draft: the one place it is assembled.
 
     ``decoding`` (how the draft was chosen), ``explanation`` (the LIME summary and the segments written) and
     ``input_check`` (:func:`BrainGemma3DLib.model.input_check.check_input`: is the scan something the model
-    knows) are included when given.  ``status`` is "draft": only signing makes it final.  ``warnings`` holds
+    knows) and ``measured`` (facts of a tumour segmentation, :func:`BrainGemma3DLib.anatomy.measure.measure`)
+    are included when given.  ``status`` is "draft": only signing makes it final.  ``warnings`` holds
     the input check's warnings (first: they qualify the whole draft), the left/right consistency check
     (computed here from the text and ``attribution_side``) and the caller's own warnings, without repeats.
     ``created`` defaults to now, ISO 8601 UTC to the second ("2026-11-23T08:00:00Z").  The given dicts are
@@ -475,7 +488,8 @@ def build_report(
     side = copy.deepcopy(attribution_side) if attribution_side else None
     all_warnings: list[str] = []
     checked = (input_check or {}).get("warnings") or []
-    for warning in [*checked, *consistency_warnings(entities, side), *(warnings or [])]:
+    evidence = {"attribution": side, "measured": measured}
+    for warning in [*checked, *text_warnings(entities, evidence), *(warnings or [])]:
         if warning not in all_warnings:
             all_warnings.append(str(warning))
     report = {
@@ -498,6 +512,8 @@ def build_report(
         report["explanation"] = copy.deepcopy(dict(explanation))
     if input_check is not None:
         report["input_check"] = copy.deepcopy(dict(input_check))
+    if measured is not None:
+        report["measured"] = copy.deepcopy(dict(measured))
     return report
 
 

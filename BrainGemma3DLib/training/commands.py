@@ -248,12 +248,35 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, help="BraTS + TextBraTS layout folder (report texts and segmentations)")
+    p.add_argument("--out", required=True, type=out_folder, help="new or empty folder for the audit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_reports
+
+    summary = audit_reports(args.data, args.out, progress=not args.quiet)
+    print(
+        f"{summary['contradicting']} of {summary['cases']} cases contradict their segmentation; "
+        f"see {args.out}/summary.md and audit.csv"
+    )
+    return 0
+
+
 COMMANDS = [
     Command(
         "train",
         "train one phase (contrastive, warmup, lora) on a BraTS-layout folder",
         _train_arguments,
         _run_train,
+    ),
+    Command(
+        "audit-reports",
+        "list the cases whose report text contradicts their own tumour segmentation",
+        _audit_arguments,
+        _run_audit,
     ),
     Command(
         "calibrate",

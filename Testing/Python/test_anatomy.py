@@ -99,3 +99,81 @@ def test_report_names_the_evidence_in_words(tmp_path):
         first["place"].startswith("right") and first["lobes"]
     )  # the sample's lesion: right parietal/frontal
     assert first["name"].startswith(f"#1 {first['place']} (w=")
+
+
+@pytest.mark.slow
+def test_a_segmentation_gives_measured_facts_and_checks_the_text(tmp_path):
+    import nibabel as nib
+
+    seg_path = SAMPLE.with_name(SAMPLE.name.replace("_flair", "_seg"))
+    out = tmp_path / "report"
+    result = run_cli(
+        "report", str(SAMPLE), "--seg", str(seg_path), "--out", str(out), "--drafts", "0", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    measured = report["measured"]
+    img = nib.load(seg_path)
+    labels = np.asarray(img.dataobj)
+    voxel_ml = abs(np.linalg.det(img.affine[:3, :3])) / 1000
+    for name, label in (("enhancing", 4), ("core", 1), ("edema", 2)):
+        assert measured["volumes_ml"][name] == pytest.approx((labels == label).sum() * voxel_ml, abs=0.01)
+    truth = json.loads((SAMPLE.parent / "truth.json").read_text(encoding="utf-8"))
+    assert measured["side"] == truth["hemisphere"] and set(measured["lobes"]) == set(truth["lobes"])
+    assert 20 < measured["largest_diameter_mm"] < 120
+    # The greedy draft of the demo weights denies the enhancement the labels hold: warned, with the volume.
+    from BrainGemma3DLib.anatomy.measure import measured_warnings
+
+    expected = measured_warnings(report["entities"], measured)
+    assert [w for w in report["warnings"] if w.startswith("Segmentation conflict")] == expected
+    if report["entities"]["findings"]["enhancement"] is False:
+        assert any("enhancement is absent" in w and "mL enhancing" in w for w in expected)
+
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image((labels > 0).astype(np.int16) * 7, img.affine), bad)
+    refused = run_cli("report", str(SAMPLE), "--seg", str(bad), "--out", str(tmp_path / "x"), "--quiet")
+    assert refused.returncode == 2 and "not a BraTS tumour segmentation" in refused.stderr
+    assert "bad.nii.gz" in refused.stderr and not (tmp_path / "x").exists()
+
+
+def test_contradictions_are_named_by_kind():
+    from BrainGemma3DLib.anatomy.measure import contradictions
+
+    measured = {"volumes_ml": {"enhancing": 12.0, "core": 0.0, "edema": 30.0, "whole": 42.0},
+                "side": "left", "lobes": ["frontal"]}  # fmt: skip
+    findings = {"enhancement": False, "edema": True, "necrosis": True, "mass_effect": None}
+    text = {"laterality": "right", "lobes": ["temporal"], "lesion": True, "findings": findings}
+    kinds = [c["what"] for c in contradictions(text, measured)]
+    assert kinds == ["side", "lobes", "enhancement", "necrosis"]
+    agreeing = text | {"laterality": "left", "lobes": ["frontal", "parietal"],
+                       "findings": {"enhancement": True, "edema": True, "necrosis": None}}  # fmt: skip
+    assert contradictions(agreeing, measured) == []
+
+
+@pytest.mark.slow
+def test_audit_reports_finds_every_corruption_and_nothing_else(tmp_path):
+    import sys
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import audit_corruptions
+
+    data = tmp_path / "data"
+    assert run_cli("phantoms", "--out", str(data), "--n", "4", "--healthy", "1", "--seed", "6161",
+                   "--sequences", "flair", "--quiet").returncode == 0  # fmt: skip
+    result = run_cli("audit-reports", str(data), "--out", str(tmp_path / "clean"), "--quiet")
+    assert result.returncode == 0 and result.stdout.startswith("0 of 4 cases"), result.stdout + result.stderr
+    summary = (tmp_path / "clean" / "summary.md").read_text(encoding="utf-8")
+    assert "0 contradict" in summary and "Skipped" in summary
+    text_path = next((data / "TextBraTSData").glob("*/*_flair_text.txt"))
+    case = text_path.parent.name
+    truth = json.loads(
+        (data / "MICCAI_BraTS2020_TrainingData" / case / "truth.json").read_text(encoding="utf-8")
+    )
+    changed = audit_corruptions.corrupt(text_path.read_text(encoding="utf-8"), truth, "lobes")
+    text_path.write_text(changed, encoding="utf-8")
+    result = run_cli("audit-reports", str(data), "--out", str(tmp_path / "bad"), "--quiet")
+    assert result.stdout.startswith("1 of 4 cases"), result.stdout + result.stderr
+    rows = (tmp_path / "bad" / "audit.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[1].startswith(case) and "lobes: text" in rows[1]
