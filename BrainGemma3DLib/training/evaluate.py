@@ -129,7 +129,7 @@ def evaluate(
             }
         )
         if explain and draft.text.strip():  # healthy cases too: the diffuse-evidence warning's false alarms
-            overlaps.append(_explain_case(model, grid, mapping, draft.text, rec.seg, explain_options))
+            overlaps.append(_explain_case(model, study, grid, mapping, draft.text, rec, explain_options))
             rows[-1].update({f"explain_{k}": v for k, v in overlaps[-1].items()})
     result: dict = {
         "model": model_ref,
@@ -166,19 +166,45 @@ def evaluate(
     return result
 
 
-def _explain_case(model, grid, mapping, text: str, seg_path, options) -> dict:
+def _explain_case(model, study, grid, mapping, text: str, rec, options) -> dict:
     """Explain one draft; score it against the case's tumour + edema labels on the grid (lesion cases) and
-    record how compact its evidence is and whether the diffuse-evidence warning fires (every case)."""
+    record how compact its evidence is and whether the diffuse-evidence warning fires (every case).
+
+    Lesion cases with a truth also get the lobe check: the atlas registered to the scan says which lobes hold
+    the evidence, and the lobe warning is recorded for the draft as written and for the same draft with its
+    lobes replaced by one the lesion does not touch (a crafted wrong-lobe draft, judged against the same
+    evidence), so its false alarms (drafts naming the true lobes) and hits (wrong lobes) can be counted.
+    """
+    from ..anatomy import evidence_places, place_study
+    from ..anatomy.atlas import LOBES
 
     found = explain(model, grid, mapping.foreground, mapping.grid_spacing, text, options=options)
     side = attribution_side(found.attribution_map(), mapping)
-    diffuse = any(
-        w.startswith("Diffuse evidence") for w in consistency_warnings(structured_entities(text), side)
-    )
+    entities = structured_entities(text)
+    diffuse = any(w.startswith("Diffuse evidence") for w in consistency_warnings(entities, side))
     row = {"compact_fraction": side["compact_fraction"], "diffuse_warning": diffuse}
-    if seg_path is not None:
-        row |= lesion_overlap(found, lesion_on_grid(seg_path, mapping)[0] >= 0.5)
-    return row | {"seconds": round(found.seconds, 2), "healthy": seg_path is None}
+    if rec.seg is not None:
+        row |= lesion_overlap(found, lesion_on_grid(rec.seg, mapping)[0] >= 0.5)
+    truth_lobes = set((rec.truth or {}).get("lobes") or [])
+    placement = place_study(study.channel(0)) if rec.seg is not None and truth_lobes else None
+    if placement is not None:
+        side |= evidence_places(mapping.to_input(found.attribution_map()).data[0], placement)
+
+        def lobe_warning(lobes: list[str]) -> bool:
+            said = entities | {"lobes": lobes}
+            return any(w.startswith("Lobe conflict") for w in consistency_warnings(said, side))
+
+        wrong = next(lobe for lobe in LOBES if lobe not in truth_lobes) if len(truth_lobes) < 4 else None
+        drafted = set(entities["lobes"])
+        row |= {
+            "evidence_lobes": ";".join(side.get("lobes") or []),
+            "evidence_lobe_fractions": json.dumps(side.get("lobe_fractions") or {}, sort_keys=True),
+            "draft_lobes_correct": drafted == truth_lobes,
+            "draft_lobes_wrong": bool(drafted) and not drafted & truth_lobes,
+            "lobe_warning": lobe_warning(entities["lobes"]),
+            "lobe_warning_crafted_wrong": lobe_warning([wrong]) if wrong else None,
+        }
+    return row | {"seconds": round(found.seconds, 2), "healthy": rec.seg is None}
 
 
 def _explain_summary(overlaps: list[dict]) -> dict:
@@ -213,6 +239,30 @@ def _explain_summary(overlaps: list[dict]) -> dict:
         "healthy_cases": len(healthy),
         "median_compact_fraction_lesions": _median(lesions, "compact_fraction"),
         "median_compact_fraction_healthy": _median(healthy, "compact_fraction"),
+        # The lobe check (registered atlas): false alarms on drafts naming the true lobes, hits on drafts
+        # naming only wrong ones (the model's own, and each draft with its lobes replaced by a wrong one).
+        **_lobe_rates(lesions, rate),
+    }
+
+
+def _lobe_rates(lesions: list[dict], rate) -> dict:
+    checked = [o for o in lesions if "lobe_warning" in o]
+    if not checked:
+        return {}
+    correct = [o for o in checked if o["draft_lobes_correct"]]
+    wrong = [o for o in checked if o["draft_lobes_wrong"]]
+    crafted = [
+        {"fired": o["lobe_warning_crafted_wrong"]}
+        for o in checked
+        if o["lobe_warning_crafted_wrong"] is not None
+    ]
+    return {
+        "lobe_checked_cases": len(checked),
+        "lobe_warning_on_correct_drafts": rate(correct, "lobe_warning"),
+        "lobe_correct_drafts": len(correct),
+        "lobe_warning_on_wrong_drafts": rate(wrong, "lobe_warning"),
+        "lobe_wrong_drafts": len(wrong),
+        "lobe_warning_on_crafted_wrong_drafts": rate(crafted, "fired"),
     }
 
 
@@ -264,9 +314,18 @@ def metrics_markdown(result: dict) -> str:
                 "diffuse_warning_on_healthy",
                 f"diffuse-evidence warning on healthy brains ({ex['healthy_cases']})",
             ),
+            (
+                "lobe_warning_on_correct_drafts",
+                f"lobe warning on drafts naming the true lobes ({ex.get('lobe_correct_drafts', 0)})",
+            ),
+            (
+                "lobe_warning_on_wrong_drafts",
+                f"lobe warning on drafts naming only wrong lobes ({ex.get('lobe_wrong_drafts', 0)})",
+            ),
+            ("lobe_warning_on_crafted_wrong_drafts", "lobe warning on crafted wrong-lobe drafts"),
         ):
-            v = ex[k]
-            if v["value"] is not None:
+            v = ex.get(k)
+            if v and v["value"] is not None:
                 lines.append(f"| {label} | {v['value']:.4f} | {v['ci_low']:.4f} – {v['ci_high']:.4f} |")
     return "\n".join(lines) + "\n"
 
