@@ -192,6 +192,7 @@ class BrainGemma3DParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     t1ceVolume: vtkMRMLScalarVolumeNode
     t2Volume: vtkMRMLScalarVolumeNode
+    tumourSegmentation: vtkMRMLSegmentationNode  # optional: measured facts, checked against the text
     modelSource: ModelSource = ModelSource.DEMO
     checkpointFolder: pathlib.Path
     medSigLipFolder: pathlib.Path
@@ -398,9 +399,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         model, vision, lm = "demo", None, None
         if node.modelSource == ModelSource.CHECKPOINT:
             if not settings.confirmTerms():
-                self.ui.statusLabel.text = _(
-                    "The HAI-DEF terms were not accepted: only the demo weights can run."
-                )
+                self.ui.statusLabel.text = _("HAI-DEF terms not accepted: only the demo weights can run.")
                 return
             model = str(node.checkpointFolder)
             vision, lm = pathOrNone(node.medSigLipFolder), pathOrNone(node.medGemmaFolder)
@@ -426,6 +425,7 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     vision=vision,
                     lm=lm,
                     fields=panel.typedIdentity(node),
+                    tumourSegmentation=node.tumourSegmentation,
                     onProgress=self._onProgress,
                     onFinished=self._onFinished,
                 )
@@ -765,6 +765,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         vision=None,
         lm=None,
         fields=None,
+        tumourSegmentation=None,
         onProgress=None,
         onFinished=None,
     ):
@@ -774,12 +775,12 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         later on the main thread. ``result`` is the worker's result event (``report``: the report.json dict;
         ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
         ``EngineError``. The patient and study come from the DICOM database when the volume has them, else
-        from ``fields`` (typed by the user); nothing is invented.
+        from ``fields`` (typed by the user); nothing is invented. ``tumourSegmentation``: measured facts.
         """
         if self.busy:
             raise RuntimeError(_("A report is already being generated."))
         progress = onProgress or (lambda stage, fraction, message: None)
-        case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress)
+        case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress, tumourSegmentation)
         identity = self.dicomIdentity(volumeNodes[0]) or fields
         report = requests.reportRequest(case, inputs, explain=explain, options=options, fields=identity)
         load = requests.loadRequest(model, device, quantize, vision, lm)

@@ -172,3 +172,20 @@ def clearCacheQuestion(folder):
         "temporary files in {folder}?\n\nReports already in the scene stay, but their unsigned draft "
         "PDFs are deleted: generate a report again before signing it."
     ).format(folder=folder)
+
+
+def formatMeasured(measured):
+    """One line for the panel: what the tumour segmentation measures (volumes, size, place); "" without."""
+    if not measured:
+        return ""
+    volumes = measured.get("volumes_ml") or {}
+    return _(
+        "Segmentation: enhancing {enhancing:.1f} mL, core {core:.1f} mL, oedema {edema:.1f} mL; largest "
+        "diameter {diameter:.0f} mm; {place}."
+    ).format(
+        enhancing=float(volumes.get("enhancing", 0.0)),
+        core=float(volumes.get("core", 0.0)),
+        edema=float(volumes.get("edema", 0.0)),
+        diameter=float(measured.get("largest_diameter_mm") or 0.0),
+        place=measured.get("place") or _("place not named"),
+    )

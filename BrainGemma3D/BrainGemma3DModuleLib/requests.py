@@ -13,10 +13,14 @@ from .i18n import _
 #: Segments the worker writes; the top-k spin box shows the best k of them without asking the worker again.
 ATTRIBUTION_SEGMENTS = 50
 ROLES = ("input", "t1ce", "t2")
+TUMOUR_LABELS = "tumour-labels.nrrd"
 
 
-def writeInputs(volumeNodes, cacheFolder, progress):
-    """Write the volumes (FLAIR, T1ce, T2; ``None`` skipped) into a new case folder; (folder, paths)."""
+def writeInputs(volumeNodes, cacheFolder, progress, tumourSegmentation=None):
+    """Write the volumes (FLAIR, T1ce, T2; ``None`` skipped) into a new case folder; (folder, paths).
+
+    A tumour segmentation, when given, is written beside them as BraTS labels on the FLAIR's grid
+    (``inputs/tumour-labels.nrrd``), where :func:`reportRequest` finds it."""
     from BrainGemma3DLib.slicer import scene
 
     case = pathlib.Path(tempfile.mkdtemp(prefix="case-", dir=cacheFolder))
@@ -26,6 +30,8 @@ def writeInputs(volumeNodes, cacheFolder, progress):
         if node is not None:
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.GetName() or role).strip("._") or role
             inputs.append(str(scene.volume_node_to_file(node, case / "inputs" / f"{role}-{safe}.nrrd")))
+    if tumourSegmentation is not None:
+        scene.tumour_labels_to_file(tumourSegmentation, volumeNodes[0], case / "inputs" / TUMOUR_LABELS)
     return case, inputs
 
 
@@ -40,6 +46,7 @@ def loadRequest(model="demo", device="auto", quantize=None, vision=None, lm=None
 
 def reportRequest(case, inputs, *, explain, options, fields):
     """The whole report into ``case/report``; ``fields``: the patient's and study's identity (may be {})."""
+    labels = pathlib.Path(case) / "inputs" / TUMOUR_LABELS
     return {
         "cmd": "report",
         "inputs": inputs,
@@ -47,6 +54,7 @@ def reportRequest(case, inputs, *, explain, options, fields):
         "explain": bool(explain),
         "options": {"top_k": ATTRIBUTION_SEGMENTS, **dict(options or {})},
         "fields": dict(fields or {}),
+        **({"seg": str(labels)} if labels.is_file() else {}),
     }
 
 

@@ -11,7 +11,7 @@ import pathlib
 import slicer
 
 from .i18n import _
-from .panel import evidenceName
+from .panel import evidenceName, formatMeasured
 
 #: Text node attributes that tie a report node to its files (so "Sign & export" finds its draft PDF).
 DRAFT_PDF_ATTRIBUTE = "BrainGemma3D.draftPdf"
@@ -90,6 +90,8 @@ class SceneResults:
         report = self._reportCache.get(path) or {}
         agreement = agreement_sentence(report) if text == report.get("text") else ""
         checked = [str(w) for w in (report.get("input_check") or {}).get("warnings") or []]
+        measured = formatMeasured(report.get("measured"))
+        agreement = "\n".join(line for line in (agreement, measured) if line)
         return entities, [*checked, *text_warnings(entities, report)], agreement
 
     # --- Sign & export ----------------------------------------------------------------------------------

@@ -664,3 +664,66 @@ def draft_pdf_file(text_node, cached: str | None, folder: str | os.PathLike) -> 
     path = Path(tempfile.mkdtemp(prefix="draft-", dir=str(folder))) / "report.pdf"
     path.write_bytes(kept)
     return str(path)
+
+
+# ------------------------------------------------------------------------------------------------------
+# A tumour segmentation for the report's measured facts
+# ------------------------------------------------------------------------------------------------------
+#: Segment name words -> BraTS label (1 necrotic / non-enhancing core, 2 oedema, 4 enhancing).
+_BRATS_WORDS = (("enhanc", 4), ("edema", 2), ("oedema", 2), ("necro", 1), ("core", 1), ("non-enh", 1))
+
+
+def brats_label(name: str, label_value: int = 0) -> int:
+    """The BraTS label a segment stands for: by its name (enhancing, edema, necrosis/core), else a BraTS
+    labelmap's own value (1, 2, 4; 3 is BraTS 2023's enhancing), else 1 (tumour)."""
+    lowered = (name or "").lower()
+    for word, label in _BRATS_WORDS:
+        if word in lowered:
+            return label
+    digits = [int(d) for d in re.findall(r"\d+", lowered)] + [int(label_value or 0)]
+    for value in digits:
+        if value in (1, 2, 4):
+            return value
+        if value == 3:
+            return 4
+    return 1
+
+
+def tumour_labels_to_file(segmentation_node, reference_volume, path: str | os.PathLike) -> Path:
+    """Write a segmentation node as BraTS labels on ``reference_volume``'s grid (``report --seg``'s input).
+
+    Each segment is exported on the reference grid and given its BraTS label (:func:`brats_label`);
+    where segments overlap, enhancing wins over core, and core over oedema.
+    """
+    if segmentation_node is None or segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        raise InputError("the tumour segmentation has no segments")
+    scene = segmentation_node.GetScene()
+    segmentation = segmentation_node.GetSegmentation()
+    labels = None
+    rank = np.zeros(256, np.uint8)
+    rank[[2, 1, 4]] = (1, 2, 3)  # oedema < core < enhancing
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segment_id)
+        code = brats_label(segment.GetName(), segment.GetLabelValue())
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        temporary = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, temporary, reference_volume
+            )
+            mask = slicer.util.arrayFromVolume(temporary) > 0
+        finally:
+            scene.RemoveNode(temporary)
+        if labels is None:
+            labels = np.zeros(mask.shape, np.uint8)
+        better = mask & (rank[labels] < rank[code])
+        labels[better] = code
+    holder = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    try:
+        holder.CopyOrientation(reference_volume)
+        slicer.util.updateVolumeFromArray(holder, labels)
+        return volume_node_to_file(holder, path)
+    finally:
+        scene.RemoveNode(holder)

@@ -557,3 +557,31 @@ def test_the_regions_show_as_surfaces_in_3d_only_on_our_overlays(scene, data, tm
     seg.RemoveAttribute(bscene.ATTRIBUTION_ATTRIBUTE)
     with pytest.raises(InputError, match="not a BrainGemma3D attribution"):
         bscene.show_in_3d(seg, True)
+
+
+@pytest.mark.parametrize("kind", ["LPS", "oblique"])
+def test_a_tumour_segmentation_becomes_brats_labels_on_the_volumes_grid(scene, data, tmp_path, kind):
+    """What the panel hands ``report --seg``: each segment by its name (or a BraTS label value) as 1, 2 or 4,
+    on the input volume's own voxels."""
+    affine = affine_for(kind)
+    volume = add_volume(data, affine)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[4:12, 5:15, 3:9] = 2  # oedema around
+    labels[6:10, 8:12, 4:8] = 1  # core
+    labels[7:9, 9:11, 5:7] = 4  # enhancing inside the core
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    labelmap.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(affine))
+    slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels.transpose(2, 1, 0)))
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    names = {2: "Peritumoral edema", 1: "Necrotic core", 4: "Enhancing tumour"}
+    seg = segmentation.GetSegmentation()
+    for index in range(seg.GetNumberOfSegments()):
+        segment = seg.GetSegment(seg.GetNthSegmentID(index))
+        segment.SetName(names[int(segment.GetLabelValue())])
+    path = bscene.tumour_labels_to_file(segmentation, volume, tmp_path / "tumour.nrrd")
+    written = load_volume(path)
+    assert np.allclose(written.affine, affine, atol=1e-4)
+    assert np.array_equal(written.data[0], labels)
+    assert bscene.brats_label("Segment_4") == 4 and bscene.brats_label("tumour", 2) == 2
+    assert bscene.brats_label("whatever") == 1
