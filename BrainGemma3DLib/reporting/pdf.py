@@ -390,6 +390,9 @@ def _entities(report: dict, width: float) -> list:
                 "small",
             )
         )
+    segments = [s for s in (report.get("explanation") or {}).get("segments") or [] if s.get("name")]
+    if segments:  # named by place ("#1 left frontal (w=..., mL)") when the atlas was registered
+        out.append(_p("Strongest regions: " + "; ".join(str(s["name"]) for s in segments[:3]) + ".", "small"))
     return out
 
 
