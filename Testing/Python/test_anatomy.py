@@ -78,10 +78,9 @@ def test_a_draft_naming_another_lobe_than_the_evidence_is_warned():
     )
     assert "frontal lobe" in warning
     assert consistency_warnings(draft | {"lobes": ["frontal", "temporal"]}, evidence) == []
-    diffuse = evidence | {
-        "lobe_fractions": {"frontal": 0.5, "parietal": 0.2, "temporal": 0.3, "occipital": 0.0}
-    }
-    assert consistency_warnings(draft, diffuse) == []  # no lobe holds 65 %: nothing to contradict
+    spread = {"frontal": 0.45, "parietal": 0.25, "temporal": 0.3, "occipital": 0.0}
+    diffuse = evidence | {"lobe_fractions": spread}
+    assert consistency_warnings(draft, diffuse) == []  # no lobe holds most of it: nothing to contradict
     assert consistency_warnings(draft | {"lobes": []}, evidence) == []  # no lobe named: nothing to check
 
 
