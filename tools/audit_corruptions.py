@@ -62,6 +62,7 @@ def main() -> None:
     from BrainGemma3DLib.training.audit import audit_reports
 
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / "audit-clean", ignore_errors=True)
     clean = audit_reports(args.data, args.out / "audit-clean", progress=False)
     rows = [f"| clean (as generated) | {clean['cases']} | {clean['contradicting']} flagged | - |"]
     for kind in ("side", "lobes", "enhancement", "edema"):

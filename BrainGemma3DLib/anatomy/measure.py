@@ -96,7 +96,7 @@ def contradictions(entities: dict, measured: dict) -> list[dict]:
         if stated is not None and stated != there:
             text = "present" if stated else "absent"
             found.append({"what": finding, "text": text, "measured": f"{volumes[label]:.1f} mL {label}"})
-    if findings.get("necrosis") is True and not _present(volumes["core"]):
+    if findings.get("necrosis") is True and volumes["core"] <= 0.0:  # no core voxel at all
         found.append({"what": "necrosis", "text": "present", "measured": f"{volumes['core']:.1f} mL core"})
     return found
 
