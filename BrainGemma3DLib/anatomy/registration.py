@@ -48,7 +48,8 @@ class Placement:
         return {
             "method": self.method,
             "template": "MNI152 2009c (nilearn), AAL regions",
-            "metric": round(float(self.metric), 4),
+            # None when the transform came from the cache: no metric was computed (and JSON has no NaN).
+            "metric": round(float(self.metric), 4) if np.isfinite(self.metric) else None,
             "seconds": round(self.seconds, 2),
             "cached": self.cached,
         }

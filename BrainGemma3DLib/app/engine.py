@@ -166,7 +166,12 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one error event
             event, fields = "error", describe_error(exc)
         self.running = False  # before the last event: a client may send the next request at once
-        self.emit(event, rid, cmd=cmd, **fields)
+        try:
+            self.emit(event, rid, cmd=cmd, **fields)
+        except ValueError as exc:  # a result that is not standard JSON must still be answered, as an error
+            self.emit(
+                "error", rid, cmd=cmd, message=f"internal error: the result is not standard JSON ({exc})"
+            )
 
     def _progress(self, rid):
         def progress(stage: str, fraction: float, message: str) -> None:

@@ -40,6 +40,7 @@ def test_the_transform_is_cached_per_input(tmp_path, monkeypatch):
     first = register(volume)
     again = register(volume)
     assert not first.cached and again.cached and list((tmp_path / "anatomy").glob("*.tfm"))
+    json.dumps(again.summary(), allow_nan=False)  # report.json and the worker's events are strict JSON
     assert np.array_equal(first.regions, again.regions)
     (next((tmp_path / "anatomy").glob("*.tfm"))).write_text("not a transform", encoding="utf-8")
     assert not register(volume).cached  # a damaged cache file: registered again
