@@ -140,8 +140,9 @@ class SceneResults:
         import tempfile
 
         from BrainGemma3DLib.dicom.export import export_report, read_report
-        from BrainGemma3DLib.dicom.newstudy import new_study_series
+        from BrainGemma3DLib.dicom.newstudy import new_study_series, study_fields
         from BrainGemma3DLib.dicom.source import read_series_files
+        from BrainGemma3DLib.io.errors import InputError
         from BrainGemma3DLib.slicer import scene
 
         if textNode is None or not textNode.GetAttribute(REPORT_JSON_ATTRIBUTE):
@@ -155,21 +156,15 @@ class SceneResults:
             return self._importDicom(out, database), index
         report = read_report(reportDir)
         identity = (report.get("input") or {}).get("identity") or {}
-        if not identity.get("patient_name") or not identity.get("patient_id"):
+        try:
+            fields = study_fields(identity)
+        except InputError:
             raise ValueError(
                 _(
                     "This volume is not from the DICOM database: type the patient's name and ID under "
                     "'Patient and study', generate the report again, then export (a new study is made)."
                 )
-            )
-        fields = {
-            "PatientName": identity["patient_name"],
-            "PatientID": identity["patient_id"],
-            "PatientBirthDate": identity.get("birth_date", ""),
-            "PatientSex": identity.get("sex", "") if identity.get("sex", "") in ("F", "M", "O") else "",
-            "StudyDescription": identity.get("study_description", ""),
-            "AccessionNumber": identity.get("accession", ""),
-        }
+            ) from None
         index = export_report(
             reportDir, out, signed=signed, new_study=lambda stage: new_study_series(report, fields, stage)
         )

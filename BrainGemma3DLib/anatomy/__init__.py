@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from ..io.errors import InputError
+from .atlas import LOBE_CODE
 from .places import LEFT, RIGHT, describe, lobe_shares, named_lobes
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,11 @@ def evidence_places(attribution: np.ndarray, placement) -> dict:
     if not inside.any():
         return {"lobe_fractions": {}, "lobes": []}
     codes, weights = placement.regions[inside], positive[inside]
-    lobe_weights = {}
-    from .atlas import LOBE_CODE
-
     lobe_total = float(weights[codes <= len(LOBE_CODE)].sum())
-    for name, code in LOBE_CODE.items():
-        lobe_weights[name] = float(weights[codes == code].sum()) / lobe_total if lobe_total > 0 else 0.0
+    lobe_weights = {
+        name: float(weights[codes == code].sum()) / lobe_total if lobe_total > 0 else 0.0
+        for name, code in LOBE_CODE.items()
+    }
     sides = placement.side[inside]
     total = float(weights.sum())
     return {

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.volume import RAS_FROM_LPS, Volume
+from ..io.stamps import sha256_bytes
+from ..io.volume import Volume, sitk_image
 from .atlas import template
+from .places import LEFT, RIGHT
 
 #: Working resolution of the registration (mm).
 REGISTRATION_MM = 3.0
-#: Side codes of :attr:`Placement.side`.
-LEFT, RIGHT = 1, 2
 
 
 @dataclass
@@ -53,19 +53,6 @@ class Placement:
             "seconds": round(self.seconds, 2),
             "cached": self.cached,
         }
-
-
-def sitk_image(array: np.ndarray, affine: np.ndarray):
-    """An (I, J, K) array with its voxel -> RAS ``affine`` as a SimpleITK image (LPS physical space)."""
-    import SimpleITK as sitk
-
-    lps = np.linalg.inv(RAS_FROM_LPS) @ np.asarray(affine, dtype=np.float64)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetDirection([float(v) for v in (lps[:3, :3] / spacing[None, :]).ravel()])
-    img.SetOrigin([float(v) for v in lps[:3, 3]])
-    return img
 
 
 def _isotropic(image, spacing_mm: float, interpolator):
@@ -127,6 +114,42 @@ def _fit(fixed, moving, initial, kind: str, fixed_mask, moving_mask):
     return found, float(method.GetMetricValue())
 
 
+def _find_transform(fixed_full, data: np.ndarray, input_affine, atlas: dict, exclude, deformable: bool):
+    """Rigid, then affine (then B-spline when asked) from the input to the template, both at 3 mm."""
+    import SimpleITK as sitk
+
+    fixed = _isotropic(fixed_full, REGISTRATION_MM, sitk.sitkLinear)
+    moving = _isotropic(sitk_image(atlas["t1"], atlas["affine"]), REGISTRATION_MM, sitk.sitkLinear)
+    moving_mask = _isotropic(sitk_image(atlas["brain"].astype(np.uint8), atlas["affine"]), REGISTRATION_MM,
+                             sitk.sitkNearestNeighbor)  # fmt: skip
+    fixed_mask = None
+    if exclude is not None:
+        from scipy import ndimage
+
+        keep = ~ndimage.binary_dilation(np.asarray(exclude, bool), iterations=2)
+        fixed_mask = _isotropic(sitk_image(keep.astype(np.uint8), input_affine), REGISTRATION_MM,
+                                sitk.sitkNearestNeighbor)  # fmt: skip
+    # The template's brain in the middle of the input's intensity mass: enough of a start for rigid.
+    level = float(np.percentile(data[data > 0], 20)) if (data > 0).any() else 0.0
+    fixed_bright = sitk.Cast(fixed > level, sitk.sitkFloat32)
+    initial = sitk.CenteredTransformInitializer(
+        fixed_bright, sitk.Cast(moving_mask, sitk.sitkFloat32), sitk.Euler3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )  # fmt: skip
+    rigid, _ = _fit(fixed, moving, initial, "rigid", fixed_mask, moving_mask)
+    rigid = _first(rigid)
+    start = sitk.AffineTransform(3)
+    start.SetMatrix(rigid.GetMatrix())
+    start.SetTranslation(rigid.GetTranslation())
+    start.SetCenter(rigid.GetCenter())
+    transform, metric = _fit(fixed, moving, start, "affine", fixed_mask, moving_mask)
+    if deformable:
+        bspline = sitk.BSplineTransformInitializer(fixed, [6, 6, 6])
+        composite = sitk.CompositeTransform([transform, bspline])
+        transform, metric = _fit(fixed, moving, composite, "bspline", fixed_mask, moving_mask)
+    return transform, metric
+
+
 def register(
     volume: Volume,
     *,
@@ -143,25 +166,14 @@ def register(
 
     started = time.perf_counter()
     atlas = template(2.0)
-    moving_full = sitk_image(atlas["t1"], atlas["affine"])
-    moving_brain = sitk_image(atlas["brain"].astype(np.uint8), atlas["affine"])
     data = np.asarray(volume.data[0], dtype=np.float32)
     fixed_full = sitk_image(data, volume.affine)
-    fixed = _isotropic(fixed_full, REGISTRATION_MM, sitk.sitkLinear)
-    moving = _isotropic(moving_full, REGISTRATION_MM, sitk.sitkLinear)
-    moving_mask = _isotropic(moving_brain, REGISTRATION_MM, sitk.sitkNearestNeighbor)
-    fixed_mask = None
-    if exclude is not None and np.any(exclude):
-        from scipy import ndimage
-
-        keep = ~ndimage.binary_dilation(np.asarray(exclude, bool), iterations=2)
-        fixed_mask = _isotropic(sitk_image(keep.astype(np.uint8), volume.affine), REGISTRATION_MM,
-                                sitk.sitkNearestNeighbor)  # fmt: skip
+    excluded = exclude is not None and bool(np.any(exclude))
     method = "affine+bspline" if deformable else "affine"
     key = None
-    if cache and volume.sha256:
-        options = f"{method}-{'x' if fixed_mask is not None else 'n'}-{REGISTRATION_MM}"
-        key = cache_folder() / f"{volume.sha256[0][:32]}-{options}.tfm"
+    if cache and volume.sha256:  # the same bytes, options and excluded voxels: the same transform
+        mask_id = sha256_bytes(np.packbits(np.asarray(exclude, bool)).tobytes())[:12] if excluded else "none"
+        key = cache_folder() / f"{volume.sha256[0][:32]}-{method}-{mask_id}-{REGISTRATION_MM}.tfm"
     transform, metric, cached = None, float("nan"), False
     if key is not None and key.is_file():
         try:
@@ -169,25 +181,8 @@ def register(
         except RuntimeError:
             transform = None  # a damaged cache file: register again
     if transform is None:
-        # The template's brain in the middle of the input's intensity mass: enough of a start for rigid.
-        level = float(np.percentile(data[data > 0], 20)) if (data > 0).any() else 0.0
-        fixed_bright = sitk.Cast(fixed > level, sitk.sitkFloat32)
-        initial = sitk.CenteredTransformInitializer(
-            fixed_bright, sitk.Cast(moving_mask, sitk.sitkFloat32), sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.MOMENTS,
-        )  # fmt: skip
-        rigid, _ = _fit(fixed, moving, initial, "rigid", fixed_mask, moving_mask)
-        rigid = _first(rigid)
-        affine = sitk.AffineTransform(3)
-        affine.SetMatrix(rigid.GetMatrix())
-        affine.SetTranslation(rigid.GetTranslation())
-        affine.SetCenter(rigid.GetCenter())
-        transform, metric = _fit(fixed, moving, affine, "affine", fixed_mask, moving_mask)
-        if deformable:
-            mesh = [6, 6, 6]
-            bspline = sitk.BSplineTransformInitializer(fixed, mesh)
-            composite = sitk.CompositeTransform([transform, bspline])
-            transform, metric = _fit(fixed, moving, composite, "bspline", fixed_mask, moving_mask)
+        lesion = exclude if excluded else None
+        transform, metric = _find_transform(fixed_full, data, volume.affine, atlas, lesion, deformable)
         if key is not None:
             key.parent.mkdir(parents=True, exist_ok=True)
             tmp = key.with_suffix(f".tmp-{os.getpid()}.tfm")

@@ -38,25 +38,19 @@ def _run_dicom(args: argparse.Namespace) -> int:
 
     source = args.source
     if args.new_study:
-        from .newstudy import new_study_series
+        from .newstudy import IDENTITY_TO_DICOM, new_study_series, study_fields
 
-        if not args.patient_name.strip() or not args.patient_id.strip():
-            raise InputError(
-                "--new-study needs at least --patient-name and --patient-id (nothing is invented)"
-            )
         report = read_report(args.report)
         if report.get("input", {}).get("dicom_sop_instance_uids"):
             raise InputError(
                 "the report was made from a DICOM series: its own study is used (drop --new-study)"
             )
-        fields = {
-            "PatientName": args.patient_name.strip(),
-            "PatientID": args.patient_id.strip(),
-            "PatientBirthDate": args.birth_date.strip(),
-            "PatientSex": args.sex,
-            "StudyDescription": args.study_description.strip(),
-            "AccessionNumber": args.accession.strip(),
-        }
+        try:
+            fields = study_fields({key: getattr(args, key) for key in IDENTITY_TO_DICOM})
+        except InputError:
+            raise InputError(
+                "--new-study needs at least --patient-name and --patient-id (nothing is invented)"
+            ) from None
         index = export_report(
             args.report,
             args.out,

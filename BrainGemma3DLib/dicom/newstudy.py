@@ -38,6 +38,28 @@ def _pixels(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.rint((array - lo) / slope - 32767).astype(np.int16), slope, lo + 32767 * slope
 
 
+#: report.json identity keys (the CLI's and the panel's typed fields) -> the DICOM attributes of a new study.
+IDENTITY_TO_DICOM = {
+    "patient_name": "PatientName",
+    "patient_id": "PatientID",
+    "birth_date": "PatientBirthDate",
+    "sex": "PatientSex",
+    "study_description": "StudyDescription",
+    "accession": "AccessionNumber",
+}
+
+
+def study_fields(identity: dict) -> dict[str, str]:
+    """The new study's patient and study attributes from what the user gave (never invented); a patient
+    name and ID are required, and a sex other than F, M or O is left empty."""
+    fields = {tag: str(identity.get(key) or "").strip() for key, tag in IDENTITY_TO_DICOM.items()}
+    if not fields["PatientName"] or not fields["PatientID"]:
+        raise InputError("a new study needs at least the patient's name and ID (nothing is invented)")
+    if fields["PatientSex"] not in ("", "F", "M", "O"):
+        fields["PatientSex"] = ""
+    return fields
+
+
 def new_study_series(report: dict, fields: dict[str, str], folder: Path) -> list:
     """Write the report's first input as a new MR series of a new study into ``folder``; returns its frames.
 

@@ -68,6 +68,19 @@ def _dicom_datetime(iso: str) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S+0000")
 
 
+def _new_instance(series_number: int) -> dict:
+    """What every object written here shares: a new series, a new instance, one per series, our name."""
+    import highdicom as hd
+
+    return {
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+    }
+
+
 def device_observer(model: dict):
     """The algorithm as observer device: name, version and the checkpoint's SHA-256 (as its serial)."""
     from highdicom.sr import DeviceObserverIdentifyingAttributes
@@ -180,11 +193,7 @@ def build_sr(
     sr = Comprehensive3DSR(
         evidence=list(sources),
         content=content[0],
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **_new_instance(series_number),
         is_complete=verified,
         is_final=verified,
         is_verified=verified,
@@ -267,7 +276,8 @@ def build_seg(
         version=__version__,
         parameters={"checkpoint sha256": str(model.get("checkpoint_sha256", "unknown")), "method": "3D LIME"},
     )
-    descriptions, planes = [], []
+    descriptions = []
+    pixels = np.zeros(labels.shape, dtype=np.uint8)
     for number, seg in enumerate(segments, start=1):
         rgb = tuple(int(round(255 * float(v))) for v in seg.get("color", (1.0, 0.0, 0.0)))
         descriptions.append(
@@ -284,20 +294,13 @@ def build_seg(
                 display_color=hd.color.CIELabColor.from_rgb(*rgb),
             )
         )
-        planes.append(labels == int(seg["labelValue"]))
-    pixels = np.zeros(labels.shape, dtype=np.uint8)
-    for number, mask in enumerate(planes, start=1):
-        pixels[mask & (pixels == 0)] = number
+        pixels[labels == int(seg["labelValue"])] = number  # one label value per voxel: no overlap
     return Segmentation(
         source_images=list(sources),
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **_new_instance(series_number),
         manufacturer_model_name=SOFTWARE,
         software_versions=__version__,
         device_serial_number=str(model.get("checkpoint_sha256", "unknown"))[:64],

@@ -767,13 +767,20 @@ def _resample(
     return out
 
 
-def _sitk_write(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def sitk_image(array: np.ndarray, affine: np.ndarray):
+    """An (I, J, K) array with its voxel -> RAS ``affine`` as a SimpleITK image (LPS physical space)."""
     import SimpleITK as sitk
 
-    lps = np.linalg.inv(RAS_FROM_LPS) @ affine
+    lps = np.linalg.inv(RAS_FROM_LPS) @ np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
     img.SetSpacing([float(s) for s in spacing])
     img.SetDirection([float(v) for v in (lps[:3, :3] / spacing[None, :]).ravel()])
     img.SetOrigin([float(v) for v in lps[:3, 3]])
-    sitk.WriteImage(img, str(path), useCompression=True)
+    return img
+
+
+def _sitk_write(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk_image(array, affine), str(path), useCompression=True)
