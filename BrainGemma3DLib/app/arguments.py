@@ -52,6 +52,37 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of those drafts")
 
 
+def add_explain(p: argparse.ArgumentParser, batch_flag: str = "--batch-size") -> None:
+    """--explain and the 3D LIME options (report, batch); ``batch_flag`` names LIME's volumes per pass."""
+    p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")
+    p.add_argument("--supervoxels", type=int, default=50, help="explain: SLIC supervoxels in the brain")
+    p.add_argument("--samples", type=int, default=256, help="explain: perturbed volumes scored")
+    p.add_argument("--baseline", default="mean", choices=["mean", "zero", "blur"], help="explain: fill")
+    p.add_argument("--top-k", type=int, default=5, help="explain: supervoxels in the segmentation")
+    p.add_argument(
+        batch_flag,
+        dest="explain_batch_size",
+        type=int,
+        default=0,
+        help="explain: volumes per pass (0 = from memory)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed; also the drafts' seed")
+
+
+def explain_options(args: argparse.Namespace):
+    """The :class:`~BrainGemma3DLib.explain.ExplainOptions` of :func:`add_explain`'s arguments."""
+    from ..explain import ExplainOptions
+
+    return ExplainOptions(
+        n_segments=args.supervoxels,
+        n_samples=args.samples,
+        baseline=args.baseline,
+        top_k=args.top_k,
+        batch_size=args.explain_batch_size,
+        seed=args.seed,
+    )
+
+
 def add_model_loading(p: argparse.ArgumentParser) -> None:
     """--device / --quantize / --grid: how a checkpoint is loaded (report, evaluate)."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

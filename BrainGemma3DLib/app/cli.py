@@ -15,7 +15,15 @@ from pathlib import Path
 
 from .. import __version__
 from ..io.errors import InputError
-from .arguments import Command, add_decoding, add_model_loading, grid_size, out_folder
+from .arguments import (
+    Command,
+    add_decoding,
+    add_explain,
+    add_model_loading,
+    explain_options,
+    grid_size,
+    out_folder,
+)
 
 log = logging.getLogger("BrainGemma3DLib")
 
@@ -84,13 +92,7 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
         help="demo (bundled, synthetic), a checkpoint folder, or the published layout",
     )
     add_model_loading(p)
-    p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")
-    p.add_argument("--supervoxels", type=int, default=50, help="explain: SLIC supervoxels in the brain")
-    p.add_argument("--samples", type=int, default=256, help="explain: perturbed volumes scored")
-    p.add_argument("--baseline", default="mean", choices=["mean", "zero", "blur"], help="explain: fill")
-    p.add_argument("--top-k", type=int, default=5, help="explain: supervoxels in the segmentation")
-    p.add_argument("--batch-size", type=int, default=0, help="explain: volumes per pass (0 = from memory)")
-    p.add_argument("--seed", type=int, default=0, help="explain: perturbation seed; also the drafts' seed")
+    add_explain(p)
     p.add_argument(
         "--seg",
         type=Path,
@@ -104,7 +106,6 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from ..explain import ExplainOptions
     from ..reporting.consensus import DecodingOptions
     from .pipeline import ReportRequest, run_report
 
@@ -118,14 +119,7 @@ def _run_report(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         explain=args.explain,
-        explain_options=ExplainOptions(
-            n_segments=args.supervoxels,
-            n_samples=args.samples,
-            baseline=args.baseline,
-            top_k=args.top_k,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        ),
+        explain_options=explain_options(args),
         decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
         fields=fields,
         overwrite=args.overwrite,
@@ -297,6 +291,7 @@ PRODUCT_COMMANDS = [
 
 def commands() -> list[Command]:
     """Every subcommand, in the order ``--help`` lists them: data, product, research."""
+    from ..cohort import command as cohort_commands
     from ..dicom import command as dicom_commands
     from ..phantoms import command as phantoms_command
     from ..training import commands as training_commands
@@ -305,6 +300,7 @@ def commands() -> list[Command]:
         *phantoms_command.COMMANDS,
         *PRODUCT_COMMANDS,
         *dicom_commands.COMMANDS,
+        *cohort_commands.COMMANDS,
         *training_commands.COMMANDS,
     ]
     by_name = {c.name: c for c in every}
@@ -312,6 +308,7 @@ def commands() -> list[Command]:
         "phantoms",
         "preprocess",
         "report",
+        "batch",
         "train",
         "calibrate",
         "evaluate",
@@ -321,6 +318,8 @@ def commands() -> list[Command]:
         "sign",
         "verify",
         "make-cert",
+        "curate",
+        "agreement",
         "dicom",
         "send",
         "fetch",

@@ -187,6 +187,60 @@ def _explain_on_grid(model, grid, mapping, text, span, options, progress, cancel
     )
 
 
+@dataclass
+class PreparedStudy:
+    """One study read, placed on the model grid and checked: what drafting and the later stages need.
+
+    ``batch`` prepares several of these, drafts them in one pass (:func:`~BrainGemma3DLib.reporting.consensus.
+    decode_many`) and finishes each with :func:`finish_report`; ``report`` does the same for one."""
+
+    request: ReportRequest
+    out: Path
+    study: object
+    labels: np.ndarray | None
+    grid: np.ndarray
+    mapping: object
+    checked: dict
+    timings: dict[str, float]
+
+
+def _read_stage(request: ReportRequest, progress, cancel) -> tuple[Path, object, np.ndarray | None, float]:
+    out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
+    t = _stage(progress, cancel, "read", "reading the input")
+    study = load_study(list(request.inputs))
+    labels = read_segmentation(request.seg, study) if request.seg else None
+    return out, study, labels, time.perf_counter() - t
+
+
+def _check_stage(request, model, out, study, labels, timings, progress, cancel) -> PreparedStudy:
+    from ..model.input_check import check_input
+
+    if study.data.shape[0] != model.cfg.in_channels:
+        raise InputError(
+            f"the model reads {model.cfg.in_channels} sequence(s); {len(request.inputs)} input(s) were given",
+            request.inputs[0],
+        )
+    t = _stage(
+        progress, cancel, "input_check", "checking the input scan (head, sequence, training distribution)"
+    )
+    grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
+    checked = check_input(study, model, grid=grid, mapping=mapping)
+    timings["input_check_s"] = time.perf_counter() - t
+    return PreparedStudy(request, out, study, labels, grid, mapping, checked, timings)
+
+
+def prepare_report(
+    request: ReportRequest,
+    model,
+    *,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PreparedStudy:
+    """Read one study for an already loaded ``model`` and check it (the stages before the draft)."""
+    out, study, labels, read_s = _read_stage(request, progress, cancel)
+    return _check_stage(request, model, out, study, labels, {"read_s": read_s}, progress, cancel)
+
+
 def run_report(
     request: ReportRequest,
     *,
@@ -199,37 +253,34 @@ def run_report(
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
     from ..model import load
-    from ..model.input_check import check_input
 
-    timings: dict[str, float] = {}
-    out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
-
-    t = _stage(progress, cancel, "read", "reading the input")
-    study = load_study(list(request.inputs))
-    labels = read_segmentation(request.seg, study) if request.seg else None
-    timings["read_s"] = time.perf_counter() - t
-
+    out, study, labels, read_s = _read_stage(request, progress, cancel)
+    timings: dict[str, float] = {"read_s": read_s}
     t = _stage(progress, cancel, "model", f"loading the model ({request.model})")
     if model is None:
         extra = {"quantize": request.quantize} if request.quantize else {}
         model = load(request.model, device=request.device, grid=request.grid, **extra)
-    if study.data.shape[0] != model.cfg.in_channels:
-        raise InputError(
-            f"the model reads {model.cfg.in_channels} sequence(s); {len(request.inputs)} input(s) were given",
-            request.inputs[0],
-        )
     timings["model_s"] = time.perf_counter() - t
-
-    t = _stage(
-        progress, cancel, "input_check", "checking the input scan (head, sequence, training distribution)"
-    )
-    grid, mapping = study.to_model_grid(model.cfg.grid, method=model.cfg.preprocess)
-    checked = check_input(study, model, grid=grid, mapping=mapping)
-    timings["input_check_s"] = time.perf_counter() - t
+    prepared = _check_stage(request, model, out, study, labels, timings, progress, cancel)
 
     t = _stage(progress, cancel, "generate", "writing the draft")
-    draft = decode(model, grid, request.decoding, max_new_tokens=request.max_new_tokens)
+    draft = decode(model, prepared.grid, request.decoding, max_new_tokens=request.max_new_tokens)
     timings["generate_s"] = time.perf_counter() - t
+    return finish_report(prepared, model, draft, progress=progress, cancel=cancel)
+
+
+def finish_report(
+    prepared: PreparedStudy,
+    model,
+    draft,
+    *,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """The stages after the draft (explain, anatomy, check, PDF, write) for a prepared study; returns what
+    :func:`run_report` returns."""
+    request, out, study, labels = prepared.request, prepared.out, prepared.study, prepared.labels
+    grid, mapping, timings = prepared.grid, prepared.mapping, prepared.timings
     if not draft.text.strip():
         raise RuntimeError("the model wrote an empty report")
 
@@ -280,7 +331,7 @@ def run_report(
             attribution_side=side,
             decoding=draft.decoding,
             explanation=explanation,
-            input_check=checked,
+            input_check=prepared.checked,
             measured=None if measured is None else measured | {"segmentation": str(request.seg)},
         )
         build_pdf(report, images, tmp / "report.pdf", draft=True, fields=identity)

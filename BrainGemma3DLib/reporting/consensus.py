@@ -97,33 +97,53 @@ def describe(model, options: DecodingOptions) -> dict:
 def decode(model, grid, options: DecodingOptions | None = None, *, max_new_tokens: int | None = None):
     """One :class:`~BrainGemma3DLib.model.Draft` for a model-grid volume: greedy, or the consensus of the
     greedy draft and ``options.samples`` sampled ones. ``draft.decoding`` says how it was chosen."""
+    return decode_many(model, [grid], options, max_new_tokens=max_new_tokens)[0]
 
+
+def decode_many(model, grids, options: DecodingOptions | None = None, *, max_new_tokens: int | None = None):
+    """:func:`decode` for several studies at once (a cohort's batch): one draft per grid, each the same as
+    :func:`decode` would give it alone.
+
+    The volumes are encoded and their greedy drafts generated in one batch (the prompts have one length, so
+    nothing is padded and each row is computed as alone); each study's sampled drafts are drawn by their own
+    seeded call, so a draft never depends on which other studies shared its batch.
+    """
     opts = options or DecodingOptions()
     opts.check()
     samples = opts.samples
     if samples is None and model.cfg.decoding.get("do_sample"):
-        draft = model.generate(grid, max_new_tokens=max_new_tokens, do_sample=True, seed=opts.seed)[0]
-        draft.decoding = {"method": "published sampling", **model.cfg.decoding, "seed": opts.seed}
-        return draft
+        drafts = [
+            model.generate(grid, max_new_tokens=max_new_tokens, do_sample=True, seed=opts.seed)[0]
+            for grid in grids
+        ]
+        for draft in drafts:
+            draft.decoding = {"method": "published sampling", **model.cfg.decoding, "seed": opts.seed}
+        return drafts
     samples = DEFAULT_SAMPLES if samples is None else samples
     start = time.perf_counter()
-    greedy = model.generate(grid, max_new_tokens=max_new_tokens)[0]
+    stacked = np.stack([np.asarray(g) for g in grids]) if len(grids) > 1 else grids[0]
+    greedy = model.generate(stacked, max_new_tokens=max_new_tokens)
     if not samples:
         return greedy
-    sampled = model.sample(
-        grid, samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
-    )
-    drafts = [greedy, *sampled]
-    best, agreement = choose([d.text for d in drafts])
-    draft = drafts[best]
-    draft.timings = dict(greedy.timings, decode_s=time.perf_counter() - start)
-    draft.decoding = {
-        "method": "consensus",
-        "drafts": len(drafts),
-        "samples": samples,
-        "temperature": opts.temperature,
-        "seed": opts.seed,
-        "chosen": "greedy draft" if best == 0 else f"sampled draft {best}",
-        "agreement": agreement,
-    }
-    return draft
+    greedy_s = (time.perf_counter() - start) / len(grids)  # each study's share of the batched pass
+    chosen = []
+    for grid, first in zip(grids, greedy, strict=True):
+        start = time.perf_counter()
+        sampled = model.sample(
+            grid, samples, temperature=opts.temperature, seed=opts.seed, max_new_tokens=max_new_tokens
+        )
+        drafts = [first, *sampled]
+        best, agreement = choose([d.text for d in drafts])
+        draft = drafts[best]
+        draft.timings = dict(first.timings, decode_s=greedy_s + time.perf_counter() - start)
+        draft.decoding = {
+            "method": "consensus",
+            "drafts": len(drafts),
+            "samples": samples,
+            "temperature": opts.temperature,
+            "seed": opts.seed,
+            "chosen": "greedy draft" if best == 0 else f"sampled draft {best}",
+            "agreement": agreement,
+        }
+        chosen.append(draft)
+    return chosen

@@ -418,3 +418,51 @@ def run_anatomy(repeat: int = 3) -> list[dict]:
                 }  # fmt: skip
             )
     return rows
+
+
+def run_batch_throughput(cases: int = 16, repeat: int = 1, drafts: int | None = None) -> list[dict]:
+    """Cohort throughput of ``braingemma3d batch`` (cases per minute, model loading included, as a user
+    waits): one process drafting one case per pass, one process drafting 8 per pass, and two processes
+    (``accelerate launch``) drafting 8 per pass, on the same phantom cohort, alternated ``repeat`` times
+    in this run (median). ``drafts``: the decoding (None = the default consensus, 0 = greedy)."""
+    from ..phantoms.dataset import generate
+
+    runs = {
+        "1 process, batch 1": (1, 1),
+        "1 process, batch 8": (1, 8),
+        "2 processes, batch 8": (2, 8),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "cohort"
+        generate(data, cases - cases // 4, cases // 4, seed=77, progress=False, sequences=("flair",))
+        for r in range(repeat):
+            for name, (processes, batch) in runs.items():
+                out = Path(tmp) / f"out-{r}-{processes}-{batch}"
+                command = [sys.executable, "-m", "BrainGemma3DLib", "batch", str(data), "--out", str(out)]
+                command += ["--batch-size", str(batch), "--quiet", "--device", "cpu"]
+                if drafts is not None:
+                    command += ["--drafts", str(drafts)]
+                if processes > 1:
+                    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+                    launch += ["--num_processes", str(processes), "--num_machines", "1"]
+                    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+                    command = launch + command[2:]
+                start = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"bench batch ({name}) failed: {done.stderr.strip()[-400:]}")
+                seconds[name].append(time.perf_counter() - start)
+    decoding = "greedy" if drafts == 0 else "consensus of 16 drafts" if drafts is None else f"{drafts} drafts"
+    rows = []
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        rows.append(
+            {
+                "name": f"batch: {cases} phantom cases, {decoding}, {name}",
+                "value": round(60.0 * cases / median, 1),
+                "unit": "cases/min",
+                "seconds": round(median, 1),
+            }  # fmt: skip
+        )
+    return rows

@@ -198,7 +198,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", choices=["io", "model", "train", "explain", "anatomy"], help="which benchmark")
+    suites = ["io", "model", "train", "explain", "anatomy", "batch"]
+    p.add_argument("suite", choices=suites, help="which benchmark")
     p.add_argument(
         "--preset",
         default="demo",
@@ -212,10 +213,20 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions or epochs (median is reported)")
+    p.add_argument("--cases", type=int, default=16, help="phantom cases in the cohort (bench batch)")
+    p.add_argument("--drafts", type=int, default=None, help="bench batch: 0 = greedy (default: consensus)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench import print_table, run_anatomy, run_explain, run_io, run_model, run_train
+    from .bench import (
+        print_table,
+        run_anatomy,
+        run_batch_throughput,
+        run_explain,
+        run_io,
+        run_model,
+        run_train,
+    )
 
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
@@ -225,6 +236,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         rows = run_explain(device=args.device, repeat=args.repeat)
     elif args.suite == "anatomy":
         rows = run_anatomy(repeat=args.repeat)
+    elif args.suite == "batch":
+        if args.cases < 2:
+            raise InputError("--cases must be at least 2")
+        rows = run_batch_throughput(cases=args.cases, repeat=args.repeat, drafts=args.drafts)
     elif args.suite == "train":
         if args.preset == "medgemma":
             raise InputError("bench train runs the CPU-sized presets (demo, published, slices)")

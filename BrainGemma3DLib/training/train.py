@@ -309,6 +309,10 @@ def _choose_split(opts: TrainOptions, found) -> dict:
     if saved_split:
         listed = {c for name in ("train", "val", "test") for c in saved_split.get(name, [])}
         present = {c.case_id for c in found.cases}
+        if not listed & present:
+            # Other data altogether (reviews curated after deployment): nothing the earlier phase trained on
+            # can leak into this split's test cases, so it is split afresh.
+            return make_split(found.cases, seed=opts.seed)
         if listed != present:
             raise InputError(
                 f"the --init checkpoint's split lists {len(listed)} cases, this folder has {len(present)} "

@@ -64,4 +64,15 @@ def test_every_library_module_sits_in_its_wing():
     top_level = sorted(p.name for p in LIB.glob("*.py"))
     assert top_level == ["__init__.py", "__main__.py", "engine.py", "explain.py"]
     wings = sorted(p.name for p in LIB.iterdir() if p.is_dir() and not p.name.startswith("__"))
-    assert wings == ["anatomy", "app", "dicom", "io", "model", "phantoms", "reporting", "slicer", "training"]
+    assert wings == [
+        "anatomy",
+        "app",
+        "cohort",
+        "dicom",
+        "io",
+        "model",
+        "phantoms",
+        "reporting",
+        "slicer",
+        "training",
+    ]
