@@ -156,6 +156,8 @@ def _shard() -> tuple[int, int]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    if torch.cuda.is_available():  # one GPU per process: "cuda" then means this process's own
+        torch.cuda.set_device(state.local_process_index % torch.cuda.device_count())
     return state.process_index, state.num_processes
 
 

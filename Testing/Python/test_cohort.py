@@ -41,56 +41,75 @@ def _wait_for_records(out: Path, n: int, proc: subprocess.Popen, timeout: float 
     raise AssertionError(f"batch did not get to {n} cases (exit {proc.poll()})")
 
 
-def _report_sets_are_whole(out: Path) -> None:
-    for folder in out.iterdir():
-        if folder.is_dir() and not folder.name.startswith(("_", ".")):
-            assert {p.name for p in folder.iterdir()} == {"report.json", "report.txt", "report.pdf"}, folder
-
-
-@pytest.mark.slow
-def test_batch_stops_on_ctrl_c_survives_a_kill_and_resumes_without_loss_or_repeat(phantom_data, tmp_path):
-    out = tmp_path / "cohort"
-    ids = sorted(
-        p.name
-        for sub in ("MICCAI_BraTS2020_TrainingData", "HealthyControls")
-        for p in (phantom_data / sub).iterdir()
+def _case_ids(data: Path) -> list[str]:
+    return sorted(
+        p.name for sub in ("MICCAI_BraTS2020_TrainingData", "HealthyControls") for p in (data / sub).iterdir()
     )
+
+
+@pytest.fixture(scope="module")
+def resumed_cohort(phantom_data, tmp_path_factory) -> dict:
+    """The phantom cohort drafted as a user would after mishaps: a run stopped with Ctrl-C, a run killed
+    (SIGKILL) halfway, then the re-run that finishes it. Returns what each step left."""
+    out = tmp_path_factory.mktemp("resumed") / "cohort"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = _batch_command(phantom_data, out) + ["--batch-size", "1", "--quiet"]
-    # Ctrl-C: the case being drafted is finished, then the run stops (exit 130) with the table written.
+    seen: dict = {"out": out, "command": command, "env": env}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_records(out, 1, proc)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "run the same command again" in stderr
-    first = {r["case_id"]: r["status"] for r in _table(out)}
-    assert set(first) == set(ids) and 1 <= list(first.values()).count("done") < len(ids)
-    _report_sets_are_whole(out)
-    # SIGKILL in the middle of the next run: nothing half-written is left as a case.
+    _stdout, seen["interrupted_stderr"] = proc.communicate(timeout=120)
+    seen["interrupted_code"] = proc.returncode
+    seen["after_interrupt"] = {r["case_id"]: r["status"] for r in _table(out)}
+    seen["whole_after_interrupt"] = _whole_sets(out)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_records(out, list(first.values()).count("done") + 2, proc)
+    _wait_for_records(out, list(seen["after_interrupt"].values()).count("done") + 2, proc)
     proc.kill()
     proc.communicate()
-    _report_sets_are_whole(out)
-    done_before = {
+    seen["whole_after_kill"] = _whole_sets(out)
+    seen["done_before"] = {
         p.stem: json.loads(p.read_text())["finished"]
         for p in (out / "_batch").glob("*.json")
         if json.loads(p.read_text())["status"] == "done"
     }
-    created = {cid: json.loads((out / cid / "report.json").read_text())["created"] for cid in done_before}
+    seen["created"] = {
+        cid: json.loads((out / cid / "report.json").read_text())["created"] for cid in seen["done_before"]
+    }
+    seen["rerun"] = subprocess.run(command, env=env, capture_output=True, text=True)
+    return seen
+
+
+def _whole_sets(out: Path) -> bool:
+    return all(
+        {p.name for p in folder.iterdir()} == {"report.json", "report.txt", "report.pdf"}
+        for folder in out.iterdir()
+        if folder.is_dir() and not folder.name.startswith(("_", "."))
+    )
+
+
+@pytest.mark.slow
+def test_batch_stops_on_ctrl_c_survives_a_kill_and_resumes_without_loss_or_repeat(
+    resumed_cohort, phantom_data
+):
+    seen, out, ids = resumed_cohort, resumed_cohort["out"], _case_ids(phantom_data)
+    # Ctrl-C: the case being drafted is finished, then the run stops (exit 130) with the table written.
+    assert seen["interrupted_code"] == 130, seen["interrupted_stderr"]
+    assert "run the same command again" in seen["interrupted_stderr"]
+    first = seen["after_interrupt"]
+    assert set(first) == set(ids) and 1 <= list(first.values()).count("done") < len(ids)
+    # Neither the interruption nor SIGKILL left a half-written case.
+    assert seen["whole_after_interrupt"] and seen["whole_after_kill"]
     # The re-run drafts the rest only: every case once, the table complete.
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"{len(done_before)} already done" in result.stdout
+    assert seen["rerun"].returncode == 0, seen["rerun"].stderr
+    assert f"{len(seen['done_before'])} already done" in seen["rerun"].stdout
     table = _table(out)
     assert [r["case_id"] for r in table] == ids
     assert all(r["status"] == "done" and r["report"] == f"{r['case_id']}/report.pdf" for r in table)
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))) == ids
-    for cid, when in done_before.items():
+    for cid, when in seen["done_before"].items():
         assert json.loads((out / "_batch" / f"{cid}.json").read_text())["finished"] == when
-        assert json.loads((out / cid / "report.json").read_text())["created"] == created[cid]
-    _report_sets_are_whole(out)
+        assert json.loads((out / cid / "report.json").read_text())["created"] == seen["created"][cid]
+    assert _whole_sets(out)
     # Each table row says what its report says.
     for row in table:
         report = json.loads((out / row["case_id"] / "report.json").read_text())
@@ -107,9 +126,31 @@ def test_batch_stops_on_ctrl_c_survives_a_kill_and_resumes_without_loss_or_repea
     assert correct >= 6  # the demo weights on their own kind of phantoms
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert f"{len(ids)} cases: {len(ids)} drafted, 0 failed, 0 pending." in summary
-    # Other options redo the cases (their drafts could differ); the same ones skip them all.
-    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    # The same command once more: nothing to do.
+    again = subprocess.run(seen["command"], env=seen["env"], capture_output=True, text=True)
     assert f"0 now, {len(ids)} already done" in again.stdout
+
+
+def test_a_case_is_redone_when_its_input_weights_or_options_change(tmp_path):
+    from BrainGemma3DLib.cohort.batch import BatchOptions, case_stamp
+    from BrainGemma3DLib.cohort.inputs import CohortCase
+
+    flair = tmp_path / "flair.nii.gz"
+    shutil.copy(SAMPLE, flair)
+    case = CohortCase("a", [str(flair)])
+    base = BatchOptions(tmp_path, tmp_path / "out")
+    key = case_stamp(case, "w1", base.stamped())["key"]
+    assert (
+        case_stamp(case, "w1", BatchOptions(tmp_path, tmp_path / "o", batch_size=8).stamped())["key"] == key
+    )
+    assert case_stamp(case, "w2", base.stamped())["key"] != key
+    other = BatchOptions(tmp_path, tmp_path / "out", decoding=DecodingOptions(0))
+    assert case_stamp(case, "w1", other.stamped())["key"] != key
+    assert (
+        case_stamp(case, "w1", BatchOptions(tmp_path, tmp_path / "o", explain=True).stamped())["key"] != key
+    )
+    flair.write_bytes(flair.read_bytes() + b"\0")
+    assert case_stamp(case, "w1", base.stamped())["key"] != key
 
 
 def test_batch_records_failing_cases_with_one_line_and_goes_on(tmp_path):
@@ -153,15 +194,10 @@ def test_batch_records_failing_cases_with_one_line_and_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_accelerate_two_processes_give_the_same_reports_and_table_as_one(phantom_data, tmp_path):
+def test_accelerate_two_processes_give_the_same_reports_and_table_as_one(
+    resumed_cohort, phantom_data, tmp_path
+):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    one = subprocess.run(
-        _batch_command(phantom_data, tmp_path / "one") + ["--batch-size", "4", "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0, one.stderr
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     two = subprocess.run(
@@ -173,12 +209,14 @@ def test_accelerate_two_processes_give_the_same_reports_and_table_as_one(phantom
     )
     assert two.returncode == 0, two.stderr[-2000:]
     assert "process 1 of 2" in two.stderr and "process 2 of 2" in two.stderr  # really two shards
-    a, b = _table(tmp_path / "one"), _table(tmp_path / "two")
+    # One process, one case per pass (after a Ctrl-C and a kill) against two processes, four per pass.
+    one = resumed_cohort["out"]
+    a, b = _table(one), _table(tmp_path / "two")
     strip = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in a]
     assert strip == [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in b]
     assert len(a) == 10 and all(r["status"] == "done" for r in a)
     for row in a:
-        ra = json.loads((tmp_path / "one" / row["case_id"] / "report.json").read_text())
+        ra = json.loads((one / row["case_id"] / "report.json").read_text())
         rb = json.loads((tmp_path / "two" / row["case_id"] / "report.json").read_text())
         assert ra["text"] == rb["text"] and ra["entities"] == rb["entities"]
         assert ra["input"]["sha256"] == rb["input"]["sha256"]
