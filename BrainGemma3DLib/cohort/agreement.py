@@ -36,18 +36,7 @@ def read_reviews(sources: list[str | os.PathLike]) -> list[dict]:
         files = [path] if path.is_file() else sorted(path.rglob("*.audit.json"))
         files += [] if path.is_file() else sorted(path.rglob("*_review.json"))
         for file in files:
-            try:
-                record = json.loads(file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                raise InputError("unreadable review record", file) from None
-            if file.name.endswith("_review.json"):
-                case = file.name[: -len("_review.json")]
-                draft = (file.parent / f"{case}_ai_draft.txt").read_text(encoding="utf-8")
-                final = (file.parent / f"{case}_flair_text.txt").read_text(encoding="utf-8")
-            elif "final_text" in record:
-                draft, final = record.get("ai_draft_text", ""), record["final_text"]
-            else:
-                raise InputError("not a signing audit record or a curated review", file)
+            record, draft, final = _review_file(file)
             reviews.append(
                 {
                     "source": str(file),
@@ -60,6 +49,21 @@ def read_reviews(sources: list[str | os.PathLike]) -> list[dict]:
     if not reviews:
         raise InputError("no signed review found (signing audit records or a curated data set)", sources[0])
     return reviews
+
+
+def _review_file(file: Path) -> tuple[dict, str, str]:
+    """(record, AI draft, final text) of a signing audit record or a curated ``*_review.json``."""
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        if file.name.endswith("_review.json"):
+            case = file.name[: -len("_review.json")]
+            draft = (file.parent / f"{case}_ai_draft.txt").read_text(encoding="utf-8")
+            return record, draft, (file.parent / f"{case}_flair_text.txt").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        raise InputError("unreadable review record (or its texts beside it)", file) from None
+    if not isinstance(record, dict) or "final_text" not in record:
+        raise InputError("not a signing audit record or a curated review", file)
+    return record, str(record.get("ai_draft_text", "")), str(record["final_text"])
 
 
 def changes(draft: str, final: str) -> dict[str, str]:

@@ -193,7 +193,10 @@ def run_batch(opts: BatchOptions) -> dict:
     extra = {"quantize": opts.quantize} if opts.quantize else {}
     model = load(opts.model, device=opts.device, grid=opts.grid, **extra)
     cases = find_cases(opts.source, model.cfg.in_channels)
-    (out / RECORDS).mkdir(parents=True, exist_ok=True)
+    try:
+        (out / RECORDS).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", out) from None
     mine = cases[rank::world]
     options = opts.stamped()
     todo, skipped = [], 0

@@ -95,35 +95,35 @@ def curate(signed: list[str | os.PathLike], out: str | os.PathLike, *, trust: li
             previous = json.loads((out / CURATION).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             raise InputError(f"no {CURATION}: not a curated data set; choose a new folder", out) from None
-    reviews: dict[str, tuple[dict, object]] = {}
+    reviews: dict[str, dict] = {}  # studies are read again when written: a cohort would not fit in memory
     refused: dict[str, str] = {}
     for given in signed:
         path = Path(given)
         try:
             review = review_of(path, trust)
-            study = _study_of(review, path)
+            _study_of(review, path)
         except InputError as exc:
             refused[str(path)] = str(exc)
             continue
         case_id = "review-" + review["input"]["sha256"][0][:12]
-        latest = reviews[case_id][0] if case_id in reviews else previous["cases"].get(case_id)
+        latest = reviews[case_id] if case_id in reviews else previous["cases"].get(case_id)
         if latest and latest["signed_pdf_sha256"] == review["signed_pdf_sha256"]:
             continue  # already in the data set
         if latest and str(latest["signed_at"]) > str(review["signed_at"]):
             refused[str(path)] = f"superseded: the same study was signed later ({latest['signed_pdf']})"
             continue
         if case_id in reviews:
-            earlier = reviews[case_id][0]["signed_pdf"]
+            earlier = reviews[case_id]["signed_pdf"]
             refused[earlier] = f"superseded: the same study was signed later ({path})"
-        reviews[case_id] = (review, study)
+        reviews[case_id] = review
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".curate-", dir=out) as tmp:
-        for case_id, (review, study) in sorted(reviews.items()):
-            _write_case(Path(tmp), out, case_id, review, study)
+        for case_id, review in sorted(reviews.items()):
+            _write_case(Path(tmp), out, case_id, review, _study_of(review, Path(review["signed_pdf"])))
             previous["cases"][case_id] = _record(review)
     previous["refused"] = {**previous.get("refused", {}), **refused}
-    for case in reviews.values():
-        previous["refused"].pop(case[0]["signed_pdf"], None)
+    for review in reviews.values():
+        previous["refused"].pop(review["signed_pdf"], None)
     write_text_atomic(out / CURATION, json.dumps(previous, indent=1) + "\n")
     return {"added": sorted(reviews), "kept": len(previous["cases"]), "refused": refused}
 
