@@ -46,10 +46,15 @@ def reviewed_text(draft: str, truth: dict | None) -> str:
             f"FINDINGS: A lesion in the {side} hemisphere with surrounding edema.\n"
             f"IMPRESSION: {side.capitalize()} hemispheric lesion; further characterisation recommended."
         )
+    text = draft
     if said.laterality in ("left", "right") and said.laterality != truth["hemisphere"]:
         names = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
-        return re.sub(r"\b(left|right|Left|Right)\b", lambda m: names[m.group(1)], draft)
-    return draft
+        text = re.sub(r"\b(left|right|Left|Right)\b", lambda m: names[m.group(1)], text)
+    missing = [lobe for lobe in truth["lobes"] if lobe not in said.lobes]
+    for wrong in (lobe for lobe in said.lobes if lobe not in truth["lobes"]):
+        right = missing.pop(0) if missing else truth["lobes"][0]
+        text = re.sub(rf"\b{wrong}\b", right, text)
+    return text
 
 
 def _clock_at(moment: dt.datetime) -> type:
@@ -68,32 +73,49 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build" / "cohort-example")
     parser.add_argument("--n", type=int, default=48, help="lesion cases (a quarter as many healthy controls)")
     parser.add_argument("--seed", type=int, default=31)
+    parser.add_argument(
+        "--drift",
+        type=int,
+        default=24,
+        help="studies of another brain and contrast, signed in the last weeks",
+    )
     args = parser.parse_args()
     cli = [sys.executable, "-m", "BrainGemma3DLib"]
-    data, cohort = args.out / "data", args.out / "cohort"
-    if not data.exists():
-        subprocess.run(
-            [*cli, "phantoms", "--out", str(data), "--n", str(args.n), "--healthy", str(args.n // 4)]
-            + ["--seed", str(args.seed), "--sequences", "flair", "--quiet"],
-            check=True,
-        )
-    subprocess.run([*cli, "batch", str(data), "--out", str(cohort), "--quiet"], check=True)
+    # The usual studies, then (a new scanner, say) studies of another brain and contrast the model never saw.
+    sets = [
+        (args.out / "data", args.n, []),
+        (args.out / "data-drift", args.drift, ["--template", "fsl-mni152"]),
+    ]
+    cohorts = []
+    for data, n, extra in sets:
+        if n and not data.exists():
+            subprocess.run(
+                [*cli, "phantoms", "--out", str(data), "--n", str(n - n // 4), "--healthy", str(n // 4)]
+                + ["--seed", str(args.seed), "--sequences", "flair", "--quiet", *extra],
+                check=True,
+            )
+        if n:
+            cohort = args.out / f"cohort-{data.name}"
+            subprocess.run([*cli, "batch", str(data), "--out", str(cohort), "--quiet"], check=True)
+            cohorts += [
+                (data, cohort, case)
+                for case in sorted(p.name for p in cohort.iterdir() if (p / "report.json").is_file())
+            ]
 
     from BrainGemma3DLib.reporting import signing
 
     key, cert = signing.make_test_certificate(args.out / "certificate", "Example Reviewer")
-    cases = sorted(p.name for p in cohort.iterdir() if (p / "report.json").is_file())
     start = dt.datetime.now(dt.timezone.utc)
     signed = []
-    for n, case in enumerate(cases):
+    for n, (data, cohort, case) in enumerate(cohorts):
         truth_file = data / "MICCAI_BraTS2020_TrainingData" / case / "truth.json"
         truth = json.loads(truth_file.read_text(encoding="utf-8")) if truth_file.is_file() else None
         draft = json.loads((cohort / case / "report.json").read_text(encoding="utf-8"))["text"]
-        target = args.out / "signed" / f"{case}.pdf"
+        target = args.out / "signed" / f"{data.name}-{case}.pdf"
         if target.exists():
             signed.append(target)
             continue
-        when = start + dt.timedelta(weeks=n * WEEKS // len(cases), hours=1)
+        when = start + dt.timedelta(weeks=n * WEEKS // len(cohorts), hours=1)
 
         with mock.patch.object(signing, "datetime", _clock_at(when)):
             signing.sign_pdf(
