@@ -127,7 +127,7 @@ class _StopAfterCurrent:
         self._previous = None
 
     def __enter__(self):
-        if threading_main():
+        if _on_main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -142,7 +142,7 @@ class _StopAfterCurrent:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def threading_main() -> bool:
+def _on_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
