@@ -52,6 +52,14 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of those drafts")
 
 
+def decoding_options(args: argparse.Namespace):
+    """The :class:`~BrainGemma3DLib.reporting.consensus.DecodingOptions` of :func:`add_decoding`'s arguments
+    (``--seed`` seeds the sampled drafts where the command has one)."""
+    from ..reporting.consensus import DecodingOptions
+
+    return DecodingOptions(args.drafts, args.temperature, getattr(args, "seed", 0))
+
+
 def add_explain(p: argparse.ArgumentParser, batch_flag: str = "--batch-size") -> None:
     """--explain and the 3D LIME options (report, batch); ``batch_flag`` names LIME's volumes per pass."""
     p.add_argument("--explain", action="store_true", help="3D LIME attribution map and segmentation")

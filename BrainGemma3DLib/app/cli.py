@@ -20,6 +20,7 @@ from .arguments import (
     add_decoding,
     add_explain,
     add_model_loading,
+    decoding_options,
     explain_options,
     grid_size,
     out_folder,
@@ -106,7 +107,6 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from ..reporting.consensus import DecodingOptions
     from .pipeline import ReportRequest, run_report
 
     fields = {
@@ -120,7 +120,7 @@ def _run_report(args: argparse.Namespace) -> int:
         device=args.device,
         explain=args.explain,
         explain_options=explain_options(args),
-        decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
+        decoding=decoding_options(args),
         fields=fields,
         overwrite=args.overwrite,
         quantize=args.quantize,

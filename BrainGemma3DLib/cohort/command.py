@@ -7,7 +7,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..app.arguments import Command, add_decoding, add_explain, add_model_loading, explain_options, out_folder
+from ..app.arguments import (
+    Command,
+    add_decoding,
+    add_explain,
+    add_model_loading,
+    decoding_options,
+    explain_options,
+    out_folder,
+)
 
 
 def _batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +38,6 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    from ..reporting.consensus import DecodingOptions
     from .batch import BatchOptions, run_batch
 
     opts = BatchOptions(
@@ -42,7 +49,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         grid=tuple(args.grid) if args.grid else None,
         explain=args.explain,
         explain_options=explain_options(args),
-        decoding=DecodingOptions(args.drafts, args.temperature, args.seed),
+        decoding=decoding_options(args),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         progress=not args.quiet,

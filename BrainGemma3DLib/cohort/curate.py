@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..io.atomic import write_text_atomic
 from ..io.errors import InputError
-from ..io.stamps import sha256_files
 from ..reporting.entities import extract
 from ..training.data import BRATS_DIR, HEALTHY_DIR, TEXT_DIR
 from .inputs import SEQUENCES
@@ -38,19 +37,10 @@ def review_of(signed: str | os.PathLike, trust: list | None = None) -> dict:
     """The verified review behind one signed PDF: final and AI texts, signer, time, model, input. Raises
     :class:`InputError` naming the file and why it cannot be used."""
     from ..reporting.pdf import load_bundle
-    from ..reporting.signing import audit_path, verify_pdf
+    from ..reporting.signing import verified_audit
 
     path = Path(signed)
-    result = verify_pdf(path, trust=trust)  # raises for an unsigned or unreadable PDF
-    if not result["ok"]:
-        raise InputError(f"the signature does not verify ({result['summary']})", path)
-    audit_file = audit_path(path)
-    try:
-        audit = json.loads(audit_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError("no readable audit record beside the signed PDF", audit_file) from None
-    if audit.get("signed_pdf_sha256") != sha256_files([path]):
-        raise InputError("the audit record describes another file (SHA-256 differs)", path)
+    result, audit = verified_audit(path, trust)  # raises for an unsigned, unverified or tampered PDF
     report = load_bundle(path).report
     if report.get("status") != "signed" or report.get("text") != audit.get("final_text"):
         raise InputError("the signed report's text is not the one its audit record holds", path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.errors import InputError
-from ..training.data import BRATS_DIR, HEALTHY_DIR
+from ..training.data import BRATS_DIR, HEALTHY_DIR, case_images
 
 #: Sequences by the number of channels a model reads (the training convention: FLAIR first).
 SEQUENCES = {1: ("flair",), 3: ("flair", "t1ce", "t2")}
@@ -68,11 +68,7 @@ def find_cases(source: str | os.PathLike, channels: int = 1) -> list[CohortCase]
 
 
 def _brats_case_files(folder: Path, sequence: str) -> Path | None:
-    for suffix in (".nii.gz", ".nii"):
-        candidate = folder / f"{folder.name}_{sequence}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
+    return (case_images(folder, folder.name, (sequence,)) or {}).get(sequence)
 
 
 def _from_brats(root: Path, parents: list[Path], channels: int) -> list[CohortCase]:

@@ -50,21 +50,12 @@ def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tupl
     Refuses a signature that does not verify, a PDF without its audit record, and a signed PDF of another
     report (its audit names another draft).
     """
-    from ..reporting.signing import audit_path, verify_pdf
+    from ..reporting.signing import verified_audit
 
     signed = Path(signed)
-    result = verify_pdf(signed, trust=trust)
-    if not result["ok"]:
-        raise InputError(f"the signature does not verify: {result['summary']}", signed)
-    audit_file = audit_path(signed)
-    try:
-        audit = json.loads(audit_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError("the signed PDF's audit record is missing or unreadable", audit_file) from exc
+    result, audit = verified_audit(signed, trust)
     if audit.get("draft_pdf_sha256") != sha256_files([draft_pdf]):
         raise InputError("this signed PDF is not of this report (its audit names another draft)", signed)
-    if audit.get("signed_pdf_sha256") != sha256_files([signed]):
-        raise InputError("the signed PDF is not the one its audit record describes", signed)
     subject = str(result.get("certificate_subject") or "")
     found = re.search(r"Organization: (.*?)(?:, [A-Z][A-Za-z ]*: |$)", subject)
     signature = {

@@ -559,6 +559,24 @@ def verify_pdf(path: str | os.PathLike, trust: list[str | os.PathLike] | None = 
     return result
 
 
+def verified_audit(signed: str | os.PathLike, trust: list | None = None) -> tuple[dict, dict]:
+    """(:func:`verify_pdf`'s result, the audit record) of a signed report that can be relied on: its signature
+    verifies and the audit record beside it describes this very file. Anything else is an
+    :class:`InputError` naming the file (what the DICOM export and ``curate`` both require)."""
+    path = Path(signed)
+    result = verify_pdf(path, trust=trust)
+    if not result["ok"]:
+        raise InputError(f"the signature does not verify: {result['summary']}", path)
+    audit_file = audit_path(path)
+    try:
+        audit = json.loads(audit_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError("the signed PDF's audit record is missing or unreadable", audit_file) from None
+    if not isinstance(audit, dict) or audit.get("signed_pdf_sha256") != _sha256(_read(path, "PDF")):
+        raise InputError("the signed PDF is not the one its audit record describes", path)
+    return result, audit
+
+
 def _check_signature(sig, roots: list) -> dict:
     """One signature: pyHanko's cryptographic, trust and difference checks, plus our padding check."""
     from pyhanko.sign.validation import validate_pdf_signature

@@ -64,7 +64,8 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _case_images(folder: Path, case: str, sequences: tuple[str, ...]) -> dict[str, Path] | None:
+def case_images(folder: Path, case: str, sequences: tuple[str, ...]) -> dict[str, Path] | None:
+    """``<case>_<sequence>.nii.gz`` (or ``.nii``) of each sequence in ``folder``; None when one is missing."""
     images = {}
     for seq in sequences:
         path = folder / f"{case}_{seq}.nii.gz"
@@ -100,14 +101,14 @@ def scan(root: str | os.PathLike, sequences: tuple[str, ...] = ("flair",)) -> Sc
     for parent, healthy, report_of in sources:
         for folder in sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []:
             cid, report = folder.name, report_of(folder)
-            images = _case_images(folder, cid, sequences)
+            images = case_images(folder, cid, sequences)
             if images is None:
                 skipped[cid] = f"missing sequence(s) {', '.join(sequences)}"
             elif not report.is_file():
                 skipped[cid] = "no report"
             else:
                 text = report.read_text(encoding="utf-8").strip()
-                seg = _case_images(folder, cid, ("seg",))
+                seg = case_images(folder, cid, ("seg",))
                 cases.append(
                     CaseRecord(cid, healthy, images, text, _truth(folder), seg=seg["seg"] if seg else None)
                 )
