@@ -225,6 +225,20 @@ def test_randomised_phantoms_are_deterministic_varied_and_keep_their_truth():
         make_case("lesion", 0, seed=8, randomise=True)
 
 
+def test_randomised_lesions_stay_brighter_than_the_brain_around_them():
+    """Every drawn contrast keeps oedema and tumour brighter than both white and grey matter: a lesion drawn
+    darker than the cortex would be labelled "lesion" yet invisible, and teaches a model to miss small
+    lesions. The levels still vary widely between cases."""
+    from BrainGemma3DLib.phantoms.randomise import draw_signal
+
+    rng = np.random.default_rng(0)
+    tables = [draw_signal(rng)[0]["flair"] for _ in range(500)]
+    for wm, gm, _csf, edema, tumour, enhancing, _necrosis in tables:
+        assert min(edema, tumour, enhancing) > max(wm, gm)
+    ratios = [t[5] / max(t[0], t[1]) for t in tables]
+    assert min(ratios) < 1.2 and max(ratios) > 1.8
+
+
 def test_randomise_cli_needs_flair_only_and_records_it(tmp_path):
     result = run_cli("phantoms", "--out", str(tmp_path / "x"), "--n", "1", "--healthy", "0", "--randomise",
                      "--quiet")  # fmt: skip
