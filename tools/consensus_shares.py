@@ -85,13 +85,14 @@ def main(argv=None) -> int:
     for data in args.data:
         cases = collect(model, data, args.out / f"{data.name}.jsonl")
         healthy = sorted(round(float(np.mean(c["lesion"])), 3) for c in cases if c["healthy"])
+        # Lesions most drafts call healthy: those the consensus misses (it follows the majority on "lesion").
         missed = sorted(
             round(float(np.mean(c["lesion"])), 3)
             for c in cases
             if not c["healthy"] and np.mean(c["lesion"]) < 0.5
         )
         print(f"{data}: lesion share of healthy brains {healthy}")
-        print(f"{data}: lesion share of missed lesions {missed}")
+        print(f"{data}: lesion share of lesions most drafts call healthy {missed}")
         for t in THRESHOLDS:
             scores = strict_scores([thresholded(c, t) for c in cases], [c["truth"] for c in cases], n_boot=1)
             keys = ("hemisphere_accuracy", "flip_rate", "lobe_f1", "healthy_specificity")
