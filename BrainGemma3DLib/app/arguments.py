@@ -1,6 +1,6 @@
 """Shared pieces of the command line: the command record and argument types several commands use.
 
-Each command keeps its arguments next to its handler (``app.cli`` for the product, ``training.commands`` for
+Each command keeps its arguments next to its handler (``cli`` for the product, ``training.commands`` for
 research, ``phantoms.command`` for the data generator); this module is what they share, so that none of them
 imports another.
 """

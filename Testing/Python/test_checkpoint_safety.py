@@ -14,7 +14,7 @@ import time
 import pytest
 from helpers import DEMO_WEIGHTS, REPO, SAMPLE
 
-from BrainGemma3DLib.app.cli import main
+from BrainGemma3DLib.cli import main
 
 
 @pytest.fixture

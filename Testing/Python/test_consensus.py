@@ -87,7 +87,7 @@ def test_zero_samples_is_plain_greedy_decoding(sample_grid):
 def test_report_records_the_decoding_and_the_pdf_shows_the_agreement(tmp_path):
     import pypdfium2 as pdfium
 
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     out = tmp_path / "case"
     assert main(["report", str(SAMPLE), "--out", str(out), "--quiet", "--drafts", "3"]) == 0
@@ -104,7 +104,7 @@ def test_report_records_the_decoding_and_the_pdf_shows_the_agreement(tmp_path):
 
 
 def test_bad_drafts_option_is_one_line_exit_2(tmp_path, capsys):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     out = tmp_path / "case"
     assert main(["report", str(SAMPLE), "--out", str(out), "--quiet", "--drafts", "-2"]) == 2

@@ -187,7 +187,7 @@ def test_evaluate_explain_scores_attributions_against_the_tumour(phantom_data, t
     """`evaluate --explain` explains each pathological draft and scores it against its tumour labels."""
     import csv
 
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     out = tmp_path / "eval"
     args = ["evaluate", "--model", "demo", "--data", str(phantom_data), "--split", "all", "--out", str(out)]

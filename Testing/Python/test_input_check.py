@@ -228,7 +228,7 @@ def test_calibrate_writes_the_statistics_into_a_checkpoint(phantom_data, tmp_pat
         and stats["source"]["command"] == ("braingemma3d calibrate")
     )
     assert check_input(load_study([SAMPLE]), uncalibrated)["distribution"]["status"] == "calibrated"
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     before = (folder / STATS_FILE).read_bytes()
     assert main([*args, "--quiet"]) == 2  # an existing file is replaced only with --overwrite
@@ -246,7 +246,7 @@ def _report(inputs, out, model):
 
 
 def test_report_records_a_passed_check(tmp_path):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     assert main(["report", str(SAMPLE), "--out", str(tmp_path / "r"), "--drafts", "0", "--quiet"]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))

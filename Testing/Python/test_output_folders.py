@@ -15,7 +15,7 @@ import textwrap
 import pytest
 from helpers import REPO, SAMPLE
 
-from BrainGemma3DLib.app.cli import main
+from BrainGemma3DLib.cli import main
 from BrainGemma3DLib.io import atomic
 from BrainGemma3DLib.io.atomic import replace_dir
 from BrainGemma3DLib.io.errors import InputError

@@ -25,7 +25,7 @@ def test_pyproject_entry_points():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["name"] == "braingemma3d"
-    assert project["scripts"]["braingemma3d"] == "BrainGemma3DLib.app.cli:main"
+    assert project["scripts"]["braingemma3d"] == "BrainGemma3DLib.cli:main"
     deps = {requirement_name(d): d for d in project["dependencies"]}
     assert "==" not in deps["numpy"] and "==" not in deps["simpleitk"]
 

@@ -14,7 +14,7 @@ FAST = ["--samples", "40", "--supervoxels", "20", "--batch-size", "8"]
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     out = tmp_path_factory.mktemp("report") / "case"
     code = main(
@@ -85,7 +85,7 @@ def test_pdf_is_a_draft_with_the_notice_and_the_given_fields(explained):
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, make, problem):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     path = make(tmp_path)
     out = tmp_path / "out"
@@ -124,7 +124,7 @@ def test_cancel_leaves_no_partial_output(tmp_path):
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -133,7 +133,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
 
 
 def test_a_folder_without_dicom_is_our_one_line_and_nothing_from_itk(tmp_path, capfd):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     folder = tmp_path / "not-dicom"
     folder.mkdir()
@@ -147,7 +147,7 @@ def test_a_dicom_studys_identity_travels_into_report_json_and_the_pdf(tmp_path):
     import pypdfium2 as pdfium
     from helpers import sample_head, variant_affine, write_dicom_series
 
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     affine, shape = variant_affine("LPS", spacing=(2.0, 2.0, 2.0))
     series = write_dicom_series(

@@ -216,7 +216,7 @@ def test_report_and_the_worker_run_a_published_folder(published, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_scores_a_published_folder_on_its_own_grid(published, phantom_data, tmp_path):
-    from BrainGemma3DLib.app.cli import main
+    from BrainGemma3DLib.cli import main
 
     out = tmp_path / "eval"
     args = ["evaluate", "--model", str(published["folder"] / "checkpoint"), "--data", str(phantom_data)]

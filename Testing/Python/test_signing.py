@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from BrainGemma3DLib.app.cli import main
+from BrainGemma3DLib.cli import main
 from BrainGemma3DLib.io.errors import InputError
 from BrainGemma3DLib.reporting.pdf import build_pdf, read_bundle
 from BrainGemma3DLib.reporting.report import NOTICE, build_report

@@ -13,9 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import __version__
-from ..io.errors import InputError
-from .arguments import (
+from . import __version__
+from .app.arguments import (
     Command,
     add_decoding,
     add_explain,
@@ -25,6 +24,7 @@ from .arguments import (
     grid_size,
     out_folder,
 )
+from .io.errors import InputError
 
 log = logging.getLogger("BrainGemma3DLib")
 
@@ -49,8 +49,8 @@ def _preprocess_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
-    from ..io.atomic import staging_dir
-    from ..io.volume import Volume, load_study
+    from .io.atomic import staging_dir
+    from .io.volume import Volume, load_study
 
     grid = grid_size(args.grid)
     if min(grid) < 8 or max(grid) > 512:
@@ -107,7 +107,7 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .pipeline import ReportRequest, run_report
+    from .app.pipeline import ReportRequest, run_report
 
     fields = {
         key.replace("-", "_"): getattr(args, key.replace("-", "_"))
@@ -163,7 +163,7 @@ def _sign_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sign(args: argparse.Namespace) -> int:
-    from ..reporting.signing import MAX_TEXT_CHARS, read_password_file, sign_pdf
+    from .reporting.signing import MAX_TEXT_CHARS, read_password_file, sign_pdf
 
     if args.p12 is None and (args.key is None or args.cert is None):
         raise InputError("give --p12 FILE, or --key K and --cert C")
@@ -214,7 +214,7 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from ..reporting.signing import verify_pdf
+    from .reporting.signing import verify_pdf
 
     result = verify_pdf(args.pdf, args.trust)
 
@@ -246,7 +246,7 @@ def _make_cert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_make_cert(args: argparse.Namespace) -> int:
-    from ..reporting.signing import make_test_certificate
+    from .reporting.signing import make_test_certificate
 
     key, cert = make_test_certificate(args.out, args.name)
     print(f"key        : {key}")
@@ -291,10 +291,10 @@ PRODUCT_COMMANDS = [
 
 def commands() -> list[Command]:
     """Every subcommand, in the order ``--help`` lists them: data, product, research."""
-    from ..cohort import command as cohort_commands
-    from ..dicom import command as dicom_commands
-    from ..phantoms import command as phantoms_command
-    from ..training import commands as training_commands
+    from .cohort import command as cohort_commands
+    from .dicom import command as dicom_commands
+    from .phantoms import command as phantoms_command
+    from .training import commands as training_commands
 
     every = [
         *phantoms_command.COMMANDS,
