@@ -137,8 +137,8 @@ def _run_report(args: argparse.Namespace) -> int:
         request.explain_options.check()
     result = run_report(request, progress=progress)
     report = result["report"]
-    print(report["text"])
-    for warning in report["warnings"]:
+    print(report.text)
+    for warning in report.warning_texts:
         print(f"WARNING: {warning}")
     for name, path in result["files"].items():
         print(f"{name:>12}: {path}")

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="default: the library's")
     parser.add_argument("--sweep", action="store_true", help="every threshold from 0.40 to 0.90")
     args = parser.parse_args()
-    from BrainGemma3DLib.reporting.report import LOBE_CONFLICT_SHARE
+    from BrainGemma3DLib.reporting.checks import LOBE_CONFLICT_SHARE
 
     with open(args.cases, encoding="utf-8", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("explain_evidence_lobe_fractions")]

@@ -5,7 +5,6 @@ A mixin of ``BrainGemma3DLogic`` (``showResults``, ``showEvidence``, ``setOverla
 ``_reportCache``. Library pieces are imported inside the methods: they need the Python dependencies.
 """
 
-import json
 import pathlib
 
 import slicer
@@ -27,15 +26,16 @@ class SceneResults:
     # --- Results in the scene ---------------------------------------------------------------------------
     def showResults(self, result, referenceVolume, *, opacity=0.5, topK=5):
         """Put the draft into a new text node and the attribution into a segmentation over the input."""
+        from BrainGemma3DLib.reporting.report import Report
         from BrainGemma3DLib.slicer import scene
 
-        report, files = result["report"], result["files"]
+        report, files = Report.from_json(result["report"]), result["files"]
         attributes = {DRAFT_PDF_ATTRIBUTE: files["pdf"], REPORT_JSON_ATTRIBUTE: files["json"]}
-        digest = (report.get("model") or {}).get("checkpoint_sha256")
+        digest = report.model.get("checkpoint_sha256")
         if digest:
             attributes["BrainGemma3D.checkpointSha256"] = digest
         name = slicer.mrmlScene.GenerateUniqueName(f"{referenceVolume.GetName()} report")
-        textNode = scene.report_text_node(report["text"], name=name, attributes=attributes)
+        textNode = scene.report_text_node(report.text, name=name, attributes=attributes)
         scene.keep_draft_with_scene(
             textNode, files["pdf"]
         )  # signable after Clear cache or on another computer
@@ -68,31 +68,31 @@ class SceneResults:
 
     def review(self, textNode):
         """Entities of the (edited) text, its warnings, and how many of the model's drafts agreed with each
-        statement (only while the text is the AI's own). Warnings: the input check's (a scan unlike the
-        model's training data qualifies the draft whatever the text says, so editing never clears them), then
-        the text's side and lobe checks against the draft's image evidence and against a tumour
+        statement (only while the text is the AI's own), read from the report value of the text as it
+        stands: the draft's own, or its edit made once by ``Report.with_text``, so the panel shows exactly
+        what the PDF and the DICOM SR of that text show. Warnings: the input check's (editing never clears
+        them), then the text's side and lobe checks against the draft's image evidence and against a tumour
         segmentation's measured facts when the report had one."""
-        from BrainGemma3DLib.reporting.report import (
-            agreement_sentence,
-            structured_entities,
-            text_warnings,
-        )
+        from BrainGemma3DLib.io.errors import InputError
+        from BrainGemma3DLib.reporting.report import build_report, read_report
         from BrainGemma3DLib.slicer import scene
 
         text = scene.read_text_node(textNode)
-        entities = structured_entities(text)
         path = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE)
         if path and path not in self._reportCache:
             try:
-                self._reportCache[path] = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._reportCache[path] = {}
-        report = self._reportCache.get(path) or {}
-        agreement = agreement_sentence(report) if text == report.get("text") else ""
-        checked = [str(w) for w in (report.get("input_check") or {}).get("warnings") or []]
-        measured = formatMeasured(report.get("measured"))
-        agreement = "\n".join(line for line in (agreement, measured) if line)
-        return entities, [*checked, *text_warnings(entities, report)], agreement
+                self._reportCache[path] = read_report(path)
+            except InputError:
+                self._reportCache[path] = None
+        draft = self._reportCache.get(path)
+        if draft is not None and text.strip():
+            shown = draft.with_text(text)
+        else:  # no draft (or an emptied text): what the text alone says, the input check's warnings kept
+            checked = draft.input_check if draft is not None else None
+            shown = build_report(text, model={}, input={}, timings={}, input_check=checked)
+        measured = formatMeasured(shown.measured)
+        agreement = "\n".join(line for line in (shown.agreement_sentence(), measured) if line)
+        return shown.entities, shown.warning_texts, agreement
 
     # --- Sign & export ----------------------------------------------------------------------------------
     def signAndExport(self, textNode, *, signer, certificate, privateKey=None, password=None, outputPdf):
@@ -155,7 +155,7 @@ class SceneResults:
             index = export_report(reportDir, out, signed=signed, source_frames=read_series_files(files))
             return self._importDicom(out, database), index
         report = read_report(reportDir)
-        identity = (report.get("input") or {}).get("identity") or {}
+        identity = report.identity
         try:
             fields = study_fields(identity)
         except InputError:

@@ -229,9 +229,10 @@ class Engine:
             overwrite=_flag(request, "overwrite"),
             seg=_text(request, "seg", "") or None,
         )
-        return run_report(
+        done = run_report(
             report_request, model=model, progress=self._progress(rid), cancel=self.cancel_event.is_set
         )
+        return done | {"report": done["report"].to_json()}  # the value as report.json states it
 
     def _explain(self, rid, request: dict) -> dict:
         from .pipeline import run_explain

@@ -26,15 +26,10 @@ from ..io.atomic import check_output_dir, replace_dir
 from ..io.errors import InputError
 from ..io.volume import load_study, load_volume
 from ..reporting.consensus import DecodingOptions, decode
+from ..reporting.evidence import attribution_side
 from ..reporting.keyimages import key_images
 from ..reporting.pdf import build_pdf
-from ..reporting.report import (
-    attribution_side,
-    build_report,
-    consistency_warnings,
-    structured_entities,
-    write_report,
-)
+from ..reporting.report import build_report, write_report
 
 #: (stage, fraction of the whole run at its start) for the progress bar.
 STAGES = (
@@ -248,7 +243,7 @@ def run_report(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
-    """Run every stage for one study; returns ``{"report": report.json content, "files": {name: path}}``.
+    """Run every stage for one study; returns ``{"report": the Report value, "files": {name: path}}``.
 
     ``model``: an already loaded model (the engine keeps one between cases); else ``request.model`` is loaded.
     """
@@ -378,7 +373,12 @@ def run_explain(
     return {
         "explanation": found.summary() | {"segments": written["segments"]},
         "attribution": side,
-        "warnings": consistency_warnings(structured_entities(target), side) if span is None else [],
+        # The explained text's warnings against this explanation's evidence, as its report value states them.
+        "warnings": []
+        if span is not None
+        else build_report(target, model={}, input={}, timings={}, attribution_side=side).warnings_of(
+            "side", "lobe", "diffuse"
+        ),
         "files": {
             "attribution": str(Path(out) / "attribution.nii.gz"),
             "segmentation": str(Path(out) / "attribution.seg.nrrd"),

@@ -38,6 +38,7 @@ from ..io.atomic import write_text_atomic
 from ..io.errors import InputError
 from ..io.stamps import sha256_files
 from ..reporting.consensus import DecodingOptions, decode_many
+from ..reporting.report import Report
 from .inputs import CohortCase, find_cases
 from .table import write_table
 
@@ -306,18 +307,18 @@ def _draft_group(model, group: list[tuple[CohortCase, dict]], out: Path, opts: B
     return [records[case.case_id] for case, _stamp in group]
 
 
-def _row(report: dict) -> dict:
-    """What the cohort table shows of a report (report.json keeps everything)."""
-    entities = report.get("entities") or {}
-    agreement = (report.get("decoding") or {}).get("agreement") or {}
-    timings = report.get("timings") or {}
-    check = report.get("input_check") or {}
+def _row(report: Report) -> dict:
+    """What the cohort table shows of a report value (report.json keeps everything)."""
+    entities = report.entities
+    agreement = (report.decoding or {}).get("agreement") or {}
+    timings = report.timings
+    check = report.input_check or {}
     return {
         "lesion": {True: "yes", False: "no"}.get(entities.get("lesion"), "unstated"),
         "side": entities.get("laterality") or "",
         "lobes": ";".join(entities.get("lobes") or []),
         "findings": ";".join(k for k, v in (entities.get("findings") or {}).items() if v),
-        "warnings": list(report.get("warnings") or []),
+        "warnings": report.warning_texts,
         "input_check": "ok" if check.get("ok", True) else "outside",
         "agreement_min": min(agreement.values()) if agreement else None,
         "agreement_lesion": agreement.get("lesion"),

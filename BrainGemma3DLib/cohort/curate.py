@@ -42,7 +42,7 @@ def review_of(signed: str | os.PathLike, trust: list | None = None) -> dict:
     path = Path(signed)
     result, audit = verified_audit(path, trust)  # raises for an unsigned, unverified or tampered PDF
     report = load_bundle(path).report
-    if report.get("status") != "signed" or report.get("text") != audit.get("final_text"):
+    if report.status != "signed" or report.text != audit.get("final_text"):
         raise InputError("the signed report's text is not the one its audit record holds", path)
     return {
         "signed_pdf": str(path),

@@ -41,7 +41,7 @@ def _run_dicom(args: argparse.Namespace) -> int:
         from .newstudy import IDENTITY_TO_DICOM, new_study_series, study_fields
 
         report = read_report(args.report)
-        if report.get("input", {}).get("dicom_sop_instance_uids"):
+        if report.input.get("dicom_sop_instance_uids"):
             raise InputError(
                 "the report was made from a DICOM series: its own study is used (drop --new-study)"
             )

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..io.atomic import replace_dir
 from ..io.errors import InputError
 from ..io.stamps import sha256_files
+from ..reporting.report import Report, read_report
 from .objects import build_pdf_document, build_seg, build_sr, sample_labels
 from .source import read_source_series
 
@@ -30,26 +31,14 @@ SOURCE_FOLDER = "source"
 OWNED = (SR_FILE, SEG_FILE, PDF_FILE, INDEX_FILE, SOURCE_FOLDER)
 
 
-def read_report(report_dir: str | os.PathLike) -> dict:
-    """report.json of a report folder, or one clear error naming it."""
-    path = Path(report_dir) / "report.json"
-    if not path.is_file():
-        raise InputError("not a report folder (no report.json)", report_dir)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable report.json ({type(exc).__name__})", path) from exc
-    if not isinstance(report, dict) or "text" not in report or "entities" not in report:
-        raise InputError("not a BrainGemma3D report.json (no text/entities)", path)
-    return report
+def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tuple[dict, Report]:
+    """The verified signature of ``signed`` (signer, organisation, time) and the signed report value it
+    embeds (the final text with its entities and warnings, as the signed PDF shows them).
 
-
-def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tuple[dict, str]:
-    """The verified signature of ``signed`` (signer, organisation, time) and the final text it signed.
-
-    Refuses a signature that does not verify, a PDF without its audit record, and a signed PDF of another
-    report (its audit names another draft).
+    Refuses a signature that does not verify, a PDF without its audit record, a signed PDF of another
+    report (its audit names another draft), and one whose embedded report is not the text it signed.
     """
+    from ..reporting.pdf import load_bundle
     from ..reporting.signing import verified_audit
 
     signed = Path(signed)
@@ -63,11 +52,15 @@ def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tupl
         "organisation": found.group(1).strip() if found else "",
         "signed_at": result.get("signing_time") or audit.get("signed_at"),
     }
-    return signature, str(audit.get("final_text", ""))
+    final = load_bundle(signed).report
+    if final.status != "signed" or final.text != audit.get("final_text"):
+        raise InputError("the signed report's text is not the one its audit record holds", signed)
+    return signature, final
 
 
-def _segmentation(report_dir: Path, sources: list):
-    """The attribution's segments sampled on the source frames, or None when the report has none."""
+def _segmentation(report: Report, report_dir: Path, sources: list):
+    """The attribution's segments sampled on the source frames, or None when the report has none; each
+    segment named as the report value names it (its explanation's places)."""
     path = report_dir / "attribution.seg.nrrd"
     if not path.is_file():
         return None
@@ -78,7 +71,12 @@ def _segmentation(report_dir: Path, sources: list):
     except Exception as exc:
         raise InputError(f"unreadable segmentation ({type(exc).__name__})", path) from exc
     labels = sample_labels(sources, seg["voxels"], seg["ijkToLPS"])
-    segments = [s for s in seg["segments"] if (labels == int(s["labelValue"])).any()]
+    names = {int(s["rank"]): str(s["name"]) for s in (report.explanation or {}).get("segments") or []}
+    segments = [
+        s | {"name": names.get(int(s["labelValue"]), s.get("name", ""))}
+        for s in seg["segments"]
+        if (labels == int(s["labelValue"])).any()
+    ]
     return (labels, segments) if segments else None
 
 
@@ -100,8 +98,6 @@ def export_report(
     ``source_frames``: the source series' frames already read (Slicer: the files its DICOM database holds for
     the volume; :func:`.source.read_series_files`).
     """
-    from ..reporting.report import structured_entities
-
     report_dir = Path(report_dir)
     report = read_report(report_dir)
     draft_pdf = report_dir / "report.pdf"
@@ -110,29 +106,25 @@ def export_report(
     sources = source_frames
     if sources is None and new_study is None:
         sources = read_source_series(report, source)
+    shown, signature = report, None
     if signed is not None:
-        signature, text = signature_of(signed, draft_pdf, trust)
-        entities = structured_entities(text)
+        signature, shown = signature_of(signed, draft_pdf, trust)
         pdf, title = Path(signed).read_bytes(), "BrainGemma3D radiology report (signed)"
     else:
-        signature, text, entities = None, str(report["text"]), report["entities"]
         pdf, title = draft_pdf.read_bytes(), "BrainGemma3D report DRAFT (AI, unverified)"
     with replace_dir(out, OWNED, overwrite=overwrite) as tmp:
         if new_study is not None:
             sources = new_study(tmp / SOURCE_FOLDER)
-        made = {"text": text, "entities": entities, "signature": signature, "signed": signed}
-        index = _write_objects(report, report_dir, sources, tmp, made, pdf, title)
+        made = {"signature": signature, "signed": signed}
+        index = _write_objects(shown, report_dir, sources, tmp, made, pdf, title)
     return index
 
 
-def _write_objects(report, report_dir, sources, tmp, made: dict, pdf: bytes, title: str) -> dict:
-    """Build the objects and write them (and the index) into the staging folder ``tmp``."""
-    warnings = list(report.get("warnings") or [])
+def _write_objects(report: Report, report_dir, sources, tmp, made: dict, pdf: bytes, title: str) -> dict:
+    """Build the objects of the report value (the draft, or the signed report) into the staging folder."""
     signature = made["signature"]
-    sr = build_sr(
-        report, sources, text=made["text"], entities=made["entities"], warnings=warnings, signature=signature
-    )
-    attribution = _segmentation(report_dir, sources)
+    sr = build_sr(report, sources, signature=signature)
+    attribution = _segmentation(report, report_dir, sources)
     seg = build_seg(report, sources, *attribution) if attribution else None
     doc = build_pdf_document(pdf, sources[0], title=title, verified=signature is not None)
     written = {SR_FILE: sr, PDF_FILE: doc} | ({SEG_FILE: seg} if seg is not None else {})

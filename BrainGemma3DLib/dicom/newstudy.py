@@ -17,6 +17,7 @@ import numpy as np
 from .. import __version__
 from ..io.errors import InputError
 from ..io.stamps import sha256_files
+from ..reporting.report import Report
 from .objects import MANUFACTURER, SOFTWARE
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -60,7 +61,7 @@ def study_fields(identity: dict) -> dict[str, str]:
     return fields
 
 
-def new_study_series(report: dict, fields: dict[str, str], folder: Path) -> list:
+def new_study_series(report: Report, fields: dict[str, str], folder: Path) -> list:
     """Write the report's first input as a new MR series of a new study into ``folder``; returns its frames.
 
     ``fields``: PatientName, PatientID (required), PatientBirthDate, PatientSex, StudyDescription,
@@ -71,7 +72,7 @@ def new_study_series(report: dict, fields: dict[str, str], folder: Path) -> list
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-    given = report.get("input", {})
+    given = report.input
     paths = given.get("paths") or []
     if not paths or not Path(paths[0]).is_file():
         raise InputError(

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import __version__
+from ..reporting.report import Report
 
 MANUFACTURER = "BrainGemma3D developers"
 SOFTWARE = "BrainGemma3D"
@@ -106,18 +107,16 @@ def _algorithm(model: dict):
 
 
 def build_sr(
-    report: dict,
+    report: Report,
     sources: Sequence,
     *,
-    text: str,
-    entities: dict,
-    warnings: Sequence[str],
     signature: dict | None,
     series_number: int = 990,
 ):
-    """The report as a Comprehensive 3D SR in a new series of the source study.
+    """The report value as a Comprehensive 3D SR in a new series of the source study.
 
-    ``text``/``entities``: the draft's, or the signed report's final words and what they say. ``signature``
+    ``report``: the draft, or the signed report (its final words, what they say and their warnings), rendered
+    as it is: sections, entities and warnings come from the value, never derived here. ``signature``
     (None for a draft): ``signer``, ``organisation``, ``signed_at`` (ISO 8601) from the signed PDF.
     """
     import highdicom as hd
@@ -137,7 +136,7 @@ def build_sr(
     from pydicom.dataset import Dataset
 
     codes, lobe_codes, finding_codes, side_codes, value_codes = _codes()
-    model = report.get("model", {})
+    model, entities, text = report.model, report.entities, report.text
     person = None
     if signature is not None:
         person = ObserverContext(
@@ -176,17 +175,13 @@ def build_sr(
         procedure_reported=codes.LN.BrainMRI,
         imaging_measurements=[group],
     )
-    from ..reporting.report import split_sections
-
-    sections = split_sections(text)
-    items = [
-        TextContentItem(codes.DCM.Finding, sections["findings"] or text, RelationshipTypeValues.CONTAINS)
-    ]
-    if sections["impression"]:
+    sections = report.sections
+    items = [TextContentItem(codes.DCM.Finding, sections.findings or text, RelationshipTypeValues.CONTAINS)]
+    if sections.impression:
         items.append(
-            TextContentItem(codes.DCM.Impression, sections["impression"], RelationshipTypeValues.CONTAINS)
+            TextContentItem(codes.DCM.Impression, sections.impression, RelationshipTypeValues.CONTAINS)
         )
-    for warning in warnings:
+    for warning in report.warning_texts:
         items.append(TextContentItem(codes.DCM.Comment, str(warning), RelationshipTypeValues.CONTAINS))
     content[0].ContentSequence.extend(items)
     verified = signature is not None
@@ -253,7 +248,7 @@ def sample_labels(sources: Sequence, labels: np.ndarray, ijk_to_lps: np.ndarray)
 
 
 def build_seg(
-    report: dict,
+    report: Report,
     sources: Sequence,
     labels: np.ndarray,
     segments: Sequence[dict],
@@ -269,7 +264,7 @@ def build_seg(
     from highdicom.seg import Segmentation, SegmentDescription
     from pydicom.sr.codedict import codes
 
-    model = report.get("model", {})
+    model = report.model
     algorithm = hd.AlgorithmIdentificationSequence(
         name=SOFTWARE,
         family=codes.cid7162.ArtificialIntelligence,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ..io.errors import InputError
 from ..io.stamps import sha256_files
+from ..reporting.report import Report
 
 
-def read_source_series(report: dict, source: str | os.PathLike | None = None) -> list:
+def read_source_series(report: Report, source: str | os.PathLike | None = None) -> list:
     """The source frames (pydicom datasets without pixel data) of ``report``, in its slice order.
 
     ``source`` is the series folder when it moved since the report was made (default: the path in
@@ -25,7 +26,7 @@ def read_source_series(report: dict, source: str | os.PathLike | None = None) ->
     """
     import pydicom
 
-    given = report.get("input", {})
+    given = report.input
     uids = given.get("dicom_sop_instance_uids")
     if not uids:
         raise InputError(

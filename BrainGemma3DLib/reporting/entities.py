@@ -126,3 +126,57 @@ def set_f1(predicted: set, reference: set) -> float:
         return 0.0
     precision, recall = tp / len(predicted), tp / len(reference)
     return 2 * precision * recall / (precision + recall)
+
+
+# --- the report.json entities block -----------------------------------------------------------------------
+
+# Wording of mass effect that the extractor does not know, rewritten into its "compression" vocabulary so the
+# same negation rules apply ("without mass effect" is absent, "no midline shift" too).
+_MASS_EFFECT_WORDS = (
+    (re.compile(r"\bmass[\s-]+effects?\b", re.IGNORECASE), "compression"),
+    (re.compile(r"\beffaced\b", re.IGNORECASE), "compressed"),
+    (re.compile(r"\beffacing\b", re.IGNORECASE), "compressing"),
+    (re.compile(r"\bherniation\b", re.IGNORECASE), "compression"),
+)
+# In a sentence about the midline, a shift or displacement is mass effect ("the midline is shifted").
+_MIDLINE_WORDS = re.compile(r"\b(shift|shifted|shifting|displaced|displacement|deviation|deviated)\b", re.I)
+# Lesion names the extractor does not know (it knows lesion, mass, tumor), so "a glioblastoma" is a lesion.
+_LESION_WORDS = re.compile(
+    r"\b(lesions|masses|tumou?rs|tumour|gliomas?|glioblastomas?|astrocytomas?|metastas[ie]s|neoplasms?)\b",
+    re.IGNORECASE,
+)
+
+
+def _mass_effect_text(text: str) -> str:
+    """``text`` with mass-effect wording in the extractor's words, one sentence per line."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?;])\s+|\n+", text):
+        for pattern, word in _MASS_EFFECT_WORDS:
+            sentence = pattern.sub(word, sentence)
+        if re.search(r"\bmidline\b", sentence, re.IGNORECASE) and not re.search(
+            r"\bcross(es|ing)? the midline\b", sentence, re.IGNORECASE
+        ):
+            sentence = _MIDLINE_WORDS.sub("compression", sentence)
+        out.append(_LESION_WORDS.sub("lesion", sentence))
+    return "\n".join(out)
+
+
+def structured_entities(text: str) -> dict:
+    """The report.json ``entities`` block: laterality, lobes, four findings and whether a lesion is claimed.
+
+    ``findings`` values are True (stated present), False (stated absent, negation-aware: "no necrosis") or
+    None (not mentioned), so a reader can tell "denied" from "not looked at".  ``mass_effect`` gathers the
+    ways a report says the lesion pushes on its surroundings: ventricular compression, mass effect, midline
+    shift, effacement, herniation; a positive statement anywhere wins over a denial elsewhere, as in
+    :func:`BrainGemma3DLib.reporting.entities.extract`.  Lobes come in the fixed order of
+    :data:`~BrainGemma3DLib.reporting.vocabulary.LOBES`, so two reports naming the same lobes compare equal.
+    """
+    plain = extract(text)
+    rewritten = extract(_mass_effect_text(text))
+    findings = {f: (rewritten if f == "mass_effect" else plain).findings.get(f) for f in FINDINGS}
+    return {
+        "laterality": plain.laterality,
+        "lobes": [lobe for lobe in LOBES if lobe in plain.lobes],
+        "findings": findings,
+        "lesion": bool(plain.lesion or rewritten.lesion or findings["mass_effect"]),
+    }

@@ -7,17 +7,16 @@ radiological convention with orientation letters, the input check's result, and 
 that say exactly what wrote the draft from which files.  Header fields (institution, patient, study) appear
 only when given: nothing is invented.
 
-The draft embeds a bundle file (:data:`BUNDLE_NAME`: the report dict, the header fields and the three PNGs,
-base64) so that signing can rebuild the final PDF from the draft alone, without the input images or the
-model.  The final PDF embeds its own bundle too (status "signed"), so machines can read the signed report
-without parsing page text.  The bottom of the last page keeps :data:`SIGNATURE_BOX` free for the visible
-signature that :mod:`BrainGemma3DLib.reporting.signing` places there.
+The draft embeds a bundle file (:data:`BUNDLE_NAME`: the report value as report.json, the header fields and
+the three PNGs, base64) so that signing can rebuild the final PDF from the draft alone, without the input
+images or the model. The final PDF embeds its own bundle too (status "signed"), so machines can read the
+signed report without parsing page text. The bottom of the last page keeps :data:`SIGNATURE_BOX` free for
+the visible signature that :mod:`BrainGemma3DLib.reporting.signing` places there.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import io
 import json
@@ -48,14 +47,7 @@ from reportlab.platypus import (
 
 from ..io.atomic import atomic_path
 from ..io.errors import InputError
-from .report import (
-    NOTICE,
-    agreement_sentence,
-    json_default,
-    split_sections,
-    structured_entities,
-    text_warnings,
-)
+from .report import NOTICE, Report, json_default
 
 __all__ = [
     "BUNDLE_NAME",
@@ -66,7 +58,6 @@ __all__ = [
     "build_pdf",
     "load_bundle",
     "read_bundle",
-    "report_with_text",
 ]
 
 PAGE_SIZE = A4
@@ -110,40 +101,12 @@ _RULE = colors.HexColor("#c7ced6")
 
 @dataclass
 class Bundle:
-    """What a report PDF embeds: the report dict, its key images (PNG bytes) and the header fields."""
+    """What a report PDF embeds: the report value, its key images (PNG bytes) and the header fields."""
 
-    report: dict
+    report: Report
     images: dict[str, bytes]
     fields: dict[str, str] = field(default_factory=dict)
     draft: bool = True
-
-
-# --- text ---------------------------------------------------------------------------------------------------
-
-
-def report_with_text(report: dict, text: str) -> dict:
-    """A copy of ``report`` whose text is ``text`` (a radiologist's edit), with everything derived from it.
-
-    Sections and entities are recomputed, since a table that still lists the AI's findings under an edited
-    text would contradict it.  The left/right warnings are recomputed against the same image evidence: an
-    edit that fixes a flip clears its warning, and an edit that introduces one gets it.  Other warnings
-    (input notes) stay.  The AI's own wording is kept as ``ai_draft_text`` for the audit trail.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("the report text is empty")
-    out = copy.deepcopy(report)
-    original = report.get("text", "")
-    out.setdefault("ai_draft_text", original)
-    if text == original:
-        return out
-    old_side_warnings = text_warnings(structured_entities(original), report) if original else []
-    others = [w for w in report.get("warnings") or [] if w not in old_side_warnings]
-    out["text"] = text
-    out["sections"] = split_sections(text)
-    out["entities"] = structured_entities(text)
-    out["warnings"] = [*text_warnings(out["entities"], report), *others]
-    out["edited"] = True
-    return out
 
 
 # --- fonts and styles ---------------------------------------------------------------------------------------
@@ -236,8 +199,8 @@ def _human_time(iso: str | None) -> str:
     return text.replace("T", " ").replace("Z", " UTC") if text.endswith("Z") and "T" in text else text
 
 
-def _notice_text(report: dict, draft: bool) -> str:
-    signed = report.get("signed") or {}
+def _notice_text(report: Report, draft: bool) -> str:
+    signed = report.signed or {}
     if draft or not signed:
         return f"{NOTICE}. Not for clinical decisions until a radiologist has reviewed and signed it."
     return (
@@ -304,8 +267,8 @@ def _header_fields(fields: dict | None, width: float) -> list:
     return [table, Spacer(1, 6)]
 
 
-def _warnings(report: dict, draft: bool, width: float) -> list:
-    warnings = [str(w) for w in report.get("warnings") or [] if str(w).strip()]
+def _warnings(report: Report, draft: bool, width: float) -> list:
+    warnings = [w for w in report.warning_texts if w.strip()]
     if not warnings:
         return []
     heading = f"WARNING{'S' if len(warnings) > 1 else ''}"
@@ -341,22 +304,18 @@ def _blocks(text: str, style: str) -> list:
     return [_p(block, style) for block in blocks]
 
 
-def _text_sections(report: dict) -> list:
-    sections = report.get("sections") or split_sections(report.get("text", ""))
-    findings, impression = (
-        (sections.get("findings") or "").strip(),
-        (sections.get("impression") or "").strip(),
-    )
+def _text_sections(report: Report) -> list:
+    findings, impression = report.sections.findings.strip(), report.sections.impression.strip()
     out: list = []
     if findings or not impression:
-        out += [_p("Findings", "h2"), *_blocks(findings or report.get("text", "") or "(no text)", "body")]
+        out += [_p("Findings", "h2"), *_blocks(findings or report.text or "(no text)", "body")]
     if impression:
         out += [_p("Impression", "h2"), *_blocks(impression, "body")]
     return out
 
 
-def _entities(report: dict, width: float) -> list:
-    entities = report.get("entities") or {}
+def _entities(report: Report, width: float) -> list:
+    entities = report.entities
     findings = entities.get("findings") or {}
     lobes = ", ".join(entities.get("lobes") or []) or "none stated"
     header = ["Laterality", "Lobes", "Lesion", *(name for _key, name in _FINDING_NAMES)]
@@ -373,10 +332,10 @@ def _entities(report: dict, width: float) -> list:
     )
     table.setStyle(_grid_style(header_rows=1))
     out = [_p("Structured findings (extracted from the text above)", "h2"), table]
-    agreement = agreement_sentence(report)
+    agreement = report.agreement_sentence()
     if agreement:
         out.append(_p(agreement, "small"))
-    side = report.get("attribution")
+    side = report.attribution
     if side and side.get("side"):
         share = ""
         if side.get("side") in ("left", "right"):
@@ -390,15 +349,15 @@ def _entities(report: dict, width: float) -> list:
                 "small",
             )
         )
-    segments = [s for s in (report.get("explanation") or {}).get("segments") or [] if s.get("name")]
-    if segments:  # named by place ("#1 left frontal (w=..., mL)") when the atlas was registered
-        out.append(_p("Strongest regions: " + "; ".join(str(s["name"]) for s in segments[:3]) + ".", "small"))
+    places = report.evidence_places
+    if places:  # named by place ("#1 left frontal (w=..., mL)") when the atlas was registered
+        out.append(_p("Strongest regions: " + "; ".join(places[:3]) + ".", "small"))
     return out
 
 
-def _measured(report: dict, width: float) -> list:
+def _measured(report: Report, width: float) -> list:
     """The facts of a tumour segmentation, when the report had one: volumes, diameter, place."""
-    measured = report.get("measured")
+    measured = report.measured
     if not measured:
         return []
     volumes = measured.get("volumes_ml") or {}
@@ -450,19 +409,18 @@ def _key_images(images: dict[str, bytes], width: float) -> list:
     return [KeepTogether([_p("Key images", "h2"), table, note])]
 
 
-def _provenance(report: dict, draft: bool, width: float) -> list:
-    model = report.get("model") or {}
-    given = report.get("input") or {}
+def _provenance(report: Report, draft: bool, width: float) -> list:
+    model, given = report.model, report.input
     rows = []
     name = str(model.get("name") or "unknown")
     if model.get("preset"):
         name += f" (preset {model['preset']})"
     rows.append(("Model", _p(name, "cell")))
     rows.append(("Checkpoint SHA-256", _p(model.get("checkpoint_sha256") or "not recorded", "mono")))
-    checked = report.get("input_check") or {}
+    checked = report.input_check or {}
     if checked.get("summary"):  # is the scan one the model knows (its failures are also among the warnings)
         rows.append(("Input check", _p(str(checked["summary"]), "cell")))
-    decoding = report.get("decoding") or {}
+    decoding = report.decoding or {}
     if decoding.get("method") == "published sampling":
         rows.append(
             (
@@ -506,14 +464,14 @@ def _provenance(report: dict, draft: bool, width: float) -> list:
     rows.append(
         (
             "Draft created",
-            _p(_human_time(report.get("created")) if report.get("created") else "unknown", "cell"),
+            _p(_human_time(report.created) if report.created else "unknown", "cell"),
         )
     )
-    signed = report.get("signed") or {}
+    signed = report.signed or {}
     if not draft and signed:
         rows.append(("Signed", _p(f"{_human_time(signed.get('at'))} by {signed.get('by', '?')}", "cell")))
-    status = "draft — not signed" if draft else str(report.get("status") or "final")
-    if report.get("edited"):
+    status = "draft — not signed" if draft else (report.status or "final")
+    if report.edited:
         status += " (text edited by the radiologist)"
     rows.append(("Status", _p(status, "cell")))
     table = Table(
@@ -523,9 +481,9 @@ def _provenance(report: dict, draft: bool, width: float) -> list:
     return [_p("Provenance", "h2"), table]
 
 
-def _story(report: dict, images: dict[str, bytes], draft: bool, fields: dict | None, width: float) -> list:
+def _story(report: Report, images: dict[str, bytes], draft: bool, fields: dict | None, width: float) -> list:
     title = TITLE_DRAFT if draft else TITLE_FINAL
-    signed_at = (report.get("signed") or {}).get("at")
+    signed_at = (report.signed or {}).get("at")
     status = "Unsigned draft" if draft else (f"Signed {_human_time(signed_at)}" if signed_at else "Final")
     head = Table(
         [[_p(title, "title"), _p(status, "status")]], colWidths=[0.7 * width, 0.3 * width], style=_no_pad()
@@ -622,7 +580,7 @@ def _decorate(canvas: rl_canvas.Canvas, number: int, total: int, *, draft: bool,
     canvas.restoreState()
 
 
-def _render(report: dict, images: dict[str, bytes], draft: bool, fields: dict | None) -> bytes:
+def _render(report: Report, images: dict[str, bytes], draft: bool, fields: dict | None) -> bytes:
     buffer = io.BytesIO()
     width, height = PAGE_SIZE
     frame_width = width - 2 * MARGIN
@@ -635,13 +593,13 @@ def _render(report: dict, images: dict[str, bytes], draft: bool, fields: dict | 
         buffer,
         pagesize=PAGE_SIZE,
         title=title,
-        author=(report.get("signed") or {}).get("by") or "BrainGemma3D (AI draft)",
+        author=(report.signed or {}).get("by") or "BrainGemma3D (AI draft)",
         subject=NOTICE,
         creator="BrainGemma3D",
         producer="BrainGemma3D (reportlab)",
         pageTemplates=[PageTemplate(id="page", frames=[frame])],
     )
-    signer = (report.get("signed") or {}).get("by")
+    signer = (report.signed or {}).get("by")
     decorate = functools.partial(_decorate, draft=draft, signer=signer)
     doc.build(
         _story(report, images, draft, fields, frame_width),
@@ -658,7 +616,7 @@ def _bundle_bytes(bundle: Bundle) -> bytes:
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "draft": bundle.draft,
-        "report": bundle.report,
+        "report": bundle.report.to_json(),
         "fields": bundle.fields,
         "images": {name: base64.b64encode(data).decode("ascii") for name, data in bundle.images.items()},
     }
@@ -689,31 +647,28 @@ def _embed(pdf: bytes, data: bytes) -> bytes:
 
 
 def build_pdf(
-    report: dict,
+    report: Report,
     images: dict[str, bytes],
     out: str | os.PathLike,
     *,
     draft: bool = True,
-    text: str | None = None,
     fields: dict | None = None,
 ) -> Path:
-    """Write the report PDF to ``out`` atomically and return its path.
+    """Write the report PDF of ``report`` to ``out`` atomically and return its path.
 
-    ``report``: the report.json dict (DESIGN.md §5, plus ``warnings``; a final one carries ``signed`` {by,
-    at}).  ``images``: PNG bytes by view (:func:`~.keyimages.key_images`).  ``draft``: True
-    for the unsigned draft (DRAFT watermark, reserved signature box), False for the version to sign.
-    ``text``: the radiologist's edited text, replacing the draft's (sections, entities and left/right warnings
-    follow it, see :func:`report_with_text`).  ``fields``: optional header fields (:data:`FIELD_LABELS` keys);
-    only those given and non-empty appear.
+    ``report``: the report value (an edited one comes from :meth:`Report.with_text`; a final one is
+    :meth:`Report.signed_by`): the PDF renders it and derives nothing.  ``images``: PNG bytes by view
+    (:func:`~.keyimages.key_images`).  ``draft``: True for the unsigned draft (DRAFT watermark, reserved
+    signature box), False for the version to sign.  ``fields``: optional header fields (:data:`FIELD_LABELS`
+    keys); only those given and non-empty appear.
     """
-    shown = report_with_text(report, text) if text is not None else copy.deepcopy(report)
     clean_fields = {
         key: str((fields or {}).get(key) or (fields or {}).get(key.replace("_", "-")) or "").strip()
         for key, _label in FIELD_LABELS
     }
     clean_fields = {k: v for k, v in clean_fields.items() if v}
-    pdf = _render(shown, images, draft, clean_fields)
-    pdf = _embed(pdf, _bundle_bytes(Bundle(shown, dict(images), clean_fields, draft)))
+    pdf = _render(report, images, draft, clean_fields)
+    pdf = _embed(pdf, _bundle_bytes(Bundle(report, dict(images), clean_fields, draft)))
     with atomic_path(out) as tmp:
         tmp.write_bytes(pdf)
     return Path(out)
@@ -742,16 +697,19 @@ def load_bundle(pdf_path: str | os.PathLike) -> Bundle:
         payload = json.loads(spec["/EF"]["/F"].get_object().data.decode("utf-8"))
         if payload.get("format") != BUNDLE_FORMAT or int(payload.get("version", 0)) > BUNDLE_VERSION:
             raise ValueError("unknown bundle format")
-        report = payload["report"]
-        if not isinstance(report, dict) or not isinstance(report.get("text"), str):
+        data = payload["report"]
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
             raise ValueError("bundle without report text")
         images = {name: base64.b64decode(b64, validate=True) for name, b64 in payload["images"].items()}
         if not all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in images.values()):
             raise ValueError("bundle image is not a PNG")
         fields = {str(k): str(v) for k, v in (payload.get("fields") or {}).items()}
-        return Bundle(report, images, fields, bool(payload.get("draft", True)))
+        draft = bool(payload.get("draft", True))
     except Exception:  # any damage (PDF syntax, compression, JSON, base64) is the same problem for a user
         raise InputError(NOT_A_REPORT, path) from None
+    return Bundle(
+        Report.from_json(data, path), images, fields, draft
+    )  # a report of an unknown version: says so
 
 
 def _find_embedded(tree, name: str, depth: int = 0):
@@ -772,7 +730,7 @@ def _find_embedded(tree, name: str, depth: int = 0):
     raise KeyError(name)
 
 
-def read_bundle(pdf_path: str | os.PathLike) -> tuple[dict, dict[str, bytes]]:
+def read_bundle(pdf_path: str | os.PathLike) -> tuple[Report, dict[str, bytes]]:
     """``(report, images)`` from a report PDF made by :func:`build_pdf` (see :func:`load_bundle`)."""
     bundle = load_bundle(pdf_path)
     return bundle.report, bundle.images

@@ -34,7 +34,7 @@ from ..io.atomic import atomic_path
 from ..io.errors import InputError
 from ..io.stamps import sha256_bytes as _sha256
 from ..io.stamps import utc_iso as _utc
-from .pdf import SIGNATURE_BOX, SIGNATURE_FIELD, build_pdf, load_bundle, report_with_text
+from .pdf import SIGNATURE_BOX, SIGNATURE_FIELD, build_pdf, load_bundle
 
 __all__ = ["make_test_certificate", "sign_pdf", "verify_pdf", "audit_path", "read_password_file"]
 
@@ -356,19 +356,15 @@ def sign_pdf(
 
     draft_bytes = _read(draft_pdf, "draft PDF")
     bundle = load_bundle(draft_pdf)
-    if not bundle.draft or bundle.report.get("status") == "signed":
+    if not bundle.draft or bundle.report.status == "signed":
         raise InputError("already signed; sign the unsigned draft (report.pdf) instead", draft_pdf)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     creds = _load_p12(p12, password) if p12 is not None else _load_pem_pair(key, cert, password)  # type: ignore[arg-type]
     _check(creds, now)
 
-    ai_text = bundle.report.get("ai_draft_text", bundle.report["text"])
-    final_text = bundle.report["text"] if text is None else text
-    report = report_with_text(bundle.report, final_text)
-    report["ai_draft_text"] = ai_text
-    report["edited"] = final_text != ai_text
-    report["status"] = "signed"
-    report["signed"] = {"by": signer, "at": _utc(now), "reason": reason, "location": location}
+    draft = bundle.report
+    ai_text, final_text = draft.draft_text, draft.text if text is None else text
+    report = draft.with_text(final_text).signed_by(signer, _utc(now), reason=reason, location=location)
 
     with tempfile.TemporaryDirectory(prefix="braingemma3d-sign-") as folder:
         unsigned = build_pdf(
@@ -395,11 +391,9 @@ def sign_pdf(
         "draft_pdf_sha256": _sha256(draft_bytes),
         "signed_pdf": str(out),
         "signed_pdf_sha256": _sha256(signed_bytes),
-        "model": {
-            k: (bundle.report.get("model") or {}).get(k) for k in ("name", "preset", "checkpoint_sha256")
-        },
-        "input": {k: (bundle.report.get("input") or {}).get(k) for k in ("paths", "sha256")},
-        "edited": report["edited"],
+        "model": {k: draft.model.get(k) for k in ("name", "preset", "checkpoint_sha256")},
+        "input": {k: draft.input.get(k) for k in ("paths", "sha256")},
+        "edited": report.edited,
         "ai_draft_text": ai_text,
         "final_text": final_text,
         "diff": "\n".join(
@@ -411,7 +405,9 @@ def sign_pdf(
                 lineterm="",
             )
         ),
-        "warnings_at_signing": list(report.get("warnings") or []),
+        "warnings_at_signing": report.warning_texts,
+        "entities_at_signing": report.entities,
+        "ai_draft_entities": draft.with_text(ai_text).entities,
     }
     with atomic_path(out) as tmp_pdf, atomic_path(audit) as tmp_audit:
         tmp_pdf.write_bytes(signed_bytes)
@@ -423,7 +419,7 @@ def sign_pdf(
         "audit": str(audit),
         "signer": signer,
         "signed_at": _utc(now),
-        "edited": report["edited"],
+        "edited": report.edited,
         "signed_pdf_sha256": record["signed_pdf_sha256"],
         "draft_pdf_sha256": record["draft_pdf_sha256"],
     }

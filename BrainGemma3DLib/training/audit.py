@@ -28,7 +28,7 @@ def audit_case(case) -> dict:
     from ..anatomy.measure import contradictions, measure
     from ..app.pipeline import read_segmentation
     from ..io.volume import load_study
-    from ..reporting.report import structured_entities
+    from ..reporting.entities import structured_entities
 
     study = load_study([case.images["flair"]])
     labels = read_segmentation(case.seg, study)

@@ -29,9 +29,10 @@ from ..explain import explain, lesion_overlap
 from ..io.atomic import staging_dir
 from ..io.errors import InputError
 from ..io.volume import load_study
+from ..reporting.checks import consistency_warnings
 from ..reporting.consensus import DecodingOptions, decode, describe
-from ..reporting.entities import extract
-from ..reporting.report import attribution_side, consistency_warnings, structured_entities
+from ..reporting.entities import extract, structured_entities
+from ..reporting.evidence import attribution_side
 from .data import make_split, scan
 from .grounding import lesion_on_grid
 from .metrics import KEYWORD_SETS, keyword_f1, strict_scores

@@ -67,7 +67,7 @@ def test_places_are_named_by_one_rule():
 
 
 def test_a_draft_naming_another_lobe_than_the_evidence_is_warned():
-    from BrainGemma3DLib.reporting.report import consistency_warnings
+    from BrainGemma3DLib.reporting.checks import consistency_warnings
 
     fractions = {"frontal": 0.8, "parietal": 0.1, "temporal": 0.1, "occipital": 0.0}
     evidence = {"side": "right", "lateralisation": -0.9, "right_fraction": 0.95, "left_fraction": 0.05,

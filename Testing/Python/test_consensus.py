@@ -114,19 +114,14 @@ def test_bad_drafts_option_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_agreement_lists_the_weakest_statement_first_and_disappears_once_edited():
-    from BrainGemma3DLib.reporting.pdf import report_with_text
-    from BrainGemma3DLib.reporting.report import agreement_sentence
+    from BrainGemma3DLib.reporting.report import build_report
 
-    report = {
-        "text": LEFT + "Edema.",
-        "decoding": {
-            "method": "consensus",
-            "drafts": 9,
-            "agreement": {"laterality": 1.0, "enhancement": 0.556},
-        },
-    }
-    sentence = agreement_sentence(report)
+    consensus = {"method": "consensus", "drafts": 9, "agreement": {"laterality": 1.0, "enhancement": 0.556}}
+    report = build_report(LEFT + "Edema.", model={}, input={}, timings={}, decoding=consensus)
+    sentence = report.agreement_sentence()
     assert sentence.startswith("Model agreement (share of its 9 drafts stating the same): ")
     assert sentence.index("enhancement 56\u00a0%") < sentence.index("side 100\u00a0%")
-    assert agreement_sentence(report_with_text(report, RIGHT + "Edema.")) == ""
-    assert agreement_sentence({"text": "x", "decoding": {"method": "greedy"}}) == ""
+    assert report.with_text(RIGHT + "Edema.").agreement_sentence() == ""
+    assert report.with_text(RIGHT + "Edema.").with_text(LEFT + "Edema.").agreement_sentence() == sentence
+    greedy = build_report("x", model={}, input={}, timings={}, decoding={"method": "greedy"})
+    assert greedy.agreement_sentence() == ""

@@ -125,7 +125,7 @@ def test_attribution_files_have_the_input_geometry_and_load_in_slicer(model, tmp
         model, grid, mapping.foreground, mapping.grid_spacing, TEXT, options=ExplainOptions(**GEOMETRY)
     )
     assert found.ranked(), "no significantly positive supervoxel to check the geometry with"
-    from BrainGemma3DLib.reporting.report import attribution_side
+    from BrainGemma3DLib.reporting.evidence import attribution_side
 
     side = attribution_side(found.attribution_map(), mapping)
     written = write_attribution(found, mapping, tmp_path, top_k=3, midline_x=side["midline_ras_x"])

@@ -11,8 +11,8 @@ from PIL import Image
 from BrainGemma3DLib.io.errors import InputError
 from BrainGemma3DLib.io.volume import Volume
 from BrainGemma3DLib.reporting.keyimages import default_point, key_images
-from BrainGemma3DLib.reporting.pdf import SIGNATURE_BOX, build_pdf, load_bundle, read_bundle, report_with_text
-from BrainGemma3DLib.reporting.report import NOTICE, build_report
+from BrainGemma3DLib.reporting.pdf import SIGNATURE_BOX, build_pdf, load_bundle, read_bundle
+from BrainGemma3DLib.reporting.report import NOTICE, Report, build_report
 
 #: A bright blob on the patient's LEFT (RAS x < 0), ANTERIOR (y > 0) and SUPERIOR (z > 0): one blob checks
 #: both image axes of every view.
@@ -119,7 +119,7 @@ SIDE_RIGHT = {
 }
 
 
-def sample_report(text: str = AI_TEXT) -> dict:
+def sample_report(text: str = AI_TEXT) -> Report:
     return build_report(
         text,
         model={"name": "BrainGemma3D demo", "preset": "demo", "checkpoint_sha256": "ab" * 32},
@@ -175,9 +175,8 @@ def test_header_fields_appear_only_when_given(tmp_path, images):
 
 
 def test_final_pdf_has_no_watermark_but_keeps_the_ai_notice(tmp_path, images):
-    report = sample_report()
-    report["status"] = "signed"
-    report["signed"] = {"by": "Dr Jane Roe", "at": "2026-01-03T10:00:00Z"}
+    report = sample_report().signed_by("Dr Jane Roe", "2026-01-03T10:00:00Z")
+    assert report.status == "signed"
     _pages, text = pdf_text(build_pdf(report, images, tmp_path / "final.pdf", draft=False))
     assert "DRAFT" not in text
     assert "AI-assisted report, reviewed and signed by Dr Jane Roe" in text and NOTICE in text
@@ -212,12 +211,12 @@ def test_bundle_round_trip(tmp_path, images):
 def test_edited_text_replaces_the_draft_and_rederives_entities_and_warnings(tmp_path, images):
     edited = "Findings: A mass in the right frontal lobe with edema.\nImpression: Right frontal lesion."
     report = sample_report()
-    assert any("Left/right conflict" in w for w in report["warnings"])
-    again = report_with_text(report, edited)
-    assert again["entities"]["laterality"] == "right" and again["edited"] is True
-    assert not any("Left/right conflict" in w for w in again["warnings"])  # the edit fixed the side
-    assert again["ai_draft_text"] == AI_TEXT and report["text"] == AI_TEXT  # the input is not modified
-    _pages, text = pdf_text(build_pdf(report, images, tmp_path / "r.pdf", text=edited))
+    assert any("Left/right conflict" in w for w in report.warning_texts)
+    again = report.with_text(edited)
+    assert again.entities["laterality"] == "right" and again.edited is True
+    assert not any("Left/right conflict" in w for w in again.warning_texts)  # the edit fixed the side
+    assert again.ai_draft_text == AI_TEXT and report.text == AI_TEXT  # the input is not modified
+    _pages, text = pdf_text(build_pdf(again, images, tmp_path / "r.pdf"))
     assert "A mass in the right frontal lobe" in text and "heterogeneous" not in text
 
 

@@ -11,20 +11,21 @@ import pytest
 from helpers import BLOB_RADIUS, BLOB_RAS, sample_head, variant_affine
 
 from BrainGemma3DLib.io.volume import GridMapping, Volume
+from BrainGemma3DLib.reporting.checks import (
+    DIFFUSE_MAX_COMPACT,
+    STRONG_LATERALISATION,
+    consistency_warnings,
+)
+from BrainGemma3DLib.reporting.entities import structured_entities
+from BrainGemma3DLib.reporting.evidence import BILATERAL_MIN_FRACTION, COMPACT_RADIUS_MM, attribution_side
 from BrainGemma3DLib.reporting.report import (
-    BILATERAL_MIN_FRACTION,
     NOTICE,
     SCHEMA_VERSION,
-    STRONG_LATERALISATION,
-    attribution_side,
     build_report,
-    consistency_warnings,
     report_text,
-    sentence_at,
-    split_sections,
-    structured_entities,
     write_report,
 )
+from BrainGemma3DLib.reporting.sections import sentence_at, split_sections
 
 SHAPE = (20, 40, 48)  # (D, H, W)
 SPACING = 2.0
@@ -341,9 +342,10 @@ TEXT = "A mass in the left frontal lobe with edema. No necrosis. Impression: lef
 
 
 def test_build_report_contract():
-    report = build_report(
+    value = build_report(
         TEXT, model=MODEL, input=INPUT, timings=TIMINGS, created="2026-11-23T08:00:00Z", warnings=["x"]
     )
+    report = value.to_json()
     assert set(report) == {
         "schema_version",
         "text",
@@ -356,18 +358,20 @@ def test_build_report_contract():
         "created",
         "attribution",
         "warnings",
+        "warning_kinds",
         "notice",
     }
-    assert report["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert report["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert report["warning_kinds"] == ["other"]
     assert report["status"] == "draft" and report["notice"] == NOTICE
     assert report["created"] == "2026-11-23T08:00:00Z"
     assert report["sections"]["impression"] == "left frontal tumor."
     assert report["entities"]["laterality"] == "left"
     assert report["entities"]["findings"]["necrosis"] is False
     assert report["attribution"] is None and report["warnings"] == ["x"]
-    assert report["model"] == MODEL and report["model"] is not MODEL
+    assert report["model"] == MODEL and value.model is not MODEL
     json.dumps(report)
-    now = build_report("", model={}, input={}, timings={})["created"]
+    now = build_report("", model={}, input={}, timings={}).created
     assert len(now) == 20 and now.endswith("Z") and now[10] == "T"
 
 
@@ -375,9 +379,10 @@ def test_build_report_runs_the_consistency_check():
     report = build_report(
         TEXT, model=MODEL, input=INPUT, timings=TIMINGS, attribution_side=side_dict(0.1), warnings=["other"]
     )
-    assert report["attribution"]["side"] == "right"
-    assert len(report["warnings"]) == 2 and report["warnings"][1] == "other"
-    assert "patient's left" in report["warnings"][0]
+    assert report.attribution["side"] == "right"
+    assert len(report.warnings) == 2 and report.warning_texts[1] == "other"
+    assert "patient's left" in report.warning_texts[0]
+    assert [w.kind for w in report.warnings] == ["side", "other"]
 
 
 def test_write_report_files(tmp_path):
@@ -414,8 +419,6 @@ def test_sentence_at_finds_the_statement_under_the_cursor():
 
 
 def test_diffuse_evidence_for_a_reported_lesion_is_warned_and_compact_evidence_is_not():
-    from BrainGemma3DLib.reporting.report import COMPACT_RADIUS_MM, DIFFUSE_MAX_COMPACT
-
     affine = grid_affine()
     mapping = mapping_for(affine)
     lesion_text = structured_entities("A mass in the right frontal lobe with surrounding edema.")

@@ -145,9 +145,9 @@ def test_signed_pdf_is_final_with_the_edited_text(world, signed):
     assert "mild enhancement" in text and "DRAFT" not in text
     assert "reviewed and signed by Dr Jane Roe" in text and NOTICE in text and "P-0001" in text
     report, images = read_bundle(signed)
-    assert report["status"] == "signed" and report["signed"]["by"] == "Dr Jane Roe"
-    assert report["text"] == EDITED and report["ai_draft_text"] == AI_TEXT and report["edited"]
-    assert report["entities"]["findings"]["enhancement"] is True  # re-derived from the edited text
+    assert report.status == "signed" and report.signed["by"] == "Dr Jane Roe"
+    assert report.text == EDITED and report.ai_draft_text == AI_TEXT and report.edited
+    assert report.entities["findings"]["enhancement"] is True  # re-derived from the edited text
     assert set(images) == {"axial", "coronal", "sagittal"}
 
 
