@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..io.atomic import write_text_atomic
 from ..io.errors import InputError
-from ..reporting.entities import extract
 from ..training.data import BRATS_DIR, HEALTHY_DIR, TEXT_DIR
 from .inputs import SEQUENCES
 
@@ -50,6 +49,7 @@ def review_of(signed: str | os.PathLike, trust: list | None = None) -> dict:
         "signer": result.get("signer") or audit.get("signer"),
         "signed_at": audit.get("signed_at"),
         "final_text": audit["final_text"],
+        "final_entities": report.entities,  # what the signed report value says (never re-derived here)
         "ai_draft_text": audit.get("ai_draft_text", ""),
         "edited": bool(audit.get("edited")),
         "model": audit.get("model") or {},
@@ -120,7 +120,7 @@ def curate(signed: list[str | os.PathLike], out: str | os.PathLike, *, trust: li
 
 def _write_case(tmp: Path, out: Path, case_id: str, review: dict, study) -> None:
     """One case: its images and texts built in ``tmp``, then each folder renamed into place whole."""
-    healthy = not extract(review["final_text"]).lesion
+    healthy = not review["final_entities"]["lesion"]
     image_dir = HEALTHY_DIR if healthy else BRATS_DIR
     text_dir = HEALTHY_DIR if healthy else TEXT_DIR
     staged = {image_dir: tmp / "images" / case_id, text_dir: tmp / "texts" / case_id}
