@@ -282,6 +282,7 @@ def test_the_slicer_panel_shows_the_input_check_warning(monkeypatch, tmp_path):
 
     import slicer_standins
 
+    from BrainGemma3DLib.reporting.report import build_report, write_report
     from BrainGemma3DLib.slicer import scene
 
     report_json = tmp_path / "report.json"
@@ -289,7 +290,8 @@ def test_the_slicer_panel_shows_the_input_check_warning(monkeypatch, tmp_path):
         f"This scan {UNLIKE} (distance 9.0 from its training scans, calibrated limit 6.2): {UNRELIABLE}."
     )
     text = "A lesion in the right frontal lobe."
-    report_json.write_text(json.dumps({"text": text, "input_check": {"ok": False, "warnings": [warning]}}))
+    checked = {"ok": False, "warnings": [warning]}
+    write_report(build_report(text, model={}, input={}, timings={}, input_check=checked), tmp_path)
     with slicer_standins.installed(monkeypatch, tmp_path, sys.executable):
         monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "BrainGemma3D"))
         for name in [m for m in sys.modules if m.startswith("BrainGemma3DModuleLib")]:
