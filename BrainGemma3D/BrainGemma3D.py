@@ -6,7 +6,9 @@ the library and is tested there without Slicer: the model runs in the library's 
 (``python -m BrainGemma3DLib.engine``), scene work in ``BrainGemma3DLib.slicer.scene``, signing
 in ``BrainGemma3DLib.reporting.signing``. What needs the Slicer application but is not the panel
 (installing the Python dependencies, driving the worker from the event loop, settings and the terms
-dialog) is in the ``BrainGemma3DModuleLib`` package beside this file.
+dialog) is in the ``BrainGemma3DModuleLib`` package beside this file; so are the panel's button handlers
+(mixins of the widget: ``generating``, ``review``, ``overlay``, ``export``) and the scene half of the logic
+(``results``).
 
 At file scope this module imports only what Slicer itself ships (Python's standard library, ``qt``, ``vtk``,
 ``slicer``): Slicer imports every module at startup, and torch, transformers or reportlab may not be
@@ -32,8 +34,12 @@ import vtk
 from BrainGemma3DModuleLib import panel, requests, settings
 from BrainGemma3DModuleLib.compatibility import unsupportedSlicerMessage
 from BrainGemma3DModuleLib.dependencies import DependencyInstaller
+from BrainGemma3DModuleLib.export import ExportPanel
+from BrainGemma3DModuleLib.generating import GeneratePanel
 from BrainGemma3DModuleLib.i18n import _, translate
+from BrainGemma3DModuleLib.overlay import OverlayPanel
 from BrainGemma3DModuleLib.results import DRAFT_PDF_ATTRIBUTE, SceneResults
+from BrainGemma3DModuleLib.review import ReviewPanel
 from BrainGemma3DModuleLib.settings import pathOrNone
 from BrainGemma3DModuleLib.worker import ReportWorker
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
@@ -222,10 +228,15 @@ class BrainGemma3DParameterNode:
 #
 # BrainGemma3DWidget
 #
-class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class BrainGemma3DWidget(
+    ScriptedLoadableModuleWidget, VTKObservationMixin, GeneratePanel, ReviewPanel, OverlayPanel, ExportPanel
+):
     """The panel: Inputs → Model → Generate/Cancel → report text → overlay → Sign & export.
 
-    It only moves values between widgets, the parameter node and the logic; it never runs the model.
+    It only moves values between widgets, the parameter node and the logic; it never runs the model. This
+    class sets the panel up, binds the parameter node and decides what can run; the buttons' handlers are
+    mixins from ``BrainGemma3DModuleLib``: ``generating`` (Generate, Cancel, explain a sentence, progress),
+    ``review`` (the text box, its entities and warnings), ``overlay`` and ``export`` (Sign & export, DICOM).
     """
 
     def __init__(self, parent=None) -> None:
@@ -386,294 +397,6 @@ class BrainGemma3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             signReason = _("Choose where the signed PDF is written.")
         self.ui.signButton.enabled = signReason is None
         self.ui.signButton.toolTip = signReason or _("Sign the reviewed text, export the PDF, verify it.")
-
-    # --- Generate / Cancel ------------------------------------------------------------------------------
-    def onApplyButton(self) -> None:
-        """Generate a report draft, or cancel the one being generated (the button doubles as Cancel)."""
-        if self.logic.busy:
-            self.logic.cancel()
-            self.ui.applyButton.enabled = False
-            self.ui.statusLabel.text = _("Cancelling...")
-            return
-        node = self._parameterNode
-        model, vision, lm = "demo", None, None
-        if node.modelSource == ModelSource.CHECKPOINT:
-            if not settings.confirmTerms():
-                self.ui.statusLabel.text = _("HAI-DEF terms not accepted: only the demo weights can run.")
-                return
-            model = str(node.checkpointFolder)
-            vision, lm = pathOrNone(node.medSigLipFolder), pathOrNone(node.medGemmaFolder)
-            settings.rememberPaths(node)
-        volumes = [node.inputVolume, node.t1ceVolume, node.t2Volume]
-        self._runningVolume, self._runningSentence = node.inputVolume, None
-        self._setRunning(True)
-        self._onProgress("deps", 0.0, _("Checking the Python dependencies"))
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Could not start report generation."), waitCursor=True):
-                if not self.logic.ensureDependencies(progress=self._onProgress):
-                    self._setRunning(False)
-                    self.ui.statusLabel.text = _(
-                        "Restart Slicer to finish installing, then press Generate again."
-                    )
-                    return
-                self.logic.generate(
-                    volumes,
-                    model=model,
-                    device=node.device.value,
-                    quantize="4bit" if node.quantize4bit else None,
-                    explain=node.explain,
-                    vision=vision,
-                    lm=lm,
-                    fields=panel.typedIdentity(node),
-                    tumourSegmentation=node.tumourSegmentation,
-                    onProgress=self._onProgress,
-                    onFinished=self._onFinished,
-                )
-        except Exception:  # shown by tryWithErrorDisplay; the panel must not stay in "running"
-            self._setRunning(False)
-            self.ui.statusLabel.text = _("Report generation did not start (see the error message).")
-
-    def _setRunning(self, running) -> None:
-        self.ui.applyButton.text = _("Cancel") if running else _("Generate report")
-        self.ui.progressBar.visible = running
-        for widget in (
-            self.ui.inputsCollapsibleButton,
-            self.ui.modelCollapsibleButton,
-            self.ui.signButton,
-            self.ui.explainSentenceButton,
-        ):
-            widget.enabled = not running
-        if running:
-            self.ui.applyButton.toolTip = _("Stop generating this report; nothing is written.")
-            self.ui.applyButton.enabled = True
-        else:
-            self._checkCanApply()
-
-    def _onProgress(self, stage, fraction, message) -> None:
-        self.ui.progressBar.visible = True
-        self.ui.progressBar.value = int(round(100 * max(0.0, min(1.0, fraction))))
-        self.ui.progressBar.format = panel.stageLabel(stage) + " (%p%)"
-        self.ui.statusLabel.text = message
-        panel.appendLog(self.ui.logTextEdit, message, stage)
-        slicer.app.processEvents()  # installing and loading run on this thread: let the bar repaint
-
-    def _onFinished(self, result, error) -> None:
-        """The worker's answer: show the draft and the overlay, or say clearly what went wrong."""
-        self._setRunning(False)
-        self._showDeviceStatus()
-        if error is not None:
-            panel.appendLog(self.ui.logTextEdit, str(error) + (f"\n{error.debug}" if error.debug else ""))
-            if error.cancelled:
-                self.ui.statusLabel.text = _("Cancelled: nothing was written.")
-                return
-            self.ui.statusLabel.text = str(error)
-            kwargs = {"detailedText": error.debug} if error.debug else {}
-            slicer.util.errorDisplay(_("Report generation failed.") + "\n\n" + str(error), **kwargs)
-            return
-        node = self._parameterNode
-        if self._runningSentence is not None:  # the answer to "which regions support this sentence?"
-            with slicer.util.tryWithErrorDisplay(_("Failed to show the evidence."), waitCursor=True):
-                node.attributionSegmentation = self.logic.showEvidence(
-                    result, self._runningVolume, self._runningSentence, opacity=node.opacity, topK=node.topK
-                )
-                self.ui.statusLabel.text = _("Showing: {name}").format(
-                    name=node.attributionSegmentation.GetName()
-                )
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the report."), waitCursor=True):
-            textNode, segmentationNode = self.logic.showResults(
-                result, self._runningVolume, opacity=node.opacity, topK=node.topK
-            )
-            node.reportTextNode = textNode
-            # None without Explain: the previous case's overlay never stays selected.
-            node.attributionSegmentation = segmentationNode
-            if pathOrNone(node.outputPdfPath) is None or node.outputPdfPath.exists():
-                node.outputPdfPath = panel.defaultSignedPdfPath(
-                    panel.sceneFolder(), self._runningVolume.GetName()
-                )
-            seconds = sum((result.get("report", {}).get("timings") or {}).values())
-            self.ui.statusLabel.text = _(
-                "Report draft ready ({seconds:.0f} s). Review and edit it before signing."
-            ).format(seconds=seconds)
-
-    def _showDeviceStatus(self) -> None:
-        info = self.logic.deviceInfo if self.logic else None
-        if not info:
-            text = _("GPU: not checked yet; the worker reports what it finds on the first run.")
-        elif info.get("cuda_available"):
-            text = _("CUDA GPU found; the model runs on: {device}.").format(device=info.get("device"))
-        else:
-            text = _("No CUDA GPU found; the model runs on the CPU.")
-        self.ui.deviceStatusLabel.text = text
-
-    def _onGenerateShortcut(self) -> None:
-        if self.ui.applyButton.enabled:
-            self.onApplyButton()
-
-    def onExplainSentenceButton(self) -> None:
-        """Which regions support the sentence under the cursor? Its own segmentation, named after it."""
-        from BrainGemma3DLib.reporting.report import sentence_at
-
-        node = self._parameterNode
-        text = self.ui.reportTextEdit.toPlainText()
-        span = sentence_at(text, self.ui.reportTextEdit.textCursor().position())
-        if span is None:
-            self.ui.statusLabel.text = _("Put the text cursor in the sentence to explain.")
-            return
-        self._runningVolume, self._runningSentence = node.inputVolume, text[span[0] : span[1]]
-        self._setRunning(True)
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Could not start the explanation."), waitCursor=True):
-                self.logic.explainSentence(
-                    [node.inputVolume, node.t1ceVolume, node.t2Volume],
-                    text,
-                    span,
-                    model="demo" if node.modelSource == ModelSource.DEMO else str(node.checkpointFolder),
-                    device=node.device.value,
-                    onProgress=self._onProgress,
-                    onFinished=self._onFinished,
-                )
-        except Exception:
-            self._setRunning(False)
-
-    # --- Report text, entities, warnings ----------------------------------------------------------------
-    def _observeTextNode(self, textNode) -> None:
-        """Keep the text box showing ``textNode``; edits in the Text module show up here too."""
-        if textNode is self._observedTextNode:
-            return
-        if self._observedTextNode is not None:
-            self.removeObserver(
-                self._observedTextNode, vtk.vtkCommand.ModifiedEvent, self._onTextNodeModified
-            )
-        self._observedTextNode = textNode
-        if textNode is not None:
-            self.addObserver(textNode, vtk.vtkCommand.ModifiedEvent, self._onTextNodeModified)
-        self.ui.reportTextEdit.enabled = textNode is not None
-        self._onTextNodeModified()
-
-    def _onTextNodeModified(self, caller=None, event=None) -> None:
-        node = self._observedTextNode
-        text = (node.GetText() or "") if node is not None else ""
-        if self.ui.reportTextEdit.toPlainText() != text:  # equal while the user types: keep the cursor
-            self._updatingEditor = True
-            try:
-                self.ui.reportTextEdit.setPlainText(text)
-            finally:
-                self._updatingEditor = False
-        self._reviewTimer.start()
-
-    def onReportTextEdited(self) -> None:
-        """The text box is a view of the text node: every edit goes into the node (saved with the scene)."""
-        node = self._observedTextNode
-        if self._updatingEditor or node is None:
-            return
-        text = self.ui.reportTextEdit.toPlainText()
-        if text != (node.GetText() or ""):
-            node.SetText(text, vtk.VTK_ENCODING_UTF_8)
-        self._reviewTimer.start()
-
-    def _updateReview(self) -> None:
-        node = self._observedTextNode
-        self.ui.entitiesLabel.text = ""
-        self.ui.warningsLabel.text = ""
-        self.ui.warningsLabel.visible = False
-        if node is None or not (node.GetText() or "").strip():
-            return
-        try:
-            entities, warnings, agreement = self.logic.review(node)
-        except ImportError:
-            self.ui.entitiesLabel.text = _("Entities are shown once the Python dependencies are installed.")
-            return
-        self.ui.entitiesLabel.text = panel.formatEntities(entities) + (f"\n{agreement}" if agreement else "")
-        if warnings:
-            self.ui.warningsLabel.text = "\n".join("\u26a0 " + warning for warning in warnings)
-            self.ui.warningsLabel.visible = True
-
-    # --- Attribution overlay ----------------------------------------------------------------------------
-    def onCentreButton(self) -> None:
-        """Centre the slice views on the strongest region of the selected overlay."""
-        from BrainGemma3DLib.slicer import scene
-
-        segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
-        point = scene.strongest_point(segmentation) if segmentation is not None else None
-        if point is not None:
-            scene.centre_slice_views(point)
-
-    def onSurface3DToggled(self, visible) -> None:
-        from BrainGemma3DLib.slicer import scene
-
-        segmentation = self._parameterNode.attributionSegmentation if self._parameterNode else None
-        if segmentation is not None:
-            scene.show_in_3d(segmentation, visible)
-
-    def _applyOverlaySettings(self) -> None:
-        node = self._parameterNode
-        segmentation = node.attributionSegmentation if node else None
-        if segmentation is None:
-            self._overlayState = None
-            return
-        state = (segmentation.GetID(), node.opacity, node.topK)
-        if state != self._overlayState:
-            self._overlayState = state
-            self.logic.setOverlay(segmentation, opacity=node.opacity, topK=node.topK)
-
-    # --- Sign & export ----------------------------------------------------------------------------------
-    def onSignButton(self) -> None:
-        """Sign the reviewed text (password asked now, never stored), export the PDF, verify and show it."""
-        node = self._parameterNode
-        certificate = pathOrNone(node.certificatePath)
-        isP12 = certificate.suffix.lower() in (".p12", ".pfx")
-        privateKey = None if isP12 else pathOrNone(node.privateKeyPath)
-        if not isP12 and privateKey is None:
-            slicer.util.errorDisplay(
-                _("A PEM or DER certificate needs its private key: select the key file.")
-            )
-            return
-        password = None
-        if panel.needsPassword(certificate if isP12 else privateKey):
-            password = panel.askPassword((certificate if isP12 else privateKey).name)
-            if password is None:
-                return
-            password = password or None  # empty: the library tries "no password" and "empty password"
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Signing failed."), waitCursor=True):
-                signed, verified = self.logic.signAndExport(
-                    node.reportTextNode,
-                    signer=node.signerName,
-                    certificate=certificate,
-                    privateKey=privateKey,
-                    password=password,
-                    outputPdf=pathOrNone(node.outputPdfPath),
-                )
-        except Exception:
-            self.ui.signatureStatusLabel.text = _("Not signed (see the error message).")
-            self.ui.signatureStatusLabel.styleSheet = "color: #c62828;"
-            return
-        settings.rememberPaths(node)
-        ok = verified["ok"]
-        self._signedPdf = signed["signed_pdf"]
-        self.ui.openPdfButton.enabled = True
-        self.ui.signatureStatusLabel.styleSheet = "color: #2e7d32;" if ok else "color: #c62828;"
-        self.ui.signatureStatusLabel.text = _(
-            "Signed PDF: {pdf}\nAudit record: {audit}\nVerification: {summary}"
-        ).format(pdf=signed["signed_pdf"], audit=signed["audit"], summary=verified["summary"])
-
-    def onExportDicomButton(self) -> None:
-        """SR + SEG + PDF into Slicer's DICOM database: the AI draft, or the verified report once signed."""
-        node = self._parameterNode
-        try:
-            with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
-                _folder, index = self.logic.exportDicom(
-                    node.reportTextNode, node.inputVolume, slicer.dicomDatabase
-                )
-        except Exception:
-            self.ui.dicomStatusLabel.text = _("Not exported (see the error message).")
-            return
-        self.ui.dicomStatusLabel.text = panel.dicomExportSummary(index)
-
-    def onOpenPdfButton(self) -> None:
-        if self._signedPdf and not panel.openFile(self._signedPdf):
-            self.ui.statusLabel.text = _("No PDF viewer opened {pdf}.").format(pdf=self._signedPdf)
 
     # --- Cache ------------------------------------------------------------------------------------------
     def onClearCacheButton(self) -> None:
