@@ -133,6 +133,12 @@ class Volume:
                 if self.meta.get("SOPInstanceUIDs")
                 else {}
             ),
+            **(
+                {"dicom_frame_numbers": [int(n) for n in self.meta["FrameNumbers"].split("\\")]}
+                if self.meta.get("FrameNumbers")
+                else {}
+            ),
+            **({"series_choice": self.meta["SeriesChoice"]} if self.meta.get("SeriesChoice") else {}),
         }
 
     # --- resampling -----------------------------------------------------------------------------------
@@ -387,8 +393,11 @@ class GridMapping:
 # ------------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------------
-def load_volume(path: str | os.PathLike) -> Volume:
-    """Load one 3D image from a NIfTI/NRRD/MetaImage file or a DICOM series folder.
+def load_volume(path: str | os.PathLike, *, sequence: str = "flair", series: str | None = None) -> Volume:
+    """Load one 3D image from a NIfTI/NRRD/MetaImage file, or a DICOM folder, DICOMDIR or file.
+
+    A DICOM folder may hold a whole study: the stack of ``sequence`` is chosen by its tags
+    (:func:`.dicom.choose_stack`), or the one ``series`` (a Series Instance UID or number) names.
 
     Raises :class:`InputError` (one line naming the file and the problem) for anything that is not a
     usable 3D scalar image: missing/unreadable/corrupted files, 2D or 4D images, vector pixels, NaNs,
@@ -397,8 +406,8 @@ def load_volume(path: str | os.PathLike) -> Volume:
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", p)
-    if p.is_dir():
-        volume = _load_dicom_folder(p)
+    if p.is_dir() or p.name.upper() == "DICOMDIR":
+        volume = _load_dicom(p, sequence=sequence, series=series)
     else:
         if not os.access(p, os.R_OK):
             raise InputError("file is not readable (permission denied)", p)
@@ -408,25 +417,45 @@ def load_volume(path: str | os.PathLike) -> Volume:
         elif suffix in ITK_SUFFIXES:
             volume = _load_itk(p)
         elif suffix in DICOM_SUFFIXES:
-            volume = _load_dicom_folder(p.parent, member=p)
+            volume = _load_dicom(p.parent, member=p)
         else:
             raise InputError(f"unsupported file type '{suffix or p.name}' (expected {SUPPORTED})", p)
     _validate(volume, p)
     return volume
 
 
-def load_study(paths: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> Volume:
+def load_study(
+    paths: Sequence[str | os.PathLike],
+    names: Sequence[str] | None = None,
+    *,
+    sequences: Sequence[str] = ("flair",),
+    series: str | None = None,
+) -> Volume:
     """Stack co-registered sequences of one study as channels, in the order given (FLAIR first).
 
-    Sequences on another voxel grid are resampled onto the first one's grid (linear), since they share
-    world coordinates; a sequence whose field of view does not overlap the first one's is refused.
+    ``sequences``: what the model reads, in its order. One DICOM folder (a whole study) given for several
+    sequences gives each of them, chosen by their tags; ``series`` chooses the first (FLAIR) by its Series
+    Instance UID or number. Sequences on another voxel grid are resampled onto the first one's grid (linear),
+    since they share world coordinates; a sequence whose field of view does not overlap the first one's is
+    refused.
     """
     if not paths:
         raise InputError("no input volume given")
-    volumes = [load_volume(p) for p in paths]
+    paths = list(paths)
+    whole_study = len(paths) == 1 < len(sequences) and Path(paths[0]).is_dir()
+    if whole_study:
+        paths = paths * len(sequences)
+        names = names or tuple(sequences)
+    wanted = list(sequences) + ["flair"] * max(0, len(paths) - len(sequences))
+    volumes = [
+        load_volume(p, sequence=wanted[i], series=series if i == 0 else None) for i, p in enumerate(paths)
+    ]
     ref = volumes[0]
     channels = [np.asarray(ref.data[0], dtype=np.float32)]
     notes = list(ref.notes)
+    for i, vol in enumerate(volumes[1:], start=1):
+        if vol.meta.get("SeriesChoice"):
+            notes.append(f"{wanted[i].upper()}: {vol.meta['SeriesChoice']}")
     ref_lo, ref_hi = ref.world_bounds()
     for vol, p in zip(volumes[1:], paths[1:], strict=True):
         same_grid = vol.shape == ref.shape and np.allclose(vol.affine, ref.affine, atol=1e-3)
@@ -533,104 +562,36 @@ def _detached_data_files(header: Path) -> list[str]:
     return found
 
 
-#: DICOM tags read with a series (tag, name): who and what it is, kept in ``Volume.meta`` for report.json.
-DICOM_IDENTITY_TAGS = (
-    ("0010|0010", "PatientName"),
-    ("0010|0020", "PatientID"),
-    ("0010|0030", "PatientBirthDate"),
-    ("0010|0040", "PatientSex"),
-    ("0008|0020", "StudyDate"),
-    ("0008|0030", "StudyTime"),
-    ("0008|1030", "StudyDescription"),
-    ("0008|0050", "AccessionNumber"),
-    ("0008|0090", "ReferringPhysicianName"),
-    ("0020|000d", "StudyInstanceUID"),
-    ("0020|000e", "SeriesInstanceUID"),
-    ("0020|0052", "FrameOfReferenceUID"),
-    ("0008|103e", "SeriesDescription"),
-    ("0008|0060", "Modality"),
-    ("0008|0080", "InstitutionName"),
-)
-#: DICOM tags that say which MR sequence a series is (kept in ``Volume.meta`` for the input check, which warns
-#: when a T1 is passed where the model reads FLAIR).
-DICOM_SEQUENCE_TAGS = (
-    ("0018|1030", "ProtocolName"),
-    ("0018|0024", "SequenceName"),
-    ("0018|0020", "ScanningSequence"),
-    ("0018|0021", "SequenceVariant"),
-    ("0018|0080", "RepetitionTime"),
-    ("0018|0081", "EchoTime"),
-    ("0018|0082", "InversionTime"),
-    ("0018|0010", "ContrastBolusAgent"),
-)
+def _load_dicom(
+    p: Path, member: Path | None = None, *, sequence: str = "flair", series: str | None = None
+) -> Volume:
+    """A DICOM folder, DICOMDIR or file (:mod:`.dicom`): the stack of ``sequence`` chosen among the folder's
+    series (or the one ``member`` belongs to, or ``series``), its choice and reason in ``meta`` and notes."""
+    from .dicom import choose_stack, find_stacks, read_stack
 
-
-def _load_dicom_folder(folder: Path, member: Path | None = None) -> Volume:
-    import SimpleITK as sitk
-
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "No Series were found": our own line says it
+    folder = p.parent if p.is_file() else p
     try:
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except Exception as exc:
+        stacks = find_stacks(p if p.is_dir() or p.name.upper() == "DICOMDIR" else folder)
+    except OSError as exc:
         raise InputError(f"cannot scan folder for DICOM series ({_short(exc)})", folder) from exc
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    if not series:
-        raise InputError(
-            f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})", folder
-        )
-    candidates = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
-    notes: list[str] = []
     if member is not None:
-        chosen = next(
-            (
-                sid
-                for sid, files in candidates.items()
-                if Path(files[0]).parent == member.parent and any(Path(f).name == member.name for f in files)
-            ),
-            None,
-        )
-        if chosen is None:
+        own = [s for s in stacks if any(f.path.resolve() == member.resolve() for f in s.frames)]
+        if not own:
             raise InputError("not part of a readable DICOM series", member)
+        chosen, why = own[0], f"{own[0].label()}, the series of {member.name}"
     else:
-        chosen = max(candidates, key=lambda sid: len(candidates[sid]))
-        if len(candidates) > 1:
-            others = ", ".join(
-                f"{sid} ({len(candidates[sid])} slices)" for sid in candidates if sid != chosen
+        if not stacks:
+            raise InputError(
+                f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})", p
             )
-            notes.append(
-                f"{len(candidates)} DICOM series in {folder}; using {chosen} with {len(candidates[chosen])} "
-                f"slices (ignored: {others})"
-            )
-            log.warning(notes[-1])
-    files = list(candidates[chosen])
-    if len(files) < 2:
-        raise InputError("2D image: the DICOM series has a single slice; a 3D volume is needed", folder)
-    try:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        reader.MetaDataDictionaryArrayUpdateOn()
-        img = reader.Execute()
-        meta = {}
-        for tag, name in (*DICOM_IDENTITY_TAGS, *DICOM_SEQUENCE_TAGS):
-            if reader.HasMetaDataKey(0, tag):
-                meta[name] = reader.GetMetaData(0, tag).strip()
-        # The frames used, in the volume's slice order: what a DICOM SR or SEG of this report references.
-        instances = [
-            reader.GetMetaData(i, "0008|0018").strip()
-            for i in range(len(files))
-            if reader.HasMetaDataKey(i, "0008|0018")
-        ]
-        if len(instances) == len(files):
-            meta["SOPInstanceUIDs"] = "\\".join(instances)
-    except Exception as exc:
-        raise InputError(f"unreadable DICOM series ({_short(exc)})", folder) from exc
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError("DICOM series with colour/vector pixels; a scalar MRI is needed", folder)
-    volume = _from_sitk(img, folder, (sha256_files(files),))
-    volume.notes.extend(notes)
-    volume.meta.update(meta)
+        chosen, why = choose_stack(stacks, sequence, series=series, where=p)
+    volume = read_stack(chosen, p)
+    volume.channel_names = (_channel_name(p),)
+    volume.meta["SeriesChoice"] = why
+    if len(stacks) > 1:
+        note = f"{len(stacks)} DICOM series in {folder}; using {chosen.series_uid}: {why}"
+        volume.notes.append(note)
+        log.warning(note)
     return volume
 
 

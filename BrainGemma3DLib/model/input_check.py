@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.atomic import write_text_atomic
+from ..io.sequences import sequence_from_tags
 from ..io.stamps import sha256_bytes, utc_iso
 
 __all__ = [
@@ -430,61 +430,6 @@ def _head(features: Mapping[str, float]) -> dict:
 
 def _rounded(value: float, digits: int = 4) -> float | None:
     return round(float(value), digits) if np.isfinite(value) else None
-
-
-#: Words that name a sequence in DICOM descriptions, tested in this order ("T2 FLAIR" is FLAIR, "T1 FLAIR" is
-#: a T1, a post-contrast T1 is T1ce).
-_SEQUENCE_WORDS = (
-    ("t1", r"t1\W{0,3}(w\W?)?flair"),
-    ("flair", r"flair|dark\W?fluid|\btirm|\bfl\W?tir|\bir\W?fse|\bspir\W?flair"),
-    ("dwi", r"\bdwi|diffusion|\bdti\b|\badc\b|\btrace\w*|ep2d\W?diff|\bb\d{3,4}\b"),
-    ("swi", r"\bswi|\bswan|t2\*|\bhemo|susceptib"),
-    ("angio", r"\btof\b|angio|\bmra\b"),
-    (
-        "t1ce",
-        r"(t1|mprage|mp\W?rage|spgr|bravo|tfl|vibe|tfe)\w*\W.*(\+\W?c\b|\bpost\b|\bgd\b|gado|contrast|\bce\b)"
-        r"|(\+\W?c\b|\bpost\b|\bgd\b|gado|contrast|\bce\b).*(t1|mprage|mp\W?rage|spgr|bravo|tfl|vibe|tfe)",
-    ),
-    ("t1", r"t1|mprage|mp\W?rage|spgr|bravo|tfl3d|\bvibe\b|\btfe\b"),
-    ("pd", r"\bpd\b|proton\W?density"),
-    ("t2", r"t2|\btse\b|\bfse\b|\bspace\b|\bcube\b|haste"),
-)
-_DESCRIPTION_TAGS = ("SeriesDescription", "ProtocolName", "SequenceName")
-
-
-def _number(meta: Mapping[str, str], key: str) -> float | None:
-    try:
-        return float(str(meta.get(key, "")).split("\\")[0])
-    except ValueError:
-        return None
-
-
-def sequence_from_tags(meta: Mapping[str, str]) -> tuple[str | None, str]:
-    """``(sequence, evidence)`` from DICOM tags (``Volume.meta``), or ``(None, "")`` when they do not say.
-
-    Words in the series description, protocol or sequence name decide first; then timing: an inversion time
-    of 1500 ms or more nulls fluid (FLAIR); short TR and TE make a T1 (with a contrast agent recorded, T1ce);
-    long TR and TE without inversion make a T2.
-    """
-    for tag in _DESCRIPTION_TAGS:
-        text = str(meta.get(tag, "")).strip()
-        if not text:
-            continue
-        words = re.sub(r"[_\-]+", " ", text.lower())  # "t1_mprage_post_gd": underscores separate words
-        for sequence, pattern in _SEQUENCE_WORDS:
-            if re.search(pattern, words):
-                return sequence, f"{tag} '{text}'"
-    ti, tr, te = (_number(meta, k) for k in ("InversionTime", "RepetitionTime", "EchoTime"))
-    times = ", ".join(f"{k} {v:g} ms" for k, v in (("TI", ti), ("TR", tr), ("TE", te)) if v is not None)
-    if ti is not None and ti >= 1500:
-        return "flair", times
-    if tr is not None and te is not None and not ti:
-        if tr <= 1000 and te <= 30:
-            agent = str(meta.get("ContrastBolusAgent", "")).strip()
-            return ("t1ce", f"{times}, contrast agent '{agent}'") if agent else ("t1", times)
-        if tr >= 2000 and te >= 70:
-            return "t2", times
-    return None, ""
 
 
 def _sequence(meta: Mapping[str, str], features: Mapping[str, float], expected: str, head_ok: bool) -> dict:
