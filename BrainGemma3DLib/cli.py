@@ -80,8 +80,18 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="NIfTI/NRRD/MHA file(s) or a DICOM series folder; FLAIR first")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="NIfTI/NRRD/MHA file(s), or a DICOM folder, study or DICOMDIR (the FLAIR is chosen by its "
+        "tags); FLAIR first",
+    )
     p.add_argument("--out", required=True, type=out_folder, help="output folder, new or empty")
+    p.add_argument(
+        "--series",
+        metavar="UID|NUMBER",
+        help="a DICOM study with several series: the FLAIR series to read (Series Instance UID or number)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -126,6 +136,7 @@ def _run_report(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         grid=tuple(args.grid) if args.grid else None,
         seg=args.seg,
+        series=args.series,
     )
 
     def progress(stage: str, fraction: float, message: str) -> None:
@@ -137,6 +148,8 @@ def _run_report(args: argparse.Namespace) -> int:
         request.explain_options.check()
     result = run_report(request, progress=progress)
     report = result["report"]
+    for line in str(report.input.get("series_choice") or "").splitlines():  # which series was read, and why
+        print(f"series: {line}", file=sys.stderr)
     print(report.text)
     for warning in report.warning_texts:
         print(f"WARNING: {warning}")

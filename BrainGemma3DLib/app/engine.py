@@ -228,6 +228,7 @@ class Engine:
             fields=_fields(request),
             overwrite=_flag(request, "overwrite"),
             seg=_text(request, "seg", "") or None,
+            series=_text(request, "series", "") or None,
         )
         done = run_report(
             report_request, model=model, progress=self._progress(rid), cancel=self.cancel_event.is_set

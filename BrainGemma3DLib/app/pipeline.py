@@ -72,6 +72,7 @@ class ReportRequest:
     seg: str | os.PathLike | None = (
         None  # a BraTS tumour segmentation: measured facts, checked against the text
     )
+    series: str | None = None  # a DICOM study folder: the FLAIR series by UID or number (else by its tags)
 
 
 def _stage(progress: Progress | None, cancel: Callable[[], bool] | None, name: str, message: str) -> float:
@@ -202,14 +203,19 @@ class PreparedStudy:
 def _read_stage(request: ReportRequest, progress, cancel) -> tuple[Path, object, np.ndarray | None, float]:
     out = check_output_dir(request.out, REPORT_FILES, overwrite=request.overwrite)
     t = _stage(progress, cancel, "read", "reading the input")
-    study = load_study(list(request.inputs))
+    study = load_study(list(request.inputs), series=request.series)
     labels = read_segmentation(request.seg, study) if request.seg else None
     return out, study, labels, time.perf_counter() - t
 
 
 def _check_stage(request, model, out, study, labels, timings, progress, cancel) -> PreparedStudy:
-    from ..model.input_check import check_input
+    from ..model.input_check import EXPECTED_SEQUENCES, check_input
 
+    wanted = model.cfg.in_channels
+    if study.data.shape[0] != wanted and len(request.inputs) == 1 and Path(request.inputs[0]).is_dir():
+        # One study folder for a checkpoint that reads several sequences: each is chosen from the study.
+        sequences = EXPECTED_SEQUENCES.get(wanted, ("flair",))
+        study = load_study(list(request.inputs), sequences=sequences, series=request.series)
     if study.data.shape[0] != model.cfg.in_channels:
         raise InputError(
             f"the model reads {model.cfg.in_channels} sequence(s); {len(request.inputs)} input(s) were given",

@@ -124,60 +124,40 @@ def _from_manifest(path: Path, channels: int) -> list[CohortCase]:
 
 
 def _from_dicom(root: Path) -> list[CohortCase]:
-    """Studies by StudyInstanceUID; in each, the FLAIR series (by its description, protocol or sequence name;
-    the only series when there is one)."""
-    import pydicom
+    """Studies by StudyInstanceUID; in each, the FLAIR series chosen as ``report`` chooses it
+    (:func:`BrainGemma3DLib.io.dicom.choose_stack`: by its tags; the only series when there is one). A study
+    where none fits or two fit equally is a case with that one line as its problem."""
+    from ..io.dicom import choose_stack, find_stacks
 
-    studies: dict[str, dict[str, list[Path]]] = {}
-    described: dict[str, str] = {}
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=_TAGS)
-        except Exception:
-            continue  # not DICOM
-        study, series = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
-        if not study or not series or "ImagePositionPatient" not in ds and "Rows" not in ds:
-            continue
-        studies.setdefault(study, {}).setdefault(series, []).append(file)
-        described.setdefault(
-            series,
-            " ".join(str(ds.get(t, "")) for t in ("SeriesDescription", "ProtocolName", "SequenceName")),
-        )
-    tops = {study: _tops(root, series) for study, series in studies.items()}
+    studies: dict[str, list] = {}
+    for stack in find_stacks(root, max_files=None):
+        studies.setdefault(stack.meta.get("StudyInstanceUID", ""), []).append(stack)
+    studies.pop("", None)
+    series = {study: {s.series_uid: s.files for s in stacks} for study, stacks in studies.items()}
+    tops = {study: _tops(root, files) for study, files in series.items()}
     cases = []
-    for study, series in studies.items():
+    for study, stacks in studies.items():
         # One subfolder per study: the folder's name is the case id; else one derived from the study UID.
         own = tops[study]
         name = next(iter(own)) if len(own) == 1 else ""
         shared = sum(name in other for other in tops.values()) > 1
         alone_in_folder = name and not shared and (root / name).is_dir()
         cid = name if alone_in_folder else "study-" + hashlib.sha1(study.encode()).hexdigest()[:10]
-        flair = [s for s in series if "flair" in described[s].lower()]
-        chosen = next(iter(series)) if len(series) == 1 else (flair[0] if len(flair) == 1 else None)
         case = CohortCase(cid, [], meta={"study_uid": study})
-        if chosen is None:
-            named = len(flair) or "none"
-            case.problem = f"{len(series)} series, {named} named FLAIR: give the FLAIR series in a manifest"
+        try:
+            chosen, why = choose_stack(stacks, "flair")
+        except InputError as exc:
+            case.problem = f"{exc.problem} (or give the FLAIR series in a manifest)"
         else:
-            files = series[chosen]
+            files = chosen.files
             folder = files[0].parent
             alone = all(f.parent == folder for f in files) and not any(
-                f.parent == folder for s, other in series.items() if s != chosen for f in other
+                f.parent == folder for s in stacks if s is not chosen for f in s.files
             )
             case.inputs = [str(folder if alone else files[0])]
+            case.meta["series_choice"] = why
         cases.append(_checked_id(case))
     return cases
-
-
-_TAGS = [
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "ProtocolName",
-    "SequenceName",
-    "ImagePositionPatient",
-    "Rows",
-]
 
 
 def _tops(root: Path, series: dict[str, list[Path]]) -> set[str]:

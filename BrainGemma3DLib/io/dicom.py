@@ -100,6 +100,10 @@ class Stack:
         return list(dict.fromkeys(f.path for f in self.frames))
 
     @property
+    def slices(self) -> int:
+        return len(self.frames)
+
+    @property
     def voxel_mm3(self) -> float:
         return float(np.prod(self.frames[0].spacing) * _slice_step(self.frames))
 
@@ -114,7 +118,7 @@ class Stack:
 # --- finding the images ----------------------------------------------------------------------------------
 
 
-def _files_of(path: Path) -> list[Path]:
+def _files_of(path: Path, max_files: int | None = MAX_FILES) -> list[Path]:
     """The files to look at: those a DICOMDIR lists (found case-insensitively), else every file below."""
     if path.is_file():
         return [path]
@@ -125,8 +129,8 @@ def _files_of(path: Path) -> list[Path]:
     for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
-        if len(files) > MAX_FILES:
-            raise InputError(f"more than {MAX_FILES} files below this folder: give one study's folder", path)
+        if max_files is not None and len(files) > max_files:
+            raise InputError(f"more than {max_files} files below this folder: give one study's folder", path)
     return files
 
 
@@ -367,13 +371,14 @@ def _even_runs(frames: list[Frame], normal: np.ndarray) -> list[list[Frame]]:
     return [r for r in runs if r]
 
 
-def find_stacks(path: str | os.PathLike) -> list[Stack]:
-    """Every stack of images below ``path`` (a folder, a DICOMDIR or its folder, or one file's series)."""
+def find_stacks(path: str | os.PathLike, *, max_files: int | None = MAX_FILES) -> list[Stack]:
+    """Every stack of images below ``path`` (a folder, a DICOMDIR or its folder); ``max_files`` guards a
+    single study against a whole archive given by mistake (None for a cohort)."""
     import pydicom
 
     root = Path(path)
     headers: dict[str, list[tuple[Path, object]]] = {}
-    for file in _files_of(root if root.name.upper() != "DICOMDIR" else root.parent):
+    for file in _files_of(root if root.name.upper() != "DICOMDIR" else root.parent, max_files):
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception:
@@ -408,7 +413,8 @@ def choose_stack(
     stacks: Sequence[Stack], sequence: str = "flair", *, series: str | None = None, where: Path | None = None
 ) -> tuple[Stack, str]:
     """The stack of ``sequence`` among ``stacks`` and why, or one :class:`InputError` line listing the
-    candidates (number, description, slices, orientation) and how to choose with ``series``."""
+    candidates (number, description, slices, orientation) and how to choose with ``series``. A folder of
+    dcm2niix NIfTI files is ranked by the same rule (:class:`.sidecar.NiftiSeries` reads as a stack)."""
     if not stacks:
         raise InputError("no DICOM image series found (or give a NIfTI, NRRD or MetaImage file)", where)
     listing = "; ".join(s.label() for s in stacks)
@@ -439,11 +445,11 @@ def choose_stack(
             where,
         )
     # Equal by the tags: the finer voxels, then more slices; truly equal ones are the user's call.
-    ranked = sorted(fitting, key=lambda s: (round(s.voxel_mm3, 3), -len(s.frames)))
+    ranked = sorted(fitting, key=lambda s: (round(s.voxel_mm3, 3), -s.slices))
     best = ranked[0]
-    if len(ranked) > 1 and (round(ranked[1].voxel_mm3, 3), len(ranked[1].frames)) == (
+    if len(ranked) > 1 and (round(ranked[1].voxel_mm3, 3), ranked[1].slices) == (
         round(best.voxel_mm3, 3),
-        len(best.frames),
+        best.slices,
     ):
         tied = "; ".join(s.label() for s in ranked if s.voxel_mm3 == best.voxel_mm3)
         raise InputError(

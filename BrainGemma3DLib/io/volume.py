@@ -453,9 +453,14 @@ def load_study(
     ref = volumes[0]
     channels = [np.asarray(ref.data[0], dtype=np.float32)]
     notes = list(ref.notes)
-    for i, vol in enumerate(volumes[1:], start=1):
-        if vol.meta.get("SeriesChoice"):
-            notes.append(f"{wanted[i].upper()}: {vol.meta['SeriesChoice']}")
+    meta = dict(ref.meta)
+    choices = [
+        (wanted[i].upper(), v.meta["SeriesChoice"])
+        for i, v in enumerate(volumes)
+        if v.meta.get("SeriesChoice")
+    ]
+    if len(choices) > 1:  # one line per sequence chosen from the study
+        meta["SeriesChoice"] = "\n".join(f"{name}: {why}" for name, why in choices)
     ref_lo, ref_hi = ref.world_bounds()
     for vol, p in zip(volumes[1:], paths[1:], strict=True):
         same_grid = vol.shape == ref.shape and np.allclose(vol.affine, ref.affine, atol=1e-3)
@@ -479,7 +484,7 @@ def load_study(
         tuple(v.sha256[0] for v in volumes),
         tuple(names) if names else tuple(_channel_name(p) for p in paths),
         notes,
-        dict(ref.meta),
+        meta,
     )
 
 
@@ -518,6 +523,9 @@ def _load_nifti(p: Path) -> Volume:
             "cannot be trusted (nibabel's default voxel order is assumed)"
         )
         log.warning(volume.notes[-1])
+    from .sidecar import apply_sidecar
+
+    apply_sidecar(volume, p)  # dcm2niix's JSON sidecar: the series description and timing, when there
     return volume
 
 
@@ -581,6 +589,10 @@ def _load_dicom(
         chosen, why = own[0], f"{own[0].label()}, the series of {member.name}"
     else:
         if not stacks:
+            from .sidecar import load_nifti_folder, nifti_files
+
+            if p.is_dir() and nifti_files(p):  # dcm2niix output: one NIfTI (and sidecar) per series
+                return load_nifti_folder(p, sequence=sequence, series=series)
             raise InputError(
                 f"no DICOM series found (a folder must hold one DICOM series; or give {SUPPORTED})", p
             )
