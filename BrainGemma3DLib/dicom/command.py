@@ -66,6 +66,8 @@ def _run_dicom(args: argparse.Namespace) -> int:
         )  # fmt: skip
     for entry in index["objects"]:
         print(f"{entry['modality']:>4}: {args.out / entry['file']}  ({entry['sop_instance_uid']})")
+    for note in index.get("notes", []):
+        print(f"note: {note}")
     status = (
         "COMPLETE / VERIFIED (signed)" if index["status"] == "verified" else "PARTIAL / UNVERIFIED (AI draft)"
     )

@@ -4,7 +4,15 @@ What goes in: report.json (text, entities, warnings, model, the source series' i
 attribution's segmentation when the report was explained, and optionally the signed PDF with its audit record.
 What comes out, in a new or empty folder, all or nothing: ``report-sr.dcm`` (the SR), ``evidence-seg.dcm``
 (the SEG, when there is an attribution), ``report-pdf.dcm`` (the PDF: the signed one when given, else the
-draft, titled as such) and ``export.json`` (what was written: UIDs per object, for ``send`` and for people).
+draft, titled as such) and ``export.json`` (what was written: UIDs per object, for ``send`` and for people;
+``notes``: what was not written and why, also printed).
+
+A source series that lacks optional or type 2 attributes (Slice Thickness, Spacing Between Slices, Series
+Number, Study ID...) is exported with what its geometry says and empty type 2 values. One whose frames cannot
+carry a SEG (no Frame of Reference UID, no position, orientation or pixel spacing, or more than one stack)
+still gets its SR and PDF: the report is what the department needs in the PACS, the SEG only shows where the
+evidence lies, and a SEG that cannot be placed on the images would mislead; a note in export.json and on the
+command line names what the source lacks.
 
 A signed PDF is accepted only when its signature verifies (intact, valid, nothing changed after) and its audit
 record names this report's draft PDF; the SR then carries the radiologist's final words, not the AI's draft.
@@ -22,7 +30,7 @@ from ..io.atomic import replace_dir
 from ..io.errors import InputError
 from ..io.stamps import sha256_files
 from ..reporting.report import Report, read_report
-from .objects import build_pdf_document, build_seg, build_sr, sample_labels
+from .objects import build_pdf_document, build_seg, build_sr, sample_labels, seg_obstacle
 from .source import read_source_series
 
 SR_FILE, SEG_FILE, PDF_FILE, INDEX_FILE = "report-sr.dcm", "evidence-seg.dcm", "report-pdf.dcm", "export.json"
@@ -124,7 +132,13 @@ def _write_objects(report: Report, report_dir, sources, tmp, made: dict, pdf: by
     """Build the objects of the report value (the draft, or the signed report) into the staging folder."""
     signature = made["signature"]
     sr = build_sr(report, sources, signature=signature)
-    attribution = _segmentation(report, report_dir, sources)
+    notes = []
+    obstacle = seg_obstacle(sources) if (report_dir / "attribution.seg.nrrd").is_file() else None
+    if obstacle is not None:  # the report still goes to the PACS; its evidence map cannot be placed
+        notes.append(f"no SEG: {obstacle}, so the evidence cannot be placed on them (SR and PDF written)")
+        attribution = None
+    else:
+        attribution = _segmentation(report, report_dir, sources)
     seg = build_seg(report, sources, *attribution) if attribution else None
     doc = build_pdf_document(pdf, sources[0], title=title, verified=signature is not None)
     written = {SR_FILE: sr, PDF_FILE: doc} | ({SEG_FILE: seg} if seg is not None else {})
@@ -146,6 +160,7 @@ def _write_objects(report: Report, report_dir, sources, tmp, made: dict, pdf: by
             }
             for name, ds in written.items()
         ],
+        "notes": notes,
     }
     if (tmp / SOURCE_FOLDER).is_dir():
         index["new_study_source_series"] = SOURCE_FOLDER

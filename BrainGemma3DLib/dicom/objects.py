@@ -18,12 +18,15 @@ radiologist as a person observer besides the device.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import __version__
+from ..io.errors import InputError
 from ..reporting.report import Report
 
 MANUFACTURER = "BrainGemma3D developers"
@@ -67,6 +70,149 @@ def _dicom_datetime(iso: str) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%S+0000")
+
+
+#: The patient's and study's type 2 attributes that the objects copy from the source (highdicom reads them
+#: from the first frame unconditionally): a source without one gives an empty value, never an invented one.
+_IDENTITY_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+    "StudyTime", "ReferringPhysicianName",
+)  # fmt: skip
+#: What a SEG needs of every source frame to be drawn on it: (keyword, name in words, number of values).
+_PLACEMENT = (
+    ("FrameOfReferenceUID", "Frame of Reference UID (0020,0052)", 1),
+    ("ImagePositionPatient", "Image Position (Patient) (0020,0032)", 3),
+    ("ImageOrientationPatient", "Image Orientation (Patient) (0020,0037)", 6),
+    ("PixelSpacing", "Pixel Spacing (0028,0030)", 2),
+)
+
+
+def _numbers(ds, keyword: str, count: int) -> tuple[float, ...] | None:
+    """``count`` finite numbers of a DS attribute; None when it is absent, empty or not ``count`` numbers."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        numbers = tuple(float(v) for v in ([value] if isinstance(value, str | int | float) else value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return numbers if len(numbers) == count and all(np.isfinite(numbers)) else None
+
+
+def _present(ds, keyword: str, count: int) -> bool:
+    if keyword == "FrameOfReferenceUID":
+        return bool(str(ds.get(keyword) or "").strip())
+    return _numbers(ds, keyword, count) is not None
+
+
+@dataclass(frozen=True)
+class SourceGeometry:
+    """The source frames' own geometry, as a SEG on them states it (PS3.3 C.7.6.16.2: Pixel Measures, Plane
+    Position and Plane Orientation), read from the attributes every frame must have (type 1), never from the
+    optional ones that describe the acquisition: ``positions`` per frame in the order given;
+    ``slice_thickness`` the source's Slice Thickness when present and positive, else the spacing of the
+    frames along the normal; ``spacing_between_slices`` that spacing when the frames are evenly spaced (else
+    None)."""
+
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    positions: np.ndarray
+    slice_thickness: float
+    spacing_between_slices: float | None
+
+
+def seg_obstacle(sources: Sequence) -> str | None:
+    """Why a SEG cannot be placed on ``sources``, in words naming what they lack; None when it can."""
+    lacking = [name for key, name, n in _PLACEMENT if not all(_present(ds, key, n) for ds in sources)]
+    if lacking:
+        return "the source frames have no " + " and no ".join(lacking)
+    if len({str(ds.FrameOfReferenceUID).strip() for ds in sources}) > 1:
+        return "the source frames are in more than one Frame of Reference"
+    if len({(int(ds.Rows), int(ds.Columns)) for ds in sources}) > 1:
+        return "the source frames differ in size (Rows, Columns)"
+    orientations = np.array([_numbers(ds, "ImageOrientationPatient", 6) for ds in sources])
+    spacings = np.array([_numbers(ds, "PixelSpacing", 2) for ds in sources])
+    if np.abs(orientations - orientations[0]).max() > 1e-4 or np.abs(spacings - spacings[0]).max() > 1e-4:
+        return "the source frames do not share one orientation and pixel spacing (more than one stack)"
+    if len(sources) > 1 and np.min(np.diff(np.sort(_along_normal(sources)))) < 1e-3:
+        return "two source frames lie at the same position"
+    if len(sources) == 1 and not _thickness(sources[0]):
+        return "the one source frame has no Slice Thickness (0018,0050)"
+    return None
+
+
+def _thickness(ds) -> float | None:
+    """The frame's Slice Thickness when present and positive."""
+    given = _numbers(ds, "SliceThickness", 1)
+    return given[0] if given is not None and given[0] > 0 else None
+
+
+def _along_normal(sources: Sequence) -> np.ndarray:
+    orientation = np.asarray(_numbers(sources[0], "ImageOrientationPatient", 6))
+    normal = np.cross(orientation[:3], orientation[3:])
+    return np.array([np.dot(normal, _numbers(ds, "ImagePositionPatient", 3)) for ds in sources])
+
+
+def source_geometry(sources: Sequence) -> SourceGeometry:
+    """The geometry of frames that :func:`seg_obstacle` accepts."""
+    first = sources[0]
+    distances = np.sort(_along_normal(sources))
+    steps = np.diff(distances)
+    step = float(np.median(steps)) if len(steps) else None
+    even = step is not None and np.allclose(steps, step, rtol=1e-3, atol=1e-3)
+    return SourceGeometry(
+        orientation=_numbers(first, "ImageOrientationPatient", 6),
+        pixel_spacing=_numbers(first, "PixelSpacing", 2),
+        positions=np.array([_numbers(ds, "ImagePositionPatient", 3) for ds in sources]),
+        slice_thickness=float(_thickness(first) or step),
+        spacing_between_slices=step if even else None,
+    )
+
+
+def as_highdicom_reads(sources: Sequence, geometry: SourceGeometry | None = None) -> list:
+    """Header copies of ``sources`` (no pixels) holding what highdicom reads from them unconditionally.
+
+    Its SR and SEG builders read the patient's and study's type 2 attributes from the first frame, and its SEG
+    builder the first frame's Slice Thickness and Spacing Between Slices even when given the pixel measures:
+    absent identity attributes are empty here (as type 2 allows; nothing invented), and with ``geometry`` the
+    two spacing attributes are what the geometry says, so that highdicom's own copy agrees with the explicit
+    measures. The source files are never touched.
+    """
+    out = []
+    for ds in sources:
+        head = _header_copy(ds)
+        for keyword in _IDENTITY_TYPE2:
+            if keyword not in head:
+                setattr(head, keyword, None)
+        if geometry is not None:
+            for keyword in ("SliceThickness", "SpacingBetweenSlices"):
+                if keyword in head:
+                    del head[keyword]
+            head.SliceThickness = _ds(geometry.slice_thickness)
+            if geometry.spacing_between_slices is not None:
+                head.SpacingBetweenSlices = _ds(geometry.spacing_between_slices)
+        out.append(head)
+    return out
+
+
+def _header_copy(ds):
+    """A copy of ``ds`` without its pixels (a new study's frames hold them), its file meta kept."""
+    from pydicom.dataset import Dataset
+
+    head = Dataset()
+    for element in ds:
+        if element.tag != 0x7FE00010:  # Pixel Data
+            head.add(copy.deepcopy(element))
+    if getattr(ds, "file_meta", None) is not None:
+        head.file_meta = copy.deepcopy(ds.file_meta)
+    return head
+
+
+def _ds(value: float) -> str:
+    """A decimal string within DICOM's 16 characters."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
 
 
 def _new_instance(series_number: int) -> dict:
@@ -186,7 +332,7 @@ def build_sr(
     content[0].ContentSequence.extend(items)
     verified = signature is not None
     sr = Comprehensive3DSR(
-        evidence=list(sources),
+        evidence=as_highdicom_reads(sources),
         content=content[0],
         **_new_instance(series_number),
         is_complete=verified,
@@ -258,12 +404,18 @@ def build_seg(
     """The attribution's top regions as a BINARY Segmentation on the source frames' geometry.
 
     ``labels``: (frames, rows, columns) label values on the source frames (:func:`sample_labels`);
-    ``segments``: ``labelValue``, ``name`` and ``color`` (0..1 RGB) of each region, in words.
+    ``segments``: ``labelValue``, ``name`` and ``color`` (0..1 RGB) of each region, in words. The pixel
+    measures, plane positions and orientation are given to highdicom from the frames' own geometry
+    (:func:`source_geometry`), so a source without Slice Thickness or Spacing Between Slices still gives a
+    SEG; the frames must have what :func:`seg_obstacle` asks (a Frame of Reference above all).
     """
     import highdicom as hd
     from highdicom.seg import Segmentation, SegmentDescription
     from pydicom.sr.codedict import codes
 
+    obstacle = seg_obstacle(sources)
+    if obstacle is not None:
+        raise InputError(f"no SEG can be placed: {obstacle}")
     model = report.model
     algorithm = hd.AlgorithmIdentificationSequence(
         name=SOFTWARE,
@@ -290,9 +442,18 @@ def build_seg(
             )
         )
         pixels[labels == int(seg["labelValue"])] = number  # one label value per voxel: no overlap
+    geometry = source_geometry(sources)
+    patient = hd.CoordinateSystemNames.PATIENT
     return Segmentation(
-        source_images=list(sources),
+        source_images=as_highdicom_reads(sources, geometry),
         pixel_array=pixels,
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=geometry.pixel_spacing,
+            slice_thickness=geometry.slice_thickness,
+            spacing_between_slices=geometry.spacing_between_slices,
+        ),
+        plane_orientation=hd.PlaneOrientationSequence(patient, geometry.orientation),
+        plane_positions=[hd.PlanePositionSequence(patient, position) for position in geometry.positions],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         **_new_instance(series_number),

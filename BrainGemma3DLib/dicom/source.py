@@ -70,6 +70,9 @@ def read_series_files(files: list[str | os.PathLike]) -> list:
             frames.append(pydicom.dcmread(path, stop_before_pixels=True))
         except Exception as exc:
             raise InputError(f"unreadable DICOM file ({type(exc).__name__})", path) from exc
-    orientation = np.asarray(frames[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    return sorted(frames, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))
+    try:
+        orientation = np.asarray(frames[0].ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        return sorted(frames, key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, float)))
+    except (AttributeError, TypeError, ValueError):  # no geometry to order them by: the export leaves the SEG
+        return frames  # out and says why (objects.seg_obstacle)
