@@ -43,14 +43,15 @@ demo: venv
 	@echo "signed PDF and its audit trail: $(DEMO_OUT)/report-signed.pdf, $(DEMO_OUT)/report-signed.audit.json"
 	@echo "(demo weights trained on synthetic phantoms; throw-away certificate: not for clinical use)"
 
-# System programs some tests need (a real PACS, DICOM validation): said when missing, never installed here
+# System programs some tests need (a real PACS, DICOM validation, the DICOM converters whose output is read
+# back): said when missing, never installed here
 # (.ci/run installs them in CI, where a test that lacks them fails instead of skipping).
-SYSTEM_TOOLS := Orthanc dciodvfy dsrdump
+SYSTEM_TOOLS := Orthanc dciodvfy dsrdump dcmcjpeg dcmcjpls dcmcrle dcmconv dcmmkdir gdcmconv dcm2niix
 check-system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then echo "note: missing$$missing: the PACS/DICOM tests will skip;" \
-	  "install with: sudo apt-get install orthanc orthanc-dicomweb dicom3tools dcmtk"; fi
+	  "install with: sudo apt-get install orthanc orthanc-dicomweb dicom3tools dcmtk libgdcm-tools dcm2niix"; fi
 
 test: venv check-system
 	$(BIN)/ruff check .

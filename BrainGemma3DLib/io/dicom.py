@@ -51,6 +51,9 @@ MIN_SLICES = 10
 #: At most this many files are read from one folder (a whole archive given by mistake is refused).
 MAX_FILES = 20000
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: Derivation Code (DCM 113040) "Lossy Compression": what DCMTK and lossy-archiving PACS record, with Image
+#: Type DERIVED, on images that are otherwise the original acquisition.
+_LOSSY_COMPRESSION = "113040"
 _LOCALIZER_WORDS = re.compile(r"locali[sz]er|scout|survey|\b3\W?pl(ane)?\b|\bloc\b|\baa\W?head", re.I)
 _PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
@@ -311,13 +314,18 @@ def _frames_of(path: Path, ds) -> list[Frame]:
 
 
 def _exclusion(ds, meta: dict[str, str], n: int) -> str:
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = ds.get("ImageType") or []
+    if isinstance(image_type, str):  # one value: pydicom gives a str, not a list of characters
+        image_type = [image_type]
+    image_type = [str(v).upper() for v in image_type]
     words = " ".join(meta.get(k, "") for k in ("SeriesDescription", "ProtocolName", "SequenceName"))
     if "LOCALIZER" in image_type or _LOCALIZER_WORDS.search(words):
         return "a localizer"
     if str(ds.get("SOPClassUID", "")).startswith(_SECONDARY_CAPTURE):
         return "a secondary capture"
-    if image_type and image_type[0] == "DERIVED":
+    derivations = {str(item.get("CodeValue", "")) for item in ds.get("DerivationCodeSequence") or []}
+    if image_type and image_type[0] == "DERIVED" and derivations != {_LOSSY_COMPRESSION}:
+        # Derived only by lossy compression (a PACS archiving lossy, dcmcjpeg +eb): still the acquisition.
         return "derived (a reformat or a computed map)"
     if n < MIN_SLICES:
         return f"a 2D stack ({n} slice{'s' if n != 1 else ''})"
@@ -496,23 +504,30 @@ def read_stack(stack: Stack, where: Path):
         except Exception as exc:
             raise InputError(f"unreadable DICOM file ({type(exc).__name__})", path) from exc
         pixels[path] = _pixels(path, datasets[path])
-    slices = []
+    slices, padded = [], []
     for f in stack.frames:
         ds = datasets[f.path]
         raw = pixels[f.path][(f.number or 1) - 1]
-        value = raw.astype(np.float64) * f.rescale[0] + f.rescale[1]
+        slices.append(raw.astype(np.float64) * f.rescale[0] + f.rescale[1])
         padding = ds.get("PixelPaddingValue")
-        if padding is not None:  # padding is no tissue: the background, never a bright or dark frame
+        pad = np.zeros(raw.shape, dtype=bool)
+        if padding is not None:  # matched on the stored values, before the rescale
             limit = ds.get("PixelPaddingRangeLimit", padding)
             lo, hi = sorted((int(padding), int(limit)))
             pad = (raw >= lo) & (raw <= hi)
-            if pad.any() and (~pad).any():
-                value[pad] = value[~pad].min()
-        slices.append(value)
+        padded.append(pad)
     data = np.stack(slices)  # (slices, rows, columns)
+    pad = np.stack(padded)
+    real = ~pad if (~pad).any() else np.ones_like(pad)
     first = datasets[stack.frames[0].path]
     if str(first.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        data = data.max() + data.min() - data  # MONOCHROME1: low values are bright
+        # MONOCHROME1: low values are bright; inverted over the real pixels' range (padding is not in it)
+        data = data[real].max() + data[real].min() - data
+    if pad.any() and (~pad).any():
+        # Padding is no tissue: the background, i.e. the lowest real value of the whole volume. Set after the
+        # inversion (MONOCHROME1 padding must not turn bright) and volume-wide (a slice wholly padded, outside
+        # the field of view, or one without air around the head gets the same background as the others).
+        data[pad] = data[~pad].min()
     integral = all(
         float(f.rescale[0]).is_integer() and float(f.rescale[1]).is_integer() for f in stack.frames
     )
