@@ -306,6 +306,7 @@ def commands() -> list[Command]:
     """Every subcommand, in the order ``--help`` lists them: data, product, research."""
     from .cohort import command as cohort_commands
     from .dicom import command as dicom_commands
+    from .node import command as node_commands
     from .phantoms import command as phantoms_command
     from .training import commands as training_commands
 
@@ -313,6 +314,7 @@ def commands() -> list[Command]:
         *phantoms_command.COMMANDS,
         *PRODUCT_COMMANDS,
         *dicom_commands.COMMANDS,
+        *node_commands.COMMANDS,
         *cohort_commands.COMMANDS,
         *training_commands.COMMANDS,
     ]
@@ -336,6 +338,7 @@ def commands() -> list[Command]:
         "dicom",
         "send",
         "fetch",
+        "serve",
     )
     return [by_name[name] for name in order]
 

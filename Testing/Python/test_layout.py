@@ -24,7 +24,7 @@ LAYERS = (
     ("model", "anatomy"),
     ("reporting", "explain"),
     ("app",),
-    ("dicom", "cohort", "training", "phantoms", "slicer"),  # the wings
+    ("dicom", "cohort", "training", "phantoms", "slicer", "node"),  # the wings
     ("cli", "__main__", "engine"),  # the command root and the worker's `-m` entry point: nothing imports them
 )
 WINGS = LAYERS[4]
@@ -36,6 +36,9 @@ ALLOWED_ACROSS = {
     ("cohort", "BrainGemma3DLib.training.data"),
     # The demo tokenizer is trained on phantom reports, and `bench` times freshly generated phantom cases.
     ("training", "BrainGemma3DLib.phantoms"),
+    # The node sends its drafts to the PACS as the `dicom` and `send` commands do (one export, one network).
+    ("node", "BrainGemma3DLib.dicom.export"),
+    ("node", "BrainGemma3DLib.dicom.network"),
     # `python -m BrainGemma3DLib` is the `braingemma3d` command.
     ("__main__", "BrainGemma3DLib.cli"),
 }
@@ -165,6 +168,7 @@ def test_every_library_module_sits_in_its_wing():
         "dicom",
         "io",
         "model",
+        "node",
         "phantoms",
         "reporting",
         "slicer",
