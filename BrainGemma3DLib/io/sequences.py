@@ -50,8 +50,10 @@ def sequence_from_tags(meta: Mapping[str, str]) -> tuple[str | None, str]:
 
     Words in the series description, protocol or sequence name decide first; then timing: an inversion time
     of 1500 ms or more nulls fluid (FLAIR); short TR and TE make a T1 (with a contrast agent recorded, T1ce);
-    long TR and TE without inversion make a T2.
+    long TR and TE without inversion make a T2. Fields read from a NIfTI's JSON sidecar (``meta["Sidecar"]``,
+    :mod:`.sidecar`) are named so in the evidence: "sidecar SeriesDescription 'AX FLAIR'".
     """
+    where = "sidecar " if meta.get("Sidecar") else ""
     for tag in _DESCRIPTION_TAGS:
         text = str(meta.get(tag, "")).strip()
         if not text:
@@ -59,9 +61,11 @@ def sequence_from_tags(meta: Mapping[str, str]) -> tuple[str | None, str]:
         words = re.sub(r"[_\-]+", " ", text.lower())  # "t1_mprage_post_gd": underscores separate words
         for sequence, pattern in _SEQUENCE_WORDS:
             if re.search(pattern, words):
-                return sequence, f"{tag} '{text}'"
+                return sequence, f"{where}{tag} '{text}'"
     ti, tr, te = (_number(meta, k) for k in ("InversionTime", "RepetitionTime", "EchoTime"))
-    times = ", ".join(f"{k} {v:g} ms" for k, v in (("TI", ti), ("TR", tr), ("TE", te)) if v is not None)
+    times = where + ", ".join(
+        f"{k} {v:g} ms" for k, v in (("TI", ti), ("TR", tr), ("TE", te)) if v is not None
+    )
     if ti is not None and ti >= 1500:
         return "flair", times
     if tr is not None and te is not None and not ti:

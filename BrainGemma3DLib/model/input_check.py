@@ -7,9 +7,10 @@ three questions are answered from the study and its model grid (statistics of a 
 - **head**: is there a head on the grid — a foreground of plausible volume and extent, shaped like a head
   (it fits its bounding ellipsoid) and with tissue structure (neighbouring voxels alike, unlike noise)?
 - **sequence**: is channel 0 the sequence the model reads (FLAIR for every BrainGemma3D model)? DICOM tags
-  decide where they name it (series description, protocol, sequence name; else inversion/echo/repetition
-  times); otherwise one image statistic, robust to lesions: on FLAIR (and T2) the cortex is brighter than the
-  white matter beneath it, on T1 the white matter is the brightest tissue.
+  (or, for a NIfTI, the same fields in dcm2niix's JSON sidecar) decide where they name it (series description,
+  protocol, sequence name; else inversion/echo/repetition times); otherwise one image statistic, robust to
+  lesions: on FLAIR (and T2) the cortex is brighter than the white matter beneath it, on T1 the white matter
+  is the brightest tissue.
 - **distribution**: how far the case's image statistics (:data:`FEATURES`) lie from the training scans'
   (Mahalanobis distance, covariance shrunk toward the identity as Ledoit and Wolf do, because a few hundred
   cases estimate 17 x 17 covariances poorly), against a limit calibrated on held-out scans (their 99th
@@ -444,7 +445,7 @@ def _sequence(meta: Mapping[str, str], features: Mapping[str, float], expected: 
         "image_statistic": {"white_matter_over_cortex": _rounded(ratio), "t1_like_from": T1_LIKE_RATIO},
     }
     if from_tags is not None:
-        found, source = from_tags, "DICOM tags"
+        found, source = from_tags, "JSON sidecar" if meta.get("Sidecar") else "DICOM tags"
     elif from_image is not None:
         found, source = from_image, "image statistics"
         evidence = (
