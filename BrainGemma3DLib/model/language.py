@@ -79,8 +79,19 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def check_weights_present(folder: Path, what: str) -> None:
-    """A gated model folder cloned without its weights gets an actionable message."""
+    """A gated model folder cloned without its weights gets an actionable message; one holding only pickled
+    weights (``pytorch_model.bin``: loading it could run code) is named and refused before transformers reads
+    it."""
+    from .safety import PICKLE_SUFFIXES
+
     if not list(folder.glob("*.safetensors")) and not (folder / "model.safetensors.index.json").is_file():
+        pickles = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise InputError(
+                f"{what} weights are pickled ({pickles[0].name}); BrainGemma3D reads only safetensors "
+                "(convert the folder once: load it and save_pretrained(safe_serialization=True))",
+                pickles[0],
+            )
         raise InputError(
             f"{what} folder has no *.safetensors weights: accept the Health AI Developer Foundations terms "
             "on the model's Hugging Face page, download it once (`hf download <model id> --local-dir DIR`) "

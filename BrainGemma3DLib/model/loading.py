@@ -185,6 +185,8 @@ def from_base_models(
     vision_dir = resolve_local(str(vision), "MedSigLIP")
     lm_dir = resolve_local(str(lm), "MedGemma")
     refuse_custom_code(lm_dir, "MedGemma")
+    check_weights_present(vision_dir, "MedSigLIP")  # both before either loads: one line, nothing read
+    check_weights_present(lm_dir, "MedGemma")
     cfg.vision = {k: v for k, v in _siglip_vision_config(vision_dir).to_dict().items() if k in VISION_KEYS}
     cfg.lm = {k: v for k, v in text_config_from_folder(lm_dir).items() if k in LM_KEYS}
     cfg.vision_base, cfg.lm_base = str(vision), str(lm)

@@ -18,6 +18,7 @@ Same seed, same inputs -> the same draft (the sampling generator is seeded and i
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -41,10 +42,15 @@ class DecodingOptions:
     seed: int = 0
 
     def check(self) -> None:
+        """Refuse impossible options in one line before any model loads (the CLI, the engine and the node
+        all call this): a NaN or infinite temperature would otherwise sample garbage or fail deep inside."""
         if self.samples is not None and not 0 <= self.samples <= 256:
             raise InputError(f"the number of sampled drafts must be 0 (greedy) to 256 (got {self.samples})")
-        if self.samples and not 0.05 <= self.temperature <= 2.0:
-            raise InputError(f"temperature must be between 0.05 and 2 (got {self.temperature})")
+        temperature = self.temperature
+        if not math.isfinite(temperature) or not 0.05 <= temperature <= 2.0:
+            raise InputError(f"temperature must be a number between 0.05 and 2 (got {temperature})")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"the seed must be between 0 and 2**63 - 1 (got {self.seed})")
 
 
 def statement_agreement(a: Entities, b: Entities) -> dict[str, float]:

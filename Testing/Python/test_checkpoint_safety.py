@@ -149,3 +149,35 @@ def test_memory_is_estimated_before_a_model_is_built(monkeypatch):
     safety.check_memory(10**9, 4, "cpu", "a model", "x")  # 3.7 GiB of 8: fine
     with pytest.raises(InputError, match=r"would need about 14\.9 GiB .* 8\.0 GiB are free"):
         safety.check_memory(4 * 10**9, 4, "cpu", "a model", "x")
+
+
+@pytest.mark.parametrize("base", ["vision_model", "language_model"])
+def test_a_base_model_folder_with_only_pickled_weights_is_one_line_exit_2(tmp_path, capsys, base):
+    """A MedSigLIP or MedGemma folder holding only ``pytorch_model.bin`` (as older exports do) is named and
+    refused before anything is read: loading a pickle could run code, and torch's own refusal is no message
+    for a user."""
+    import torch
+    from published_fixture import build_tiny_published
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "published"
+    build_tiny_published(folder)
+    for weights in sorted((folder / base).glob("*.safetensors")):
+        torch.save(load_file(str(weights)), folder / base / "pytorch_model.bin")
+        weights.unlink()
+    capsys.readouterr()  # what building the folder printed
+    out = tmp_path / "out"
+    code = main(["report", str(SAMPLE), "--out", str(out), "--model", str(folder), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "pytorch_model.bin" in err[0] and "only safetensors" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "0", "3"])
+def test_impossible_decoding_options_are_one_line_exit_2_before_the_model_loads(tmp_path, capsys, value):
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    code = main(["report", str(SAMPLE), "--out", str(out), "--temperature", value, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "temperature must be a number between 0.05 and 2" in err[0], err
+    assert not out.exists() and time.perf_counter() - started < 5.0  # refused before any model loads
