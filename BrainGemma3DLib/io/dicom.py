@@ -73,15 +73,10 @@ class Frame:
     key: tuple = ()  # what else tells stacks apart: echo, time point, stack id
 
 
-@dataclass
-class Stack:
-    """One geometry's worth of images of one series, in slice order (along the slices' normal)."""
+class Described:
+    """What a person knows a candidate series by (its number and description), for the chooser's lines."""
 
-    series_uid: str
-    frames: list[Frame]
-    meta: dict[str, str] = field(default_factory=dict)
-    excluded: str = ""  # why it is never chosen automatically ("" when it may be)
-    part: str = ""  # "stack 2 of 3" when its series was split
+    meta: dict[str, str]
 
     @property
     def number(self) -> str:
@@ -90,6 +85,27 @@ class Stack:
     @property
     def description(self) -> str:
         return self.meta.get("SeriesDescription", "") or self.meta.get("ProtocolName", "")
+
+
+def note_choice(volume, why: str, count: int, what: str, folder: Path, chosen: str) -> None:
+    """Record a chooser's choice on the volume read: its reason in ``meta`` (report.json input) and, when
+    there was a choice to make, a note and a log line."""
+    volume.meta["SeriesChoice"] = why
+    if count > 1:
+        note = f"{count} {what} in {folder}; using {chosen}: {why}"
+        volume.notes.append(note)
+        log.warning(note)
+
+
+@dataclass
+class Stack(Described):
+    """One geometry's worth of images of one series, in slice order (along the slices' normal)."""
+
+    series_uid: str
+    frames: list[Frame]
+    meta: dict[str, str] = field(default_factory=dict)
+    excluded: str = ""  # why it is never chosen automatically ("" when it may be)
+    part: str = ""  # "stack 2 of 3" when its series was split
 
     @property
     def plane(self) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import full_suffix
+from .dicom import Described
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ _PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 
 @dataclass
-class NiftiSeries:
+class NiftiSeries(Described):
     """One NIfTI file of a folder as the series chooser sees it (ranked as a DICOM :class:`.dicom.Stack`).
 
     ``series_uid`` is the file's name (so ``--series NAME.nii.gz`` chooses it), ``number`` the sidecar's
@@ -188,14 +189,6 @@ class NiftiSeries:
     @property
     def series_uid(self) -> str:
         return self.path.name
-
-    @property
-    def number(self) -> str:
-        return self.meta.get("SeriesNumber", "")
-
-    @property
-    def description(self) -> str:
-        return self.meta.get("SeriesDescription", "") or self.meta.get("ProtocolName", "")
 
     @property
     def slices(self) -> int:
@@ -268,7 +261,7 @@ def nifti_series(folder: str | Path) -> list[NiftiSeries]:
 def load_nifti_folder(folder: Path, *, sequence: str = "flair", series: str | None = None):
     """The NIfTI of ``sequence`` among a folder's dcm2niix output, chosen by its sidecar's fields as a DICOM
     study's series is chosen; the choice and its reason in ``meta["SeriesChoice"]`` and a note."""
-    from .dicom import choose_stack
+    from .dicom import choose_stack, note_choice
     from .volume import _load_nifti
 
     candidates = nifti_series(folder)
@@ -280,9 +273,5 @@ def load_nifti_folder(folder: Path, *, sequence: str = "flair", series: str | No
         problem = exc.problem.replace("--series UID|NUMBER", "--series FILE|NUMBER (or give the file itself)")
         raise InputError(problem.replace("Series Instance UID", "file name"), folder) from None
     volume = _load_nifti(chosen.path)
-    volume.meta["SeriesChoice"] = why
-    if len(candidates) > 1:
-        note = f"{len(candidates)} NIfTI files in {folder}; using {chosen.path.name}: {why}"
-        volume.notes.append(note)
-        log.warning(note)
+    note_choice(volume, why, len(candidates), "NIfTI files", folder, chosen.path.name)
     return volume

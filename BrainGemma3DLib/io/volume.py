@@ -575,7 +575,7 @@ def _load_dicom(
 ) -> Volume:
     """A DICOM folder, DICOMDIR or file (:mod:`.dicom`): the stack of ``sequence`` chosen among the folder's
     series (or the one ``member`` belongs to, or ``series``), its choice and reason in ``meta`` and notes."""
-    from .dicom import choose_stack, find_stacks, read_stack
+    from .dicom import choose_stack, find_stacks, note_choice, read_stack
 
     folder = p.parent if p.is_file() else p
     try:
@@ -599,11 +599,7 @@ def _load_dicom(
         chosen, why = choose_stack(stacks, sequence, series=series, where=p)
     volume = read_stack(chosen, p)
     volume.channel_names = (_channel_name(p),)
-    volume.meta["SeriesChoice"] = why
-    if len(stacks) > 1:
-        note = f"{len(stacks)} DICOM series in {folder}; using {chosen.series_uid}: {why}"
-        volume.notes.append(note)
-        log.warning(note)
+    note_choice(volume, why, len(stacks), "DICOM series", folder, chosen.series_uid)
     return volume
 
 
