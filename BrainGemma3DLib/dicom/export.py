@@ -14,6 +14,10 @@ still gets its SR and PDF: the report is what the department needs in the PACS, 
 evidence lies, and a SEG that cannot be placed on the images would mislead; a note in export.json and on the
 command line names what the source lacks.
 
+An Enhanced MR (multi-frame) source is one instance whose frames are the report's slices (report.json lists
+the frame of each slice): the SR's evidence names the instance and its Image Library those frames; the SEG is
+drawn on them, placed by their functional groups, each SEG frame referencing its source frame by number.
+
 A signed PDF is accepted only when its signature verifies (intact, valid, nothing changed after) and its audit
 record names this report's draft PDF; the SR then carries the radiologist's final words, not the AI's draft.
 """
@@ -31,7 +35,7 @@ from ..io.errors import InputError
 from ..io.stamps import sha256_files
 from ..reporting.report import Report, read_report
 from .objects import build_pdf_document, build_seg, build_sr, sample_labels, seg_obstacle
-from .source import read_source_series
+from .source import read_source_series, report_frame_numbers
 
 SR_FILE, SEG_FILE, PDF_FILE, INDEX_FILE = "report-sr.dcm", "evidence-seg.dcm", "report-pdf.dcm", "export.json"
 #: With ``--new-study`` (a non-DICOM input): the input itself as a new MR series of the new study.
@@ -66,9 +70,10 @@ def signature_of(signed: str | os.PathLike, draft_pdf: Path, trust=None) -> tupl
     return signature, final
 
 
-def _segmentation(report: Report, report_dir: Path, sources: list):
-    """The attribution's segments sampled on the source frames, or None when the report has none; each
-    segment named as the report value names it (its explanation's places)."""
+def _segmentation(report: Report, report_dir: Path, sources: list, frame_numbers: list[int] | None):
+    """The attribution's segments sampled on the source frames (``frame_numbers`` of a multi-frame source),
+    or None when the report has none; each segment named as the report value names it (its explanation's
+    places)."""
     path = report_dir / "attribution.seg.nrrd"
     if not path.is_file():
         return None
@@ -78,7 +83,7 @@ def _segmentation(report: Report, report_dir: Path, sources: list):
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:
         raise InputError(f"unreadable segmentation ({type(exc).__name__})", path) from exc
-    labels = sample_labels(sources, seg["voxels"], seg["ijkToLPS"])
+    labels = sample_labels(sources, seg["voxels"], seg["ijkToLPS"], frame_numbers)
     names = {int(s["rank"]): str(s["name"]) for s in (report.explanation or {}).get("segments") or []}
     segments = [
         s | {"name": names.get(int(s["labelValue"]), s.get("name", ""))}
@@ -131,15 +136,17 @@ def export_report(
 def _write_objects(report: Report, report_dir, sources, tmp, made: dict, pdf: bytes, title: str) -> dict:
     """Build the objects of the report value (the draft, or the signed report) into the staging folder."""
     signature = made["signature"]
-    sr = build_sr(report, sources, signature=signature)
+    frames = report_frame_numbers(report, sources)  # the report's frames of a multi-frame source
+    sr = build_sr(report, sources, signature=signature, frame_numbers=frames)
     notes = []
-    obstacle = seg_obstacle(sources) if (report_dir / "attribution.seg.nrrd").is_file() else None
+    has_map = (report_dir / "attribution.seg.nrrd").is_file()
+    obstacle = seg_obstacle(sources, frames) if has_map else None
     if obstacle is not None:  # the report still goes to the PACS; its evidence map cannot be placed
         notes.append(f"no SEG: {obstacle}, so the evidence cannot be placed on them (SR and PDF written)")
         attribution = None
     else:
-        attribution = _segmentation(report, report_dir, sources)
-    seg = build_seg(report, sources, *attribution) if attribution else None
+        attribution = _segmentation(report, report_dir, sources, frames)
+    seg = build_seg(report, sources, *attribution, frame_numbers=frames) if attribution else None
     doc = build_pdf_document(pdf, sources[0], title=title, verified=signature is not None)
     written = {SR_FILE: sr, PDF_FILE: doc} | ({SEG_FILE: seg} if seg is not None else {})
     index = {

@@ -78,17 +78,19 @@ _IDENTITY_TYPE2 = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
     "StudyTime", "ReferringPhysicianName",
 )  # fmt: skip
-#: What a SEG needs of every source frame to be drawn on it: (keyword, name in words, number of values).
+#: What a SEG needs of every source frame to be drawn on it: (:class:`SourceFrame` field, name in words).
 _PLACEMENT = (
-    ("FrameOfReferenceUID", "Frame of Reference UID (0020,0052)", 1),
-    ("ImagePositionPatient", "Image Position (Patient) (0020,0032)", 3),
-    ("ImageOrientationPatient", "Image Orientation (Patient) (0020,0037)", 6),
-    ("PixelSpacing", "Pixel Spacing (0028,0030)", 2),
+    ("frame_of_reference", "Frame of Reference UID (0020,0052)"),
+    ("position", "Image Position (Patient) (0020,0032)"),
+    ("orientation", "Image Orientation (Patient) (0020,0037)"),
+    ("pixel_spacing", "Pixel Spacing (0028,0030)"),
 )
 
 
 def _numbers(ds, keyword: str, count: int) -> tuple[float, ...] | None:
     """``count`` finite numbers of a DS attribute; None when it is absent, empty or not ``count`` numbers."""
+    if ds is None:
+        return None
     try:
         value = ds.get(keyword)
         if value is None or value == "":
@@ -99,10 +101,94 @@ def _numbers(ds, keyword: str, count: int) -> tuple[float, ...] | None:
     return numbers if len(numbers) == count and all(np.isfinite(numbers)) else None
 
 
-def _present(ds, keyword: str, count: int) -> bool:
-    if keyword == "FrameOfReferenceUID":
-        return bool(str(ds.get(keyword) or "").strip())
-    return _numbers(ds, keyword, count) is not None
+def is_multiframe(ds) -> bool:
+    """Whether ``ds`` holds its slices as frames (Enhanced MR, legacy-converted Enhanced MR), each placed by
+    its functional groups rather than by top-level attributes."""
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    return "PerFrameFunctionalGroupsSequence" in ds or frames > 1
+
+
+def _frame_count(ds) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 0) or 0) or len(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    except (TypeError, ValueError):
+        return len(ds.get("PerFrameFunctionalGroupsSequence") or [])
+
+
+def _frame_group(ds, number: int, sequence: str):
+    """The functional group ``sequence`` of frame ``number`` (1-based) of a multi-frame instance: the frame's
+    own when it has one, else the shared one (PS3.3 C.7.6.16); None when neither holds it."""
+    for holder, index in (
+        ("PerFrameFunctionalGroupsSequence", number - 1),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        groups = ds.get(holder)
+        if groups and len(groups) > index:
+            item = groups[index].get(sequence)
+            if item:
+                return item[0]
+    return None
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One source frame as a SEG is drawn on it: the instance holding it, its frame number (1-based; None for
+    a single-frame instance), and its geometry as the instance states it (None where it lacks it): top-level
+    attributes for a single-frame image, the frame's functional groups (else the shared ones) for a frame
+    of a multi-frame image."""
+
+    instance: object
+    number: int | None
+    frame_of_reference: str
+    shape: tuple[int, int]  # (rows, columns)
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, ...] | None
+    thickness: float | None  # Slice Thickness when present and positive
+
+
+def source_frames(sources: Sequence, frame_numbers: Sequence[int] | None = None) -> list[SourceFrame]:
+    """The frames of ``sources`` in the order given: each single-frame instance, and the frames of a
+    multi-frame instance; ``frame_numbers`` (with one multi-frame instance) chooses its frames and their
+    order (the report's slices: report.json ``dicom_frame_numbers``), else all its frames in their order."""
+    frames = []
+    for ds in sources:
+        common = {
+            "instance": ds,
+            "frame_of_reference": str(ds.get("FrameOfReferenceUID") or "").strip(),
+            "shape": (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
+        }
+        if not is_multiframe(ds):
+            frames.append(
+                SourceFrame(
+                    number=None,
+                    position=_numbers(ds, "ImagePositionPatient", 3),
+                    orientation=_numbers(ds, "ImageOrientationPatient", 6),
+                    pixel_spacing=_numbers(ds, "PixelSpacing", 2),
+                    thickness=_thickness(ds),
+                    **common,
+                )
+            )
+            continue
+        chosen = frame_numbers if frame_numbers is not None and len(sources) == 1 else None
+        for number in [int(n) for n in chosen] if chosen is not None else range(1, _frame_count(ds) + 1):
+            plane = _frame_group(ds, number, "PlanePositionSequence")
+            orientation = _frame_group(ds, number, "PlaneOrientationSequence")
+            measures = _frame_group(ds, number, "PixelMeasuresSequence")
+            frames.append(
+                SourceFrame(
+                    number=number,
+                    position=_numbers(plane, "ImagePositionPatient", 3),
+                    orientation=_numbers(orientation, "ImageOrientationPatient", 6),
+                    pixel_spacing=_numbers(measures, "PixelSpacing", 2),
+                    thickness=_thickness(measures),
+                    **common,
+                )
+            )
+    return frames
 
 
 @dataclass(frozen=True)
@@ -121,22 +207,33 @@ class SourceGeometry:
     spacing_between_slices: float | None
 
 
-def seg_obstacle(sources: Sequence) -> str | None:
-    """Why a SEG cannot be placed on ``sources``, in words naming what they lack; None when it can."""
-    lacking = [name for key, name, n in _PLACEMENT if not all(_present(ds, key, n) for ds in sources)]
+def seg_obstacle(sources: Sequence, frame_numbers: Sequence[int] | None = None) -> str | None:
+    """Why a SEG cannot be placed on ``sources`` (the frames ``frame_numbers`` of a multi-frame instance, see
+    :func:`source_frames`), in words naming what they lack; None when it can."""
+    if len(sources) > 1 and any(is_multiframe(ds) for ds in sources):
+        return "the source is several instances holding multi-frame images (a SEG is drawn on one)"
+    if frame_numbers is not None and len(sources) == 1 and is_multiframe(sources[0]):
+        count = _frame_count(sources[0])
+        outside = [int(n) for n in frame_numbers if not 1 <= int(n) <= count]
+        if outside:
+            return f"the source instance has no frame {outside[0]} (it has {count} frames)"
+    frames = source_frames(sources, frame_numbers)
+    if not frames:
+        return "the source has no frames"
+    lacking = [name for key, name in _PLACEMENT if not all(getattr(f, key) not in (None, "") for f in frames)]
     if lacking:
         return "the source frames have no " + " and no ".join(lacking)
-    if len({str(ds.FrameOfReferenceUID).strip() for ds in sources}) > 1:
+    if len({f.frame_of_reference for f in frames}) > 1:
         return "the source frames are in more than one Frame of Reference"
-    if len({(int(ds.Rows), int(ds.Columns)) for ds in sources}) > 1:
+    if len({f.shape for f in frames}) > 1:
         return "the source frames differ in size (Rows, Columns)"
-    orientations = np.array([_numbers(ds, "ImageOrientationPatient", 6) for ds in sources])
-    spacings = np.array([_numbers(ds, "PixelSpacing", 2) for ds in sources])
+    orientations = np.array([f.orientation for f in frames])
+    spacings = np.array([f.pixel_spacing for f in frames])
     if np.abs(orientations - orientations[0]).max() > 1e-4 or np.abs(spacings - spacings[0]).max() > 1e-4:
         return "the source frames do not share one orientation and pixel spacing (more than one stack)"
-    if len(sources) > 1 and np.min(np.diff(np.sort(_along_normal(sources)))) < 1e-3:
+    if len(frames) > 1 and np.min(np.diff(np.sort(_along_normal(frames)))) < 1e-3:
         return "two source frames lie at the same position"
-    if len(sources) == 1 and not _thickness(sources[0]):
+    if len(frames) == 1 and not frames[0].thickness:
         return "the one source frame has no Slice Thickness (0018,0050)"
     return None
 
@@ -147,24 +244,25 @@ def _thickness(ds) -> float | None:
     return given[0] if given is not None and given[0] > 0 else None
 
 
-def _along_normal(sources: Sequence) -> np.ndarray:
-    orientation = np.asarray(_numbers(sources[0], "ImageOrientationPatient", 6))
+def _along_normal(frames: Sequence[SourceFrame]) -> np.ndarray:
+    orientation = np.asarray(frames[0].orientation)
     normal = np.cross(orientation[:3], orientation[3:])
-    return np.array([np.dot(normal, _numbers(ds, "ImagePositionPatient", 3)) for ds in sources])
+    return np.array([np.dot(normal, f.position) for f in frames])
 
 
-def source_geometry(sources: Sequence) -> SourceGeometry:
+def source_geometry(sources: Sequence, frame_numbers: Sequence[int] | None = None) -> SourceGeometry:
     """The geometry of frames that :func:`seg_obstacle` accepts."""
-    first = sources[0]
-    distances = np.sort(_along_normal(sources))
+    frames = source_frames(sources, frame_numbers)
+    first = frames[0]
+    distances = np.sort(_along_normal(frames))
     steps = np.diff(distances)
     step = float(np.median(steps)) if len(steps) else None
     even = step is not None and np.allclose(steps, step, rtol=1e-3, atol=1e-3)
     return SourceGeometry(
-        orientation=_numbers(first, "ImageOrientationPatient", 6),
-        pixel_spacing=_numbers(first, "PixelSpacing", 2),
-        positions=np.array([_numbers(ds, "ImagePositionPatient", 3) for ds in sources]),
-        slice_thickness=float(_thickness(first) or step),
+        orientation=first.orientation,
+        pixel_spacing=first.pixel_spacing,
+        positions=np.array([f.position for f in frames]),
+        slice_thickness=float(first.thickness or step),
         spacing_between_slices=step if even else None,
     )
 
@@ -184,7 +282,9 @@ def as_highdicom_reads(sources: Sequence, geometry: SourceGeometry | None = None
         for keyword in _IDENTITY_TYPE2:
             if keyword not in head:
                 setattr(head, keyword, None)
-        if geometry is not None:
+        if geometry is not None and is_multiframe(head):
+            _share_geometry(head, geometry)
+        elif geometry is not None:
             for keyword in ("SliceThickness", "SpacingBetweenSlices"):
                 if keyword in head:
                     del head[keyword]
@@ -193,6 +293,36 @@ def as_highdicom_reads(sources: Sequence, geometry: SourceGeometry | None = None
                 head.SpacingBetweenSlices = _ds(geometry.spacing_between_slices)
         out.append(head)
     return out
+
+
+def _share_geometry(head, geometry: SourceGeometry) -> None:
+    """A multi-frame copy's pixel measures and orientation as ``geometry`` states them, in its shared
+    functional groups (where highdicom reads them, and must find them, for a multi-frame source) and out of
+    its per-frame ones (some scanners repeat them per frame); the frames' positions stay per frame."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+
+    if not head.get("SharedFunctionalGroupsSequence"):
+        head.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = head.SharedFunctionalGroupsSequence[0]
+    shared.PixelMeasuresSequence = _pixel_measures(geometry)
+    shared.PlaneOrientationSequence = hd.PlaneOrientationSequence(
+        hd.CoordinateSystemNames.PATIENT, geometry.orientation
+    )
+    for item in head.get("PerFrameFunctionalGroupsSequence") or []:
+        for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+            if keyword in item:
+                del item[keyword]
+
+
+def _pixel_measures(geometry: SourceGeometry):
+    import highdicom as hd
+
+    return hd.PixelMeasuresSequence(
+        pixel_spacing=geometry.pixel_spacing,
+        slice_thickness=geometry.slice_thickness,
+        spacing_between_slices=geometry.spacing_between_slices,
+    )
 
 
 def _header_copy(ds):
@@ -257,6 +387,7 @@ def build_sr(
     sources: Sequence,
     *,
     signature: dict | None,
+    frame_numbers: Sequence[int] | None = None,
     series_number: int = 990,
 ):
     """The report value as a Comprehensive 3D SR in a new series of the source study.
@@ -264,6 +395,11 @@ def build_sr(
     ``report``: the draft, or the signed report (its final words, what they say and their warnings), rendered
     as it is: sections, entities and warnings come from the value, never derived here. ``signature``
     (None for a draft): ``signer``, ``organisation``, ``signed_at`` (ISO 8601) from the signed PDF.
+
+    The source instances are the SR's evidence (Current Requested Procedure Evidence: instances, not frames).
+    A multi-frame source (Enhanced MR) is also named, with its frames, in the report's Image Library (TID
+    1600): one image entry referencing the instance and the frames the report read (``frame_numbers``, in its
+    slice order; all the instance's frames when None).
     """
     import highdicom as hd
     from highdicom.sr import (
@@ -330,6 +466,11 @@ def build_sr(
     for warning in report.warning_texts:
         items.append(TextContentItem(codes.DCM.Comment, str(warning), RelationshipTypeValues.CONTAINS))
     content[0].ContentSequence.extend(items)
+    library = _image_library(sources, frame_numbers)
+    if library is not None:  # TID 1500: the Image Library comes before the Imaging Measurements
+        tree = content[0].ContentSequence
+        at = next(i for i, item in enumerate(tree) if item.ConceptNameCodeSequence[0].CodeValue == "126010")
+        tree.insert(at, library)
     verified = signature is not None
     sr = Comprehensive3DSR(
         evidence=as_highdicom_reads(sources),
@@ -355,6 +496,52 @@ def build_sr(
     return sr
 
 
+def _image_library(sources: Sequence, frame_numbers: Sequence[int] | None):
+    """TID 1600 Image Library naming a multi-frame source instance and its frames; None for single-frame
+    sources (the evidence names each of their instances already)."""
+    from highdicom.sr import (
+        CodeContentItem,
+        CodedConcept,
+        ContainerContentItem,
+        ContentSequence,
+        ImageContentItem,
+        RelationshipTypeValues,
+        UIDRefContentItem,
+    )
+    from pydicom.sr.codedict import codes
+
+    multi = [ds for ds in sources if is_multiframe(ds)]
+    if not multi:
+        return None
+    contains, context = RelationshipTypeValues.CONTAINS, RelationshipTypeValues.HAS_ACQ_CONTEXT
+    group = ContainerContentItem(name=codes.DCM.ImageLibraryGroup, relationship_type=contains)
+    group.ContentSequence = ContentSequence()
+    modality = str(multi[0].get("Modality") or "MR")
+    if modality == "MR":
+        group.ContentSequence.append(
+            CodeContentItem(codes.DCM.Modality, codes.DCM.MagneticResonance, relationship_type=context)
+        )
+    reference = str(multi[0].get("FrameOfReferenceUID") or "").strip()
+    if reference:
+        group.ContentSequence.append(
+            UIDRefContentItem(codes.DCM.FrameOfReferenceUID, reference, relationship_type=context)
+        )
+    for ds in multi:
+        numbers = frame_numbers if frame_numbers is not None and len(sources) == 1 else None
+        group.ContentSequence.append(
+            ImageContentItem(
+                name=CodedConcept("260753009", "SCT", "Source"),
+                referenced_sop_class_uid=str(ds.SOPClassUID),
+                referenced_sop_instance_uid=str(ds.SOPInstanceUID),
+                referenced_frame_numbers=[int(n) for n in numbers or range(1, _frame_count(ds) + 1)],
+                relationship_type=contains,
+            )
+        )
+    library = ContainerContentItem(name=codes.DCM.ImageLibrary, relationship_type=contains)
+    library.ContentSequence = ContentSequence([group])
+    return library
+
+
 def _person_name(name: str) -> str:
     """A free-text name as a DICOM PN ("Ann Smith" -> "Smith^Ann"; "Smith^Ann" kept)."""
     name = " ".join(str(name).split())
@@ -364,23 +551,29 @@ def _person_name(name: str) -> str:
     return f"{last}^{first}"
 
 
-def sample_labels(sources: Sequence, labels: np.ndarray, ijk_to_lps: np.ndarray) -> np.ndarray:
-    """``labels`` (an i, j, k label volume with its ijk -> LPS matrix) at every pixel of every source frame.
+def sample_labels(
+    sources: Sequence,
+    labels: np.ndarray,
+    ijk_to_lps: np.ndarray,
+    frame_numbers: Sequence[int] | None = None,
+) -> np.ndarray:
+    """``labels`` (an i, j, k label volume with its ijk -> LPS matrix) at every pixel of every source frame
+    (:func:`source_frames`: each single-frame instance, or the frames ``frame_numbers`` of a multi-frame one).
 
     Each source pixel's centre is placed in the world with the frame's own position, orientation and pixel
-    spacing (so LPS, oblique and thick-slice series all work), mapped into ``labels``' voxels and read by
-    nearest neighbour. Returns (frames, rows, columns) uint8.
+    spacing (so LPS, oblique and thick-slice series, and Enhanced MR frames, all work), mapped into
+    ``labels``' voxels and read by nearest neighbour. Returns (frames, rows, columns) uint8.
     """
     inverse = np.linalg.inv(np.asarray(ijk_to_lps, dtype=np.float64))
     out = []
-    for ds in sources:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    for f in source_frames(sources, frame_numbers):
+        rows, cols = f.shape
+        orientation = np.asarray(f.orientation, dtype=np.float64)
         along_row, along_col = orientation[:3], orientation[3:]
-        dy, dx = (float(v) for v in ds.PixelSpacing)
+        dy, dx = f.pixel_spacing
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         world = (
-            np.asarray(ds.ImagePositionPatient, dtype=np.float64)[None, None, :]
+            np.asarray(f.position, dtype=np.float64)[None, None, :]
             + c[..., None] * dx * along_row
             + r[..., None] * dy * along_col
         )
@@ -399,21 +592,26 @@ def build_seg(
     labels: np.ndarray,
     segments: Sequence[dict],
     *,
+    frame_numbers: Sequence[int] | None = None,
     series_number: int = 991,
 ):
     """The attribution's top regions as a BINARY Segmentation on the source frames' geometry.
 
-    ``labels``: (frames, rows, columns) label values on the source frames (:func:`sample_labels`);
-    ``segments``: ``labelValue``, ``name`` and ``color`` (0..1 RGB) of each region, in words. The pixel
-    measures, plane positions and orientation are given to highdicom from the frames' own geometry
-    (:func:`source_geometry`), so a source without Slice Thickness or Spacing Between Slices still gives a
-    SEG; the frames must have what :func:`seg_obstacle` asks (a Frame of Reference above all).
+    ``labels``: (frames, rows, columns) label values on the source frames (:func:`sample_labels`, with the
+    same ``frame_numbers``); ``segments``: ``labelValue``, ``name`` and ``color`` (0..1 RGB) of each region,
+    in words. The pixel measures, plane positions and orientation are given to highdicom from the frames' own
+    geometry (:func:`source_geometry`), so a source without Slice Thickness or Spacing Between Slices still
+    gives a SEG; the frames must have what :func:`seg_obstacle` asks (a Frame of Reference above all).
+
+    On a multi-frame source (Enhanced MR) the SEG's source image is the one instance and each SEG frame
+    references its source frame (Referenced Frame Number) in the Derivation Image Sequence: the frame at its
+    position among ``frame_numbers``, never a frame of another stack of the instance at the same place.
     """
     import highdicom as hd
     from highdicom.seg import Segmentation, SegmentDescription
     from pydicom.sr.codedict import codes
 
-    obstacle = seg_obstacle(sources)
+    obstacle = seg_obstacle(sources, frame_numbers)
     if obstacle is not None:
         raise InputError(f"no SEG can be placed: {obstacle}")
     model = report.model
@@ -442,16 +640,12 @@ def build_seg(
             )
         )
         pixels[labels == int(seg["labelValue"])] = number  # one label value per voxel: no overlap
-    geometry = source_geometry(sources)
+    geometry = source_geometry(sources, frame_numbers)
     patient = hd.CoordinateSystemNames.PATIENT
-    return Segmentation(
+    seg = Segmentation(
         source_images=as_highdicom_reads(sources, geometry),
         pixel_array=pixels,
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=geometry.pixel_spacing,
-            slice_thickness=geometry.slice_thickness,
-            spacing_between_slices=geometry.spacing_between_slices,
-        ),
+        pixel_measures=_pixel_measures(geometry),
         plane_orientation=hd.PlaneOrientationSequence(patient, geometry.orientation),
         plane_positions=[hd.PlanePositionSequence(patient, position) for position in geometry.positions],
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -464,6 +658,30 @@ def build_seg(
         content_label="EVIDENCE",
         series_description="BrainGemma3D evidence (AI)",
     )
+    if is_multiframe(sources[0]):
+        _reference_own_frames(seg, source_frames(sources, frame_numbers))
+    return seg
+
+
+def _reference_own_frames(seg, frames: Sequence[SourceFrame]) -> None:
+    """Each SEG frame's source references narrowed to the one source frame it was sampled on.
+
+    highdicom matches the SEG's planes to the source instance's frames by position, and lists every frame at
+    that position: the frames of another stack of the instance (another echo, a repeat) would be referenced
+    too. The frame kept is the one of ``frames`` (the report's) nearest the SEG frame's position.
+    """
+    positions = np.array([f.position for f in frames], dtype=np.float64)
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        where = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64)
+        number = frames[int(np.argmin(np.linalg.norm(positions - where, axis=1)))].number
+        for derivation in item.get("DerivationImageSequence") or []:
+            own = [
+                ref
+                for ref in derivation.SourceImageSequence
+                if int(ref.get("ReferencedFrameNumber", 0) or 0) == number
+            ]
+            if own:
+                derivation.SourceImageSequence = own
 
 
 def build_pdf_document(pdf: bytes, template, *, title: str, verified: bool, series_number: int = 992):
