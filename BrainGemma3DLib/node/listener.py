@@ -72,7 +72,9 @@ class Listener:
 
     def _on_requested(self, event):
         requestor = event.assoc.requestor
-        ae_title = str(requestor.ae_title).strip()
+        # On the acceptor side pynetdicom sets requestor.ae_title only after this event: read the request's
+        primitive = getattr(requestor, "primitive", None)
+        ae_title = str(getattr(primitive, "calling_ae_title", None) or requestor.ae_title or "").strip()
         if not self._allowed(ae_title, requestor.address):
             self.audit.write(
                 f"dicom:{ae_title}@{requestor.address}", "associate", "refused: not on the allow-list"
