@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from ..io.errors import InputError
@@ -139,9 +140,9 @@ def create_app(cfg: NodeConfig, *, store: JobStore | None = None):
             if size == 0:
                 raise HTTPException(422, "the upload is empty")
             staged = cfg.folder("uploads") / secrets.token_hex(8)
-            try:
-                path, digest = unpack(
-                    upload, format, staged, max_unpacked_bytes=int(cfg.max_unpacked_mb * 1e6)
+            try:  # hashing and unzipping take seconds on a large upload: off the event loop, which serves all
+                path, digest = await run_in_threadpool(
+                    unpack, upload, format, staged, max_unpacked_bytes=int(cfg.max_unpacked_mb * 1e6)
                 )
             except InputError as exc:
                 audit.write(who, "submit", f"refused: {exc.problem}")
@@ -195,12 +196,17 @@ def create_app(cfg: NodeConfig, *, store: JobStore | None = None):
         own(job, who)
 
         async def stream():
-            seen = 0
+            seen, quiet = 0, time.monotonic()
             while True:
                 events = store.events(job, seen)
                 seen += len(events)
                 for event in events:
                     yield f"data: {json.dumps(event)}\n\n"
+                if events:
+                    quiet = time.monotonic()
+                elif time.monotonic() - quiet > 15:  # a long stage: a comment keeps proxies from closing it
+                    quiet = time.monotonic()
+                    yield ": still working\n\n"
                 record = store.get(job)
                 if record is None or record["state"] in FINAL and not store.events(job, seen):
                     yield f"event: end\ndata: {json.dumps(shown(record) if record else {})}\n\n"

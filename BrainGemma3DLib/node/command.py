@@ -89,9 +89,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _worker(cfg) -> int:
-    from .tasks import QUEUE, make_app
+    from .tasks import QUEUE, make_app, start_worker
 
     app = make_app(cfg)
+    start_worker(cfg)
     name = f"bg3d-{os.getpid()}@%h"
     argv = [
         "worker",
@@ -107,6 +108,50 @@ def _worker(cfg) -> int:
     ]
     app.worker_main(argv)
     return 0
+
+
+def _slow_request_guard(seconds: float):
+    """uvicorn's HTTP protocol with a limit on how long a connection may take to send a request's headers.
+
+    uvicorn bounds an idle keep-alive connection but not one that sends its headers a byte at a time: without
+    this, a few such clients hold the node's connections open for ever.  A connection must deliver its
+    headers within ``seconds`` of opening (or of its previous response), else it gets 408 and is closed; a
+    request under way is bounded by the API's own limits (its body's reads, ``request_timeout_s``)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class SlowRequestGuard(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _headers_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+            self._headers_timer = self.loop.call_later(seconds, self._too_slow)
+
+        def _too_slow(self) -> None:
+            if self.transport.is_closing() or self.cycle is not None and not self.cycle.response_complete:
+                return  # closed, or a request under way
+            body = b"the request headers came too slowly"
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+                + b"content-length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            self.transport.close()
+
+    return SlowRequestGuard
 
 
 def _serve(cfg, store) -> int:
@@ -152,6 +197,7 @@ def _serve(cfg, store) -> int:
             port=cfg.http_port,
             log_level="warning",
             timeout_keep_alive=5,
+            http=_slow_request_guard(cfg.request_timeout_s),
             **ssl,
         )
     finally:

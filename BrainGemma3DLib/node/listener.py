@@ -79,9 +79,11 @@ class Listener:
             self.audit.write(
                 f"dicom:{ae_title}@{requestor.address}", "associate", "refused: not on the allow-list"
             )
-            event.assoc.acse.send_reject(
-                0x01, 0x01, 0x03
-            )  # rejected-permanent, user, calling AE not recognised
+            # rejected-permanent, user, calling AE not recognised; then wait (kill) until the A-ASSOCIATE-RJ
+            # is sent: the association's thread closes the socket as soon as this returns, and the caller
+            # would see an abort instead of the rejection
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            event.assoc.kill()
 
     def _on_store(self, event):
         ds = event.dataset

@@ -54,10 +54,13 @@ def purge_expired(cfg: NodeConfig, store: JobStore, *, now: float | None = None)
 def purge_study(cfg: NodeConfig, store: JobStore, study: str, who: str = "admin") -> int:
     """Everything the node holds of ``study`` (its jobs, received instances, results); returns the number of
     jobs removed."""
+    from .listener import check_uid
+
+    check_uid(study)  # a UID, never a path: the study's folder is removed
     jobs = [j for j in store.all_jobs() if j.get("study") == study]
     for job in jobs:
         if job["state"] not in FINAL:
-            store.cancel(job["id"])
+            store.cancel(job["id"])  # its worker stops at its next stage and writes nothing more
         _delete_job(cfg, store, job)
     folder = cfg.folder("incoming") / study
     shutil.rmtree(folder, ignore_errors=True)

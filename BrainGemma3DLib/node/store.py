@@ -13,11 +13,24 @@ import secrets
 import time
 from collections.abc import Iterator
 
-__all__ = ["STATES", "JobStore"]
+__all__ = ["LEASE_S", "STATES", "JobStore"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 _P = "bg3d:"
+#: Seconds a worker's hold on a running job lasts unless renewed (the worker renews it every few seconds): a
+#: redelivered job whose worker died is taken over this long after its last renewal at the latest.
+LEASE_S = 20.0
+_IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call("
+_RENEW = _IF_HELD + "'expire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = _IF_HELD + "'del', KEYS[1]) end return 0"
+# A job's fields (and an event) set in one step, only while the job exists (not after a purge)
+_WRITE = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('rpush', KEYS[2], ARGV[1]) end
+redis.call('hset', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
 
 
 def _now() -> float:
@@ -85,14 +98,47 @@ class JobStore:
         out["options"] = json.loads(out.get("options") or "{}")
         return out
 
-    def update(self, job: str, **fields) -> None:
+    def update(self, job: str, **fields) -> bool:
+        """Set fields of ``job``'s record; nothing (False) if the job was purged meanwhile: a worker still
+        drafting a purged job recreates no record."""
         fields["updated"] = _now()
-        self.r.hset(f"{_P}job:{job}", mapping={k: str(v) for k, v in fields.items()})
+        return self._write(job, None, fields)
 
-    def claim(self, job: str, worker: str) -> dict | None:
-        """Mark ``job`` running on ``worker`` unless it is already finished or cancelled (a redelivered job
-        that was done before its worker died is not done again); returns the record or None."""
-        key = f"{_P}job:{job}"
+    def _write(self, job: str, event: dict | None, fields: dict) -> bool:
+        args = [json.dumps(event) if event is not None else ""]
+        for key, value in fields.items():
+            args += [key, str(value)]
+        return bool(self.r.eval(_WRITE, 2, f"{_P}job:{job}", f"{_P}events:{job}", *args))
+
+    def claim(
+        self, job: str, worker: str, *, name: str = "", gone=None, poll_s: float = 1.0, on_wait=None
+    ) -> dict | None:
+        """Take ``job`` for ``worker``: mark it running and hold its lease (:data:`LEASE_S`, renewed by
+        :meth:`renew` while the worker drafts).  None when the job is finished or cancelled: a redelivery of a
+        job done before its worker died is not done again.
+
+        While another worker holds the lease (it is drafting the job: Celery redelivers a message still being
+        worked on once it is older than ``redelivery_after_s``), wait: None once that worker finishes, the job
+        once its lease lapses (the worker died) or ``gone(holder)`` says the holder is a dead process of this
+        machine.  So a job is never drafted by two workers at once.  The record returned has ``restarted``
+        set when an earlier worker had started it; ``name`` is the worker as the job shows it (default
+        ``worker``, the lease's holder)."""
+        key, lease = f"{_P}job:{job}", f"{_P}lease:{job}"
+        waited = False
+        while True:
+            state = self.r.hget(key, "state")
+            if state is None or state in FINAL:
+                return None
+            if self.r.set(lease, worker, nx=True, ex=int(LEASE_S)):
+                break
+            holder = self.r.get(lease)
+            if holder and gone is not None and gone(holder):
+                self.release(job, holder)
+                continue
+            if not waited and on_wait is not None:
+                on_wait(holder)
+            waited = True
+            time.sleep(poll_s)
         with self.r.pipeline() as pipe:
             while True:
                 try:
@@ -100,15 +146,28 @@ class JobStore:
                     state = pipe.hget(key, "state")
                     if state is None or state in FINAL:
                         pipe.unwatch()
+                        self.release(job, worker)
                         return None
                     pipe.multi()
-                    pipe.hset(key, mapping={"state": "running", "worker": worker, "updated": str(_now())})
+                    running = {"state": "running", "worker": name or worker, "updated": str(_now())}
+                    pipe.hset(key, mapping=running)
                     pipe.execute()
                     break
                 except Exception as exc:  # a concurrent change: read again
                     if type(exc).__name__ != "WatchError":
                         raise
-        return self.get(job)
+        record = self.get(job)
+        if record is not None:
+            record["restarted"] = state == "running"
+        return record
+
+    def renew(self, job: str, worker: str) -> bool:
+        """Extend ``worker``'s lease on ``job``; False if it no longer holds it."""
+        return bool(self.r.eval(_RENEW, 1, f"{_P}lease:{job}", worker, int(LEASE_S)))
+
+    def release(self, job: str, worker: str) -> None:
+        """Give up ``worker``'s lease on ``job`` (nothing if another holds it)."""
+        self.r.eval(_RELEASE, 1, f"{_P}lease:{job}", worker)
 
     def jobs_of(self, owner: str) -> list[dict]:
         return [j for j in (self.get(i) for i in self.r.zrange(f"{_P}user:{owner}", 0, -1)) if j]
@@ -122,7 +181,7 @@ class JobStore:
     def forget(self, job: str) -> None:
         record = self.get(job)
         pipe = self.r.pipeline()
-        pipe.delete(f"{_P}job:{job}", f"{_P}events:{job}")
+        pipe.delete(f"{_P}job:{job}", f"{_P}events:{job}", f"{_P}lease:{job}")  # a cancel request stays
         pipe.zrem(f"{_P}jobs", job)
         if record:
             pipe.zrem(f"{_P}user:{record['owner']}", job)
@@ -130,14 +189,38 @@ class JobStore:
 
     # --- cancel --------------------------------------------------------------------------------------
     def cancel(self, job: str) -> bool:
+        """Ask for ``job`` to stop: a queued job is cancelled at once (its worker will skip it), a running one
+        at its worker's next stage. False if it had finished already."""
         record = self.get(job)
         if record is None or record["state"] in FINAL:
             return False
         self.r.set(f"{_P}cancel:{job}", "1", ex=7 * 24 * 3600)
-        if record["state"] == "queued":
-            self.update(job, state="cancelled", stage="cancelled", message="cancelled before it started")
-            self.event(job, "cancelled", record["fraction"], "cancelled")
-        return True
+        key = f"{_P}job:{job}"
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.hget(key, "state") != "queued":  # running: the worker stops at its next stage
+                        pipe.unwatch()
+                        return True
+                    item = {"time": _now(), "stage": "cancelled", "fraction": record["fraction"]}
+                    item["message"] = "cancelled before it started"
+                    pipe.multi()
+                    pipe.rpush(f"{_P}events:{job}", json.dumps(item))
+                    pipe.hset(
+                        key,
+                        mapping={
+                            "state": "cancelled",
+                            "stage": "cancelled",
+                            "message": item["message"],
+                            "updated": str(_now()),
+                        },
+                    )
+                    pipe.execute()
+                    return True
+                except Exception as exc:  # a concurrent change (a worker claimed it): read again
+                    if type(exc).__name__ != "WatchError":
+                        raise
 
     def cancel_requested(self, job: str) -> bool:
         return bool(self.r.exists(f"{_P}cancel:{job}"))
@@ -153,7 +236,10 @@ class JobStore:
         self.r.delete(f"{_P}stamp:{stamp}")
 
     # --- events (the progress the panel shows) --------------------------------------------------------
-    def event(self, job: str, stage: str, fraction: float, message: str, **extra) -> None:
+    def event(self, job: str, stage: str, fraction: float, message: str, *, fields=None, **extra) -> None:
+        """Append a progress event and show it as the job's stage; ``fields`` (the job's state...) are set in
+        the same step, so that a job is never final without its final event, nor the reverse. Nothing for a
+        purged job."""
         item = {
             "time": _now(),
             "stage": stage,
@@ -161,16 +247,8 @@ class JobStore:
             "message": message,
             **extra,
         }
-        self.r.rpush(f"{_P}events:{job}", json.dumps(item))
-        self.r.hset(
-            f"{_P}job:{job}",
-            mapping={
-                "stage": stage,
-                "fraction": str(item["fraction"]),
-                "message": message,
-                "updated": str(_now()),
-            },
-        )
+        shown = {"stage": stage, "fraction": item["fraction"], "message": message, "updated": _now()}
+        self._write(job, item, shown | (fields or {}))
 
     def events(self, job: str, start: int = 0) -> list[dict]:
         return [json.loads(e) for e in self.r.lrange(f"{_P}events:{job}", start, -1)]
