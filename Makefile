@@ -44,14 +44,16 @@ demo: venv
 	@echo "(demo weights trained on synthetic phantoms; throw-away certificate: not for clinical use)"
 
 # System programs some tests need (a real PACS, DICOM validation, the DICOM converters whose output is read
-# back): said when missing, never installed here
+# back, the Redis the AI node's job queue runs on): said when missing, never installed here
 # (.ci/run installs them in CI, where a test that lacks them fails instead of skipping).
-SYSTEM_TOOLS := Orthanc dciodvfy dsrdump dcmcjpeg dcmcjpls dcmcrle dcmconv dcmmkdir gdcmconv dcm2niix
+SYSTEM_TOOLS := Orthanc dciodvfy dsrdump dcmcjpeg dcmcjpls dcmcrle dcmconv dcmmkdir gdcmconv dcm2niix \
+  redis-server
 check-system:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
-	if [ -n "$$missing" ]; then echo "note: missing$$missing: the PACS/DICOM tests will skip;" \
-	  "install with: sudo apt-get install orthanc orthanc-dicomweb dicom3tools dcmtk libgdcm-tools dcm2niix"; fi
+	if [ -n "$$missing" ]; then echo "note: missing$$missing: the PACS/DICOM/node tests will skip;" \
+	  "install with: sudo apt-get install orthanc orthanc-dicomweb dicom3tools dcmtk libgdcm-tools dcm2niix" \
+	  "redis-server"; fi
 
 test: venv check-system
 	$(BIN)/ruff check .
