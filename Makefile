@@ -55,10 +55,13 @@ check-system:
 	  "install with: sudo apt-get install orthanc orthanc-dicomweb dicom3tools dcmtk libgdcm-tools dcm2niix" \
 	  "redis-server"; fi
 
+# The tests run on every core (at most 4 workers; TEST_JOBS=0 runs them in one process): tests sharing a module
+# fixture stay on one worker, the slow ones start first (Testing/Python/conftest.py).
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: venv check-system
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

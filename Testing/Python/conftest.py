@@ -1,4 +1,10 @@
-"""Shared fixtures: the demo model and one phantom data set, each made once per test session."""
+"""Shared fixtures: the demo model and one phantom data set, each made once per test run.
+
+The suite runs on every core with pytest-xdist (``make test``: ``-n`` workers, ``--dist loadgroup``).
+A test that uses a module-scoped fixture of its module is grouped with the module's other such tests (one
+worker builds that fixture once); data every worker needs is built once per run under a file lock
+(:func:`built_once`); each worker has its own registration cache, temporary folders and (``pacs.py``) its
+own Orthanc on free ports."""
 
 from __future__ import annotations
 
@@ -12,14 +18,73 @@ import pytest
 from helpers import REPO, run_cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The registration cache (anatomy) of this test session: never the user's own ~/.cache.
-os.environ.setdefault("BRAINGEMMA3D_CACHE", tempfile.mkdtemp(prefix="bg3d-test-cache-"))
+# The registration cache (anatomy) of this test process: never the user's own ~/.cache, and one per xdist
+# worker (a worker inherits the controller's environment, so the controller's temporary cache is replaced).
+if os.environ.get("BRAINGEMMA3D_CACHE") in (None, os.environ.get("BG3D_TEST_OWN_CACHE")):
+    os.environ["BRAINGEMMA3D_CACHE"] = os.environ["BG3D_TEST_OWN_CACHE"] = tempfile.mkdtemp(
+        prefix=f"bg3d-test-cache-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
+    )
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes tens of seconds (skip with -m 'not slow' for a quick run)"
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: a test that uses a module-scoped fixture of its own module joins that module's group, so
+    that one worker builds the fixture once (``--dist loadgroup`` keeps a group on one worker); the others go
+    to whichever worker is free. The slow tests and groups are handed out first, so that the longest ones do
+    not start last. A serial run keeps the written order."""
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(name=item.module.__name__))
+    slow_groups = {
+        _group(item) for item in items if item.get_closest_marker("slow") or _group(item) in SLOW_GROUPS
+    }
+    items.sort(key=lambda item: _group(item) not in slow_groups)  # stable: the written order otherwise
+
+
+#: Tests or groups that take long but are not marked ``slow``: handed out first under xdist too.
+SLOW_GROUPS: set[str] = set()
+
+
+def _group(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return (mark.kwargs.get("name") or mark.args[0]) if mark else item.nodeid
+
+
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name) or ()
+        if definitions and definitions[-1].scope in ("module", "class", "package"):
+            return True
+    return False
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``name`` made by ``build(folder)`` once per test run. Under xdist the workers share it: the
+    first builds it under a file lock in the run's common temporary folder, the others wait and reuse it.
+    Tests must not change it (copy it first)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own basetemp
+    folder, done = root / "shared" / name, root / "shared" / f"{name}.done"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / "shared" / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -48,11 +113,16 @@ def demo_model():
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory) -> Path:
     """8 tumour cases and 2 healthy controls (seed 9, all four sequences) in the BraTS + TextBraTS layout,
-    generated once; a test that changes files works on :func:`phantom_copy`."""
-    out = tmp_path_factory.mktemp("phantoms") / "data"
-    result = run_cli("phantoms", "--out", str(out), "--n", "8", "--healthy", "2", "--seed", "9", "--quiet")
-    assert result.returncode == 0, result.stderr
-    return out
+    generated once per run (shared by the xdist workers); a test that changes files works on
+    :func:`phantom_copy`."""
+
+    def build(folder: Path) -> None:
+        out = folder / "data"
+        result = run_cli("phantoms", "--out", str(out), "--n", "8", "--healthy", "2", "--seed", "9",
+                         "--quiet")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, "phantoms-seed9", build) / "data"
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import REPO, SAMPLE, run_cli, sample_as_dicom, write_dicom_series, write_nifti
+from pacs import free_ports
 
 from BrainGemma3DLib.cohort.inputs import find_cases
 from BrainGemma3DLib.reporting.consensus import DecodingOptions, decode, decode_many
@@ -199,7 +200,8 @@ def test_accelerate_two_processes_give_the_same_reports_and_table_as_one(
 ):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_ports(1)[0]), "-m"]  # not 29500: parallel runs may hold it
     two = subprocess.run(
         launch + _batch_command(phantom_data, tmp_path / "two")[2:] + ["--batch-size", "4"],
         env=env,
