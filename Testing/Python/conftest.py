@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli
+from helpers import REPO, SAMPLE, run_cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The registration cache (anatomy) of this test process: never the user's own ~/.cache, and one per xdist
@@ -42,14 +42,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None and _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(name=item.module.__name__))
-    slow_groups = {
-        _group(item) for item in items if item.get_closest_marker("slow") or _group(item) in SLOW_GROUPS
-    }
-    items.sort(key=lambda item: _group(item) not in slow_groups)  # stable: the written order otherwise
+    weight: dict[str, float] = {}
+    for item in items:
+        test = item.nodeid.split("::", 1)[-1]
+        known = next((seconds for name, seconds in LONGEST.items() if test.startswith(name)), 0)
+        slow = 1 if item.get_closest_marker("slow") else 0
+        weight[_group(item)] = weight.get(_group(item), 0) + known + slow
+    items.sort(key=lambda item: -weight[_group(item)])  # stable: the written order among equals
 
 
-#: Tests or groups that take long but are not marked ``slow``: handed out first under xdist too.
-SLOW_GROUPS: set[str] = set()
+#: The longest tests (seconds, serial on the 2-core machine, `--durations`; only their order matters): under
+#: xdist they and their groups are handed out first, longest first, then the other ``slow`` ones.
+LONGEST = {
+    "test_curated_reviews_fine_tune_a_wrong_model": 230,
+    "test_three_phases_chain_and_resume": 185,
+    "test_dimse_round_trip_fetch_report_export_send": 140,
+    "test_batch_stops_on_ctrl_c_survives_a_kill": 130,
+    "test_findings_learnability_experiment_runs_every_variant": 100,
+    "test_generate_edit_show_evidence_sign_and_open_from_the_panel": 95,
+    "test_a_new_model_takes_the_sequences_it_is_trained_on": 85,
+    "test_finding_loss_trains_saves_its_head_and_resumes": 73,
+    "test_report_names_the_evidence_in_words": 70,
+    "test_report_worker_generates_keeps_the_model_cancels": 66,
+    "test_draft_objects_are_valid_dicom_and_say_what_the_report_says": 60,
+    "test_a_dicom_volume_brings_its_identity_and_cancel_leaves_nothing": 59,
+    "test_evaluate_explain_scores_attributions_against_the_tumour": 53,
+    "test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream": 52,
+}
 
 
 def _group(item) -> str:
@@ -123,6 +142,19 @@ def phantom_data(tmp_path_factory) -> Path:
         assert result.returncode == 0, result.stderr
 
     return built_once(tmp_path_factory, "phantoms-seed9", build) / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_report_explained(tmp_path_factory) -> Path:
+    """The sample case's report with its explanation (greedy draft, the default LIME), made once per run by
+    the command line for the tests that read it; tests must not change it."""
+
+    def build(folder: Path) -> None:
+        result = run_cli("report", str(SAMPLE), "--out", str(folder / "report"), "--explain", "--drafts", "0",
+                         "--quiet")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    return built_once(tmp_path_factory, "sample-report-explained", build) / "report"
 
 
 @pytest.fixture

@@ -86,11 +86,9 @@ def test_a_draft_naming_another_lobe_than_the_evidence_is_warned():
 
 
 @pytest.mark.slow
-def test_report_names_the_evidence_in_words(tmp_path):
-    out = tmp_path / "report"
-    result = run_cli("report", str(SAMPLE), "--out", str(out), "--explain", "--drafts", "0", "--quiet")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+def test_report_names_the_evidence_in_words(sample_report_explained):
+    """``report SAMPLE --explain --drafts 0`` (conftest: made once, read by the DICOM export tests too)."""
+    report = json.loads((sample_report_explained / "report.json").read_text(encoding="utf-8"))
     evidence = report["attribution"]
     assert set(evidence["lobe_fractions"]) == {"frontal", "parietal", "temporal", "occipital"}
     assert evidence["anatomy"]["method"] == "affine" and "anatomy_s" in report["timings"]

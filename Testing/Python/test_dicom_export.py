@@ -199,12 +199,8 @@ def test_a_signed_report_is_complete_and_verified_by_its_signer(sample_report, t
     assert bad.returncode == 2 and "tampered.pdf" in bad.stderr and not (tmp_path / "bad").exists()
 
 
-def test_a_non_dicom_report_needs_a_new_study_made_of_what_the_user_gave(tmp_path):
-    from helpers import SAMPLE
-
-    report_dir = tmp_path / "report"
-    made = run_cli("report", str(SAMPLE), "--out", str(report_dir), *FAST_EXPLAIN)
-    assert made.returncode == 0, made.stderr
+def test_a_non_dicom_report_needs_a_new_study_made_of_what_the_user_gave(sample_report_explained, tmp_path):
+    report_dir = sample_report_explained  # ``report SAMPLE --explain`` (NIfTI), made once per run (conftest)
     refused = run_cli("dicom", str(report_dir), "--out", str(tmp_path / "x"))
     assert refused.returncode == 2 and "--new-study" in refused.stderr and not (tmp_path / "x").exists()
     assert len(refused.stderr.strip().splitlines()) == 1
