@@ -37,6 +37,7 @@ from BrainGemma3DModuleLib.dependencies import DependencyInstaller
 from BrainGemma3DModuleLib.export import ExportPanel
 from BrainGemma3DModuleLib.generating import GeneratePanel
 from BrainGemma3DModuleLib.i18n import _, translate
+from BrainGemma3DModuleLib.node import NodePanel, NodeRunner
 from BrainGemma3DModuleLib.overlay import OverlayPanel
 from BrainGemma3DModuleLib.results import DRAFT_PDF_ATTRIBUTE, SceneResults
 from BrainGemma3DModuleLib.review import ReviewPanel
@@ -175,6 +176,16 @@ class ModelSource(enum.Enum):
         return _("Local checkpoint folder")
 
 
+class RunOn(enum.Enum):
+    """Where the report is drafted: this computer's worker, or a BrainGemma3D node (braingemma3d serve)."""
+
+    LOCAL = "local"
+    NODE = "node"
+
+    def label(self):
+        return _("This computer") if self is RunOn.LOCAL else _("A BrainGemma3D node")
+
+
 class Device(enum.Enum):
     """Where the model runs; values are the command line's ``--device`` spellings."""
 
@@ -199,6 +210,9 @@ class BrainGemma3DParameterNode:
     t1ceVolume: vtkMRMLScalarVolumeNode
     t2Volume: vtkMRMLScalarVolumeNode
     tumourSegmentation: vtkMRMLSegmentationNode  # optional: measured facts, checked against the text
+    runOn: RunOn = RunOn.LOCAL
+    nodeUrl: str = ""  # the node's address; its token is never here (the system keyring or Slicer's settings)
+    nodeCaFile: pathlib.Path
     modelSource: ModelSource = ModelSource.DEMO
     checkpointFolder: pathlib.Path
     medSigLipFolder: pathlib.Path
@@ -229,14 +243,21 @@ class BrainGemma3DParameterNode:
 # BrainGemma3DWidget
 #
 class BrainGemma3DWidget(
-    ScriptedLoadableModuleWidget, VTKObservationMixin, GeneratePanel, ReviewPanel, OverlayPanel, ExportPanel
+    ScriptedLoadableModuleWidget,
+    VTKObservationMixin,
+    GeneratePanel,
+    ReviewPanel,
+    OverlayPanel,
+    ExportPanel,
+    NodePanel,
 ):
-    """The panel: Inputs → Model → Generate/Cancel → report text → overlay → Sign & export.
+    """The panel: Inputs → Model (or a node) → Generate/Cancel → report text → overlay → Sign & export.
 
     It only moves values between widgets, the parameter node and the logic; it never runs the model. This
     class sets the panel up, binds the parameter node and decides what can run; the buttons' handlers are
     mixins from ``BrainGemma3DModuleLib``: ``generating`` (Generate, Cancel, explain a sentence, progress),
-    ``review`` (the text box, its entities and warnings), ``overlay`` and ``export`` (Sign & export, DICOM).
+    ``review`` (the text box, its entities and warnings), ``overlay`` and ``export`` (Sign & export, DICOM),
+    ``node`` (Run on: this computer or a BrainGemma3D node).
     """
 
     def __init__(self, parent=None) -> None:
@@ -292,7 +313,7 @@ class BrainGemma3DWidget(
         self._reviewTimer.setInterval(500)
         self._reviewTimer.connect("timeout()", self._updateReview)
 
-        self._showDeviceStatus()
+        self._setupNodeMode()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -329,6 +350,7 @@ class BrainGemma3DWidget(
             if firstVolumeNode:
                 node.inputVolume = firstVolumeNode
         settings.restorePaths(node)
+        settings.restoreNode(node)
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Bind the GUI to ``inputParameterNode`` (``connectGui``) and follow its changes."""
@@ -354,7 +376,8 @@ class BrainGemma3DWidget(
     def _checkCanApply(self, caller=None, event=None) -> None:
         """Enable Generate and Sign only when they can work, and say why not in the tooltip."""
         node = self._parameterNode
-        useCheckpoint = bool(node) and node.modelSource == ModelSource.CHECKPOINT
+        onNode = bool(node) and node.runOn == RunOn.NODE
+        useCheckpoint = bool(node) and node.modelSource == ModelSource.CHECKPOINT and not onNode
         for widget in (
             self.ui.checkpointFolderPathLineEdit,
             self.ui.medSigLipFolderPathLineEdit,
@@ -373,6 +396,7 @@ class BrainGemma3DWidget(
         )
         self.ui.explainSentenceButton.enabled = bool(node and node.reportTextNode and node.inputVolume)
         self.ui.exportDicomButton.enabled = self.ui.explainSentenceButton.enabled
+        nodeReason = self._updateRunOn()  # node mode: no model choice, one volume, no sentence evidence
         if self.logic and self.logic.busy:
             self.ui.applyButton.enabled = True  # it is the Cancel button now
             return
@@ -383,8 +407,13 @@ class BrainGemma3DWidget(
             reason = _("Select both T1ce and T2 (channels FLAIR, T1ce, T2), or neither.")
         elif useCheckpoint and not BrainGemma3DLogic.isCheckpointFolder(node.checkpointFolder):
             reason = _("Select a BrainGemma3D checkpoint folder.")
+        reason = reason or nodeReason
         self.ui.applyButton.enabled = reason is None
-        self.ui.applyButton.toolTip = reason or _("Generate a report draft for the selected volume.")
+        self.ui.applyButton.toolTip = reason or (
+            _("Send the selected volume to the node for a report draft.")
+            if onNode
+            else _("Generate a report draft for the selected volume.")
+        )
 
         signReason = None
         if not (node and node.reportTextNode):
@@ -428,6 +457,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         ScriptedLoadableModuleLogic.__init__(self)
         self.dependencies = DependencyInstaller(moduleResourcePath("requirements.txt"), self.cacheFolder)
         self.worker = ReportWorker(self.cacheFolder)
+        self.nodeRunner = NodeRunner()
         self._reportCache = {}
 
     def getParameterNode(self):
@@ -435,7 +465,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
 
     @property
     def busy(self):
-        return self.worker.busy
+        return self.worker.busy or self.nodeRunner.busy
 
     @property
     def deviceInfo(self):
@@ -454,13 +484,14 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def ensureDependencies(self, askConfirmation=True, progress=None):
+    def ensureDependencies(self, askConfirmation=True, progress=None, model=True):
         """Install torch and the requirements into Slicer's Python, asking first; True when all are there.
 
         False means Slicer must restart first (the PyTorch extension was just installed). ``progress``: as
-        for :meth:`generate` (installing takes minutes; the panel shows each step).
+        for :meth:`generate` (installing takes minutes; the panel shows each step). ``model=False``: what a
+        report drafted on a node needs here (no torch, no model packages).
         """
-        return self.dependencies.ensureDependencies(askConfirmation, progress)
+        return self.dependencies.ensureDependencies(askConfirmation, progress, model)
 
     def missingDependencies(self):
         """The packages a report would need installed first (nothing is installed)."""
@@ -489,6 +520,7 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         lm=None,
         fields=None,
         tumourSegmentation=None,
+        node=None,
         onProgress=None,
         onFinished=None,
     ):
@@ -499,11 +531,21 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         ``files``: json, text, pdf and, with ``explain``, attribution and segmentation); ``error`` an
         ``EngineError``. The patient and study come from the DICOM database when the volume has them, else
         from ``fields`` (typed by the user); nothing is invented. ``tumourSegmentation``: measured facts.
+        ``node`` ({"url", "token", "caFile"}): drafted on that BrainGemma3D node from the FLAIR alone, with
+        the node's model; the result has the same shape, its files in this computer's cache as well.
         """
         if self.busy:
             raise RuntimeError(_("A report is already being generated."))
+        if node is not None and (any(volumeNodes[1:]) or tumourSegmentation is not None):
+            raise ValueError(_("A node drafts from one volume, without a tumour segmentation."))
         progress = onProgress or (lambda stage, fraction, message: None)
         case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress, tumourSegmentation)
+        if node is not None:  # only the volume goes to the node; the draft's files come back into the case
+            folder = pathlib.Path(case) / "report"
+            self.nodeRunner.run(
+                node, inputs[0], folder, explain=explain, onProgress=progress, onFinished=onFinished
+            )
+            return
         identity = self.dicomIdentity(volumeNodes[0]) or fields
         report = requests.reportRequest(case, inputs, explain=explain, options=options, fields=identity)
         load = requests.loadRequest(model, device, quantize, vision, lm)
@@ -548,12 +590,14 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
         return answer["result"]
 
     def cancel(self):
-        """Stop the running report within seconds; nothing is written."""
+        """Stop the running report within seconds (on a node: the node is told); nothing is written."""
         self.worker.cancel()
+        self.nodeRunner.cancel()
 
     def shutdown(self):
-        """Stop the worker (module unload, application exit, clear cache)."""
+        """Stop the worker and stop following a node run (module unload, application exit, clear cache)."""
         self.worker.shutdown()
+        self.nodeRunner.shutdown()
 
     def clearCache(self):
         """Stop the worker (frees the model's memory), delete the module's temporary files; bytes freed."""

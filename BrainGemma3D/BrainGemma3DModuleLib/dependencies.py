@@ -22,6 +22,9 @@ TORCH_REQUIREMENT = ">=2.1"
 #: Installed packages that pip must leave exactly as they are.
 #: pydicom: Slicer's DICOM module uses the one Slicer ships; highdicom must fit it, never replace it.
 KEEP_AS_INSTALLED = ("numpy", "SimpleITK", "torch", "pydicom")
+#: What only the model needs: a station whose reports are drafted on a BrainGemma3D node installs neither
+#: these nor torch (peft and accelerate would pull torch from PyPI); it still shows, reviews, signs, exports.
+MODEL_PACKAGES = ("transformers", "tokenizers", "safetensors", "peft", "accelerate", "lime")
 
 
 def versionTuple(text):
@@ -53,9 +56,14 @@ class DependencyInstaller:
         self.requirementsFile = pathlib.Path(requirementsFile)
         self._workFolder = workFolder
         self.ready = False
+        self.stationReady = False  # what a node run needs on this computer (no model, no torch)
 
-    def requirements(self):
-        return readRequirements(self.requirementsFile)
+    def requirements(self, model=True):
+        """The requirement lines; without ``model``, those a station needs when a node drafts the report."""
+        lines = readRequirements(self.requirementsFile)
+        if model:
+            return lines
+        return [r for r in lines if re.split(r"[<>=!~ ;\[]", r)[0].strip().lower() not in MODEL_PACKAGES]
 
     def missingDependencies(self):
         """What a report would need installed first (torch, then requirements), without installing anything.
@@ -66,23 +74,24 @@ class DependencyInstaller:
         torch = [] if packageAtLeast("torch", TORCH_REQUIREMENT) else [f"torch{TORCH_REQUIREMENT}"]
         return torch + self._missingRequirements()
 
-    def _missingRequirements(self):
-        return [r for r in self.requirements() if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
+    def _missingRequirements(self, model=True):
+        return [r for r in self.requirements(model) if not packageAtLeast(re.split(r"[<>=!~ ;\[]", r)[0], r)]
 
-    def ensureDependencies(self, askConfirmation=True, progress=None):
+    def ensureDependencies(self, askConfirmation=True, progress=None, model=True):
         """True when everything is installed (installing it first, with confirmation).
 
         ``progress(stage, fraction, message)`` hears each step (the panel's progress bar): installing takes
         minutes and a silent panel looks frozen. Returns False when Slicer must restart first (the PyTorch
         extension was just installed); raises ``RuntimeError`` when the user declines or the library is
-        missing.
+        missing. ``model=False``: only what this computer needs when a BrainGemma3D node drafts the report
+        (no torch, no model packages).
         """
-        if self.ready:
+        if self.ready or (not model and self.stationReady):
             return True
         progress = progress or (lambda stage, fraction, message: None)
         if importlib.util.find_spec("BrainGemma3DLib") is None:
             raise RuntimeError(_("The BrainGemma3DLib library was not found beside the module."))
-        if not packageAtLeast("torch", TORCH_REQUIREMENT):
+        if model and not packageAtLeast("torch", TORCH_REQUIREMENT):
             torchLogic = self._pyTorchLogic()
             if torchLogic is None:
                 self._offerPyTorchExtension(askConfirmation)
@@ -95,10 +104,11 @@ class DependencyInstaller:
             )
             if torch is None:  # the user declined
                 raise RuntimeError(_("PyTorch was not installed; it is needed to generate reports."))
-        self._installRequirements(askConfirmation, progress)
+        self._installRequirements(askConfirmation, progress, model)
         importlib.invalidate_caches()
         progress("deps", 1.0, _("Python packages ready"))
-        self.ready = True
+        self.stationReady = True
+        self.ready = self.ready or model
         return True
 
     @staticmethod
@@ -146,8 +156,8 @@ class DependencyInstaller:
         path.write_text("\n".join(pins) + "\n", encoding="utf-8")
         return path
 
-    def _installRequirements(self, askConfirmation, progress):
-        missing = self._missingRequirements()
+    def _installRequirements(self, askConfirmation, progress, model=True):
+        missing = self._missingRequirements(model)
         if not missing:
             return
         constraints = self._constraintsFile()
@@ -165,8 +175,8 @@ class DependencyInstaller:
             )
             requirements = (
                 pydeps.load_requirements(str(self.requirementsFile))
-                if hasattr(pydeps, "load_requirements")
-                else self.requirements()
+                if hasattr(pydeps, "load_requirements") and model
+                else self.requirements(model)
             )
             pydeps.pip_ensure(requirements, constraints=str(constraints), requester="BrainGemma3D")
             return

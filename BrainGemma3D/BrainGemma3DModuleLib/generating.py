@@ -26,7 +26,8 @@ class GeneratePanel:
             return
         node = self._parameterNode
         model, vision, lm = "demo", None, None
-        if node.modelSource.value == "checkpoint":  # ModelSource.CHECKPOINT
+        target = self._nodeTarget()  # None: on this computer; else the node's URL, token and CA file
+        if node.modelSource.value == "checkpoint" and target is None:  # ModelSource.CHECKPOINT
             if not settings.confirmTerms():
                 self.ui.statusLabel.text = _("HAI-DEF terms not accepted: only the demo weights can run.")
                 return
@@ -39,7 +40,7 @@ class GeneratePanel:
         self._onProgress("deps", 0.0, _("Checking the Python dependencies"))
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start report generation."), waitCursor=True):
-                if not self.logic.ensureDependencies(progress=self._onProgress):
+                if not self.logic.ensureDependencies(progress=self._onProgress, model=target is None):
                     self._setRunning(False)
                     self.ui.statusLabel.text = _(
                         "Restart Slicer to finish installing, then press Generate again."
@@ -55,6 +56,7 @@ class GeneratePanel:
                     lm=lm,
                     fields=panel.typedIdentity(node),
                     tumourSegmentation=node.tumourSegmentation,
+                    node=target,
                     onProgress=self._onProgress,
                     onFinished=self._onFinished,
                 )
@@ -127,7 +129,10 @@ class GeneratePanel:
 
     def _showDeviceStatus(self) -> None:
         info = self.logic.deviceInfo if self.logic else None
-        if not info:
+        node = self._parameterNode
+        if node and node.runOn.value == "node":  # RunOn.NODE: the node's own device
+            text = _("Reports are drafted on the node {url}.").format(url=node.nodeUrl.strip() or "?")
+        elif not info:
             text = _("GPU: not checked yet; the worker reports what it finds on the first run.")
         elif info.get("cuda_available"):
             text = _("CUDA GPU found; the model runs on: {device}.").format(device=info.get("device"))

@@ -47,6 +47,11 @@ def stageLabel(stage):
         "check": _("Checking left/right and lobe consistency"),
         "pdf": _("Rendering the PDF draft"),
         "write": _("Writing the report files"),
+        "upload": _("Sending the volume to the node"),
+        "queued": _("Waiting for the node"),
+        "download": _("Fetching the report from the node"),
+        "cancelled": _("Cancelled"),
+        "failed": _("Failed"),
         "done": _("Done"),
     }.get(stage, stage)
 

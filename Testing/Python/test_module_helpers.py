@@ -185,6 +185,35 @@ def test_torch_comes_from_the_pytorch_extension(helpers, tmp_path, monkeypatch):
     assert installs == ["PyTorch", "restart"] and not installer.ready
 
 
+def test_a_station_whose_reports_run_on_a_node_installs_neither_torch_nor_the_model_packages(
+    helpers, tmp_path, monkeypatch
+):
+    """Run on a node: what this computer needs to show, review, sign and export (no PyTorch extension, no
+    torch, none of the packages that would pull torch from PyPI); a later local run still installs them."""
+    deps = helpers.dependencies
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "nibabel>=3\nnot-a-station-package-bg3d>=1\npeft>=0.17\nlime>=0.2\ntransformers>=5\n"
+    )
+    real = deps.packageAtLeast
+    monkeypatch.setattr(
+        deps, "packageAtLeast", lambda name, req: name not in ("torch", "peft") and real(name, req)
+    )
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # no PyTorch extension either
+    installer = deps.DependencyInstaller(requirements, lambda: tmp_path)
+    assert installer.requirements(model=False) == ["nibabel>=3", "not-a-station-package-bg3d>=1"]
+    assert installer.ensureDependencies(askConfirmation=True, model=False) is True
+    assert [c[0] for c in helpers.calls["pip_install"]] == ["not-a-station-package-bg3d>=1"]
+    assert installer.stationReady and not installer.ready
+    assert installer.ensureDependencies(model=False) is True and len(helpers.calls["pip_install"]) == 1
+    # Generate on this computer afterwards: torch is needed now (the PyTorch extension is offered).
+    helpers.slicer.app.extensionsManagerModel = lambda: types.SimpleNamespace(
+        installExtensionFromServer=lambda name, restart: False
+    )
+    with pytest.raises(RuntimeError, match="PyTorch extension"):
+        installer.ensureDependencies(askConfirmation=False)
+
+
 def test_versions_compare_as_releases_and_local_builds_count(helpers):
     deps = helpers.dependencies
     assert deps.versionTuple("2.13.0+cpu") == (2, 13, 0) and deps.versionTuple("2.10") == (2, 10)

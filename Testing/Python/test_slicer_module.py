@@ -544,7 +544,7 @@ def test_module_follows_the_template():
     bases = {name: {ast.unparse(b) for b in cls.bases} for name, cls in classes.items()}
     assert bases["BrainGemma3D"] == {"ScriptedLoadableModule"}
     # The buttons' handlers are mixins from the helper package (the module file stays thin).
-    panel_mixins = {"GeneratePanel", "ReviewPanel", "OverlayPanel", "ExportPanel"}
+    panel_mixins = {"GeneratePanel", "ReviewPanel", "OverlayPanel", "ExportPanel", "NodePanel"}
     assert (
         bases["BrainGemma3DWidget"] == {"ScriptedLoadableModuleWidget", "VTKObservationMixin"} | panel_mixins
     )
