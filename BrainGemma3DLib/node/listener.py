@@ -5,6 +5,12 @@ address; an association from anyone else is rejected before any data is sent).  
 a study is drafted once it is stable (no new instance for ``stable_after_s``), as a job of the owner
 ``dicom:AET``.  Files are named by the node (SOP Instance UIDs that are not UIDs are refused), never by the
 sender.
+
+Only images are drafted from, so only images are kept: an instance without pixel data (an SR, a PDF, a key
+object, a presentation state) or a segmentation is acknowledged and dropped.  A PACS that routes a study again
+once something was added to it (Orthanc's ``OnStableStudy``, an auto-routing rule), as it does when the node's
+own draft arrives there, sends the same images again: a study whose images were drafted already (same digest,
+its job not failed or cancelled) is not drafted, nor sent to the PACS, again, so routing never loops.
 """
 
 from __future__ import annotations
@@ -26,6 +32,14 @@ log = logging.getLogger(__name__)
 __all__ = ["Listener", "fetch_study", "study_digest"]
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+ACTIVE_OR_DONE = ("queued", "running", "done")
+
+
+def is_image(ds) -> bool:
+    """Whether an instance is an image the node may draft from (pixel data, and not a segmentation)."""
+    pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    return pixels and str(ds.get("SOPClassUID", "")) != SEGMENTATION
 
 
 def study_digest(folder: Path) -> str:
@@ -91,6 +105,8 @@ class Listener:
         study, sop = str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPInstanceUID", ""))
         if not _UID.match(study) or not _UID.match(sop) or len(study) > 64 or len(sop) > 64:
             return 0xA900  # dataset does not match SOP class: no usable identifiers
+        if not is_image(ds):
+            return 0x0000  # stored as far as the sender is concerned: nothing to draft from (see above)
         folder = self.incoming / study
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{sop}.part"
@@ -135,9 +151,20 @@ class Listener:
                     log.error("study could not be queued: %s", type(exc).__name__)
                     self.audit.write(f"dicom:{caller}", "queue", f"failed: {type(exc).__name__}", study=study)
 
+    def _drafted(self, study: str, digest: str) -> str | None:
+        """The job that drafts or drafted these very images of ``study`` (not failed, not cancelled)."""
+        for job in self.store.all_jobs():
+            if job["study"] == study and job["input_sha256"] == digest and job["state"] in ACTIVE_OR_DONE:
+                return job["id"]
+        return None
+
     def queue_study(self, study: str, caller: str) -> str:
         folder = self.incoming / study
         digest = study_digest(folder)
+        earlier = self._drafted(study, digest)
+        if earlier is not None:  # the same images again (the PACS routed the study when the draft arrived)
+            self.audit.write(f"dicom:{caller}", "receive", "drafted already", job=earlier, study=study)
+            return earlier
         options = {"explain": self.cfg.explain}
         job = self.store.create(
             f"dicom:{caller}",
