@@ -55,6 +55,8 @@ def pytest_collection_modifyitems(config, items):
 #: xdist they and their groups are handed out first, longest first, then the other ``slow`` ones.
 LONGEST = {
     "test_curated_reviews_fine_tune_a_wrong_model": 230,
+    "test_the_pacs_routes_a_study_to_the_node_and_its_draft_comes_back": 125,  # + its department fixture (50)
+    "test_a_study_uid_given_to_the_node_is_fetched_from_the_pacs": 60,
     "test_three_phases_chain_and_resume": 185,
     "test_dimse_round_trip_fetch_report_export_send": 140,
     "test_batch_stops_on_ctrl_c_survives_a_kill": 130,
