@@ -13,13 +13,14 @@ resident set size of a fresh process running each pipeline once, minus its size 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -465,4 +466,302 @@ def run_batch_throughput(cases: int = 16, repeat: int = 1, drafts: int | None = 
                 "seconds": round(median, 1),
             }  # fmt: skip
         )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------
+# node: the AI node on loopback against the local command, and its throughput with one and two workers
+# ------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_requirements() -> str:
+    """redis-server's path; one line naming what ``bench node`` lacks otherwise."""
+    import importlib.util
+    import shutil
+
+    from ..io.errors import InputError
+
+    missing = [
+        name for name in ("celery", "redis", "fastapi", "uvicorn") if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise InputError(f"bench node needs the node's packages: pip install {' '.join(missing)}")
+    binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/local/sbin")
+    if not binary:
+        raise InputError("bench node needs redis-server (Debian: apt-get install redis-server)")
+    return binary
+
+
+@contextlib.contextmanager
+def _redis_server(binary: str, folder: Path) -> Iterator[int]:
+    """A private redis-server on a free loopback port (nothing saved); its port. Stopped after."""
+    import redis
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(folder), "--logfile", str(folder / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=port, socket_timeout=1).ping():
+                    break
+            except redis.RedisError:
+                time.sleep(0.05)
+        if process.poll() is None and time.monotonic() < deadline:
+            break
+        process.kill()
+        process.wait()
+    else:
+        raise RuntimeError(f"redis-server did not start (see {folder / 'redis.log'})")
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class _BenchNode:
+    """One ``braingemma3d serve`` on loopback (its own data folder and broker database) and a client of it."""
+
+    def __init__(self, folder: Path, broker: str, *, workers: int, device: str, jobs: int):
+        self.folder, self.workers = folder, workers
+        data = folder / "data"
+        data.mkdir(parents=True)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = folder / "node.toml"
+        self.config.write_text(
+            f'[node]\ndata_dir = "data"\nbroker = "{broker}"\ndevice = "{device}"\nexplain = false\n'
+            f"workers = {workers}\n\n"
+            f'[http]\nhost = "127.0.0.1"\nport = {self.port}\njobs_per_user = {jobs}\n',
+            encoding="utf-8",
+        )
+        self.token = self._admin("tokens", "create", "bench").strip()  # as an administrator makes one
+        self.process: subprocess.Popen | None = None
+
+    def _admin(self, *args: str) -> str:
+        command = [sys.executable, "-m", "BrainGemma3DLib", "serve", "--config", str(self.config), *args]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"braingemma3d serve {' '.join(args)}: {done.stderr.strip()[-400:]}")
+        return done.stdout
+
+    def __enter__(self) -> _BenchNode:
+        log = open(self.folder / "node.log", "wb")  # noqa: SIM115 (the child keeps its own copy)
+        with log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "BrainGemma3DLib", "serve", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its workers in its process group: stopped with it
+            )
+        try:
+            self._wait_ready(timeout=600)
+        except BaseException:
+            self.__exit__()  # its workers too
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the API answers and every worker says it holds its model."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the node stopped: {self._log_tail()}")
+            try:
+                if json.loads(self._request("GET", "/ready", timeout=2))["workers"] >= self.workers:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the node was not ready in {timeout:.0f} s: {self._log_tail()}")
+
+    def __exit__(self, *exc) -> None:
+        import os
+        import signal
+
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of its group is left
+        self.process.wait()
+        self.process = None
+
+    def _log_tail(self) -> str:
+        return (self.folder / "node.log").read_text(encoding="utf-8", errors="replace")[-1500:]
+
+    def _request(self, method: str, path: str, body: bytes | None = None, timeout: float = 120) -> bytes:
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            request.add_header("Content-Type", "application/octet-stream")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+
+    def submit(self, volume: Path) -> str:
+        answer = self._request("POST", "/v1/jobs?format=nii.gz&explain=false", volume.read_bytes())
+        return json.loads(answer)["id"]
+
+    def fetch(self, job: str, timeout: float = 1800) -> dict:
+        """Wait for ``job`` (polling its state), then download its report set as a client does; its
+        report.json."""
+        deadline = time.monotonic() + timeout
+        while (view := json.loads(self._request("GET", f"/v1/jobs/{job}")))["state"] not in (
+            "done",
+            "failed",
+            "cancelled",
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node job {job} not finished in {timeout:.0f} s")
+            time.sleep(0.2)
+        if view["state"] != "done":
+            raise RuntimeError(f"node job {job} {view['state']}: {view.get('error')}")
+        files = {name: self._request("GET", f"/v1/jobs/{job}/files/{name}") for name in view["files"]}
+        return json.loads(files["report.json"])
+
+
+def _drafting_s(report: dict) -> float:
+    """The seconds a report's own stages took (report.json timings), model loading aside."""
+    return sum(v for k, v in report["timings"].items() if k != "model_s")
+
+
+def _one_case(node: _BenchNode, volume: Path, out: Path, device: str) -> dict[str, tuple[float, float]]:
+    """``volume`` through the local command (a new process) and through ``node``: (wall seconds, seconds
+    beyond the draft itself) of each."""
+    command = [sys.executable, "-m", "BrainGemma3DLib", "report", str(volume), "--out", str(out)]
+    command += ["--quiet", "--device", device]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    local_s = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"bench node: report failed: {done.stderr.strip()[-400:]}")
+    local = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    start = time.perf_counter()
+    drafted = node.fetch(node.submit(volume))
+    node_s = time.perf_counter() - start
+    return {
+        "reference": (local_s, local_s - _drafting_s(local)),
+        "ours": (node_s, node_s - _drafting_s(drafted)),
+    }
+
+
+def _cases_per_minute(node: _BenchNode, cohort: list[Path]) -> float:
+    """Every case submitted at once, then each one's report set fetched: cases per minute."""
+    start = time.perf_counter()
+    jobs = [node.submit(volume) for volume in cohort]
+    for job in jobs:
+        node.fetch(job)
+    return 60.0 * len(cohort) / (time.perf_counter() - start)
+
+
+def _fresh_copy(source: Path, out: Path, tag: str) -> Path:
+    """``source`` re-saved with ``tag`` in its header: the same voxels, other bytes (so a node drafts it
+    rather than giving back the result of an earlier copy: results are stamped by the input's SHA-256)."""
+    import nibabel as nib
+
+    image = nib.load(source)
+    header = image.header.copy()
+    header["descrip"] = tag.encode()
+    nib.save(nib.Nifti1Image(image.dataobj, image.affine, header), out)
+    return out
+
+
+def run_node(*, cases: int = 6, repeat: int = 1, device: str = "cpu") -> list[dict]:
+    """The node against the local command, side by side in one run, on the demo model (consensus decoding as
+    ``report``, no explanation). Two nodes on loopback share one private Redis (a database each, so no result
+    is shared): one with one worker, one with two, both started (models loaded) before anything is timed.
+    Each of ``repeat`` rounds, alternating:
+
+    - one case, the sample FLAIR: ``braingemma3d report`` in a new process (reference) vs the same file
+      submitted to the one-worker node, drafted and its report set fetched over HTTP (ours); and what each
+      spends beyond the draft itself (report.json's stage timings, model loading aside);
+    - throughput: ``cases`` phantom FLAIRs submitted at once to the one-worker node, then to the two-worker
+      node: cases per minute from the first upload to the last report set fetched.
+
+    Every round drafts fresh copies of the inputs (:func:`_fresh_copy`). Medians over the rounds.
+    """
+    from ..phantoms.dataset import generate
+
+    redis_server = _node_requirements()
+    times: dict[str, list[float]] = {"reference": [], "ours": []}
+    beyond: dict[str, list[float]] = {"reference": [], "ours": []}
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="bg3d-bench-node-") as tmp:
+        root = Path(tmp)
+        generate(
+            root / "cohort", cases - cases // 3, cases // 3, seed=31, progress=False, sequences=("flair",)
+        )
+        cohort = sorted((root / "cohort").rglob("*_flair.nii.gz"))[:cases]
+        with contextlib.ExitStack() as stack:
+            port = stack.enter_context(_redis_server(redis_server, root / "redis"))
+            nodes = {
+                workers: stack.enter_context(
+                    _BenchNode(
+                        root / f"node-{workers}",
+                        f"redis://127.0.0.1:{port}/{workers}",
+                        workers=workers,
+                        device=device,
+                        jobs=cases,
+                    )
+                )
+                for workers in rates
+            }
+            for r in range(repeat):
+                inputs = root / f"round-{r}"
+                inputs.mkdir()
+                sample = _fresh_copy(_sample_flair(), inputs / "sample.nii.gz", f"bench node {r}")
+                for side, (wall, extra) in _one_case(nodes[1], sample, inputs / "local", device).items():
+                    times[side].append(wall)
+                    beyond[side].append(extra)
+                for workers, node in sorted(nodes.items(), reverse=r % 2 == 1):  # alternated order
+                    copies = [
+                        _fresh_copy(path, inputs / f"w{workers}-{n}.nii.gz", f"bench node {r} {workers}")
+                        for n, path in enumerate(cohort)
+                    ]
+                    rates[workers].append(_cases_per_minute(node, copies))
+    label = f"demo model, {device}, consensus decoding, no explanation"
+    rate = {workers: statistics.median(values) for workers, values in rates.items()}
+    rows = [
+        _comparison(f"node: one case on loopback (upload, draft, fetch) vs local `report` ({label})", times),
+        {
+            "name": "node: time beyond the draft (upload, queue, progress, fetch)",
+            "value": round(statistics.median(beyond["ours"]), 2),
+            "unit": "s",
+        },
+        {
+            "name": "local `report`: time beyond the draft (process start, imports, model load)",
+            "value": round(statistics.median(beyond["reference"]), 2),
+            "unit": "s",
+        },
+    ]
+    for workers, value in rate.items():
+        name = f"node: {len(cohort)} phantom cases at once, {workers} worker(s) ({label})"
+        rows.append({"name": name, "value": round(value, 1), "unit": "cases/min"})
+    rows.append(
+        {"name": "node: throughput, 2 workers / 1", "value": round(rate[2] / rate[1], 2), "unit": "x"}
+    )
     return rows

@@ -198,7 +198,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
-    suites = ["io", "model", "train", "explain", "anatomy", "batch"]
+    suites = ["io", "model", "train", "explain", "anatomy", "batch", "node"]
     p.add_argument("suite", choices=suites, help="which benchmark")
     p.add_argument(
         "--preset",
@@ -207,13 +207,17 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
         help="model preset (bench model, bench train)",
     )
     p.add_argument(
-        "--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model, bench train)"
+        "--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model, train, node)"
     )
     p.add_argument("--quantize", default=None, choices=["4bit"], help="4-bit NF4 LM (bench model, CUDA)")
     p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
-    p.add_argument("--repeat", type=int, default=5, help="timed repetitions or epochs (median is reported)")
-    p.add_argument("--cases", type=int, default=16, help="phantom cases in the cohort (bench batch)")
+    p.add_argument(
+        "--repeat", type=int, default=None, help="timed repetitions or epochs, median reported (5; node: 1)"
+    )
+    p.add_argument(
+        "--cases", type=int, default=None, help="phantom cases (bench batch: 16; bench node: 6, at most 20)"
+    )
     p.add_argument("--drafts", type=int, default=None, help="bench batch: 0 = greedy (default: consensus)")
 
 
@@ -225,9 +229,12 @@ def _run_bench(args: argparse.Namespace) -> int:
         run_explain,
         run_io,
         run_model,
+        run_node,
         run_train,
     )
 
+    if args.repeat is None:
+        args.repeat = 1 if args.suite == "node" else 5
     if args.repeat < 1:
         raise InputError("--repeat must be at least 1")
     if args.suite == "io":
@@ -237,9 +244,15 @@ def _run_bench(args: argparse.Namespace) -> int:
     elif args.suite == "anatomy":
         rows = run_anatomy(repeat=args.repeat)
     elif args.suite == "batch":
-        if args.cases < 2:
+        cases = 16 if args.cases is None else args.cases
+        if cases < 2:
             raise InputError("--cases must be at least 2")
-        rows = run_batch_throughput(cases=args.cases, repeat=args.repeat, drafts=args.drafts)
+        rows = run_batch_throughput(cases=cases, repeat=args.repeat, drafts=args.drafts)
+    elif args.suite == "node":
+        cases = 6 if args.cases is None else args.cases
+        if not 2 <= cases <= 20:
+            raise InputError("bench node: --cases must be between 2 and 20")
+        rows = run_node(cases=cases, repeat=args.repeat, device=args.device)
     elif args.suite == "train":
         if args.preset == "medgemma":
             raise InputError("bench train runs the CPU-sized presets (demo, published, slices)")

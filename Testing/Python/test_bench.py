@@ -73,3 +73,19 @@ def test_bench_train_reports_every_phase():
     rows = run_train(cases=5, epochs=2)
     rates = {r["name"].split(": ")[1]: r["value"] for r in rows if r["unit"] == "samples/s"}
     assert set(rates) == {"contrastive", "warmup", "lora"} and all(v > 0 for v in rates.values())
+
+
+def test_bench_node_says_in_one_line_that_it_needs_redis_server(tmp_path):
+    """``bench node`` starts redis-server and the node itself: without redis-server it stops at once with one
+    line saying so, exit code 2."""
+    from pathlib import Path
+
+    if any(Path(folder, "redis-server").exists() for folder in ("/usr/sbin", "/usr/local/sbin")):
+        pytest.skip("redis-server is in sbin, which bench node looks in whatever the PATH")
+    no_redis = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": str(tmp_path)}
+    command = [sys.executable, "-m", "BrainGemma3DLib", "bench", "node"]
+    result = subprocess.run(command, capture_output=True, text=True, env=no_redis)
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.strip() == "error: bench node needs redis-server (Debian: apt-get install redis-server)"
+    )
