@@ -540,13 +540,14 @@ class BrainGemma3DLogic(ScriptedLoadableModuleLogic, SceneResults):
             raise ValueError(_("A node drafts from one volume, without a tumour segmentation."))
         progress = onProgress or (lambda stage, fraction, message: None)
         case, inputs = requests.writeInputs(volumeNodes, self.cacheFolder(), progress, tumourSegmentation)
-        if node is not None:  # only the volume goes to the node; the draft's files come back into the case
+        identity = self.dicomIdentity(volumeNodes[0]) or fields
+        if node is not None:  # the volume, its identity and the options go; the draft comes back
             folder = pathlib.Path(case) / "report"
             self.nodeRunner.run(
-                node, inputs[0], folder, explain=explain, onProgress=progress, onFinished=onFinished
-            )
+                node, inputs[0], folder, explain=explain, fields=identity,
+                options=requests.explainOptions(options), onProgress=progress, onFinished=onFinished,
+            )  # fmt: skip
             return
-        identity = self.dicomIdentity(volumeNodes[0]) or fields
         report = requests.reportRequest(case, inputs, explain=explain, options=options, fields=identity)
         load = requests.loadRequest(model, device, quantize, vision, lm)
         self.worker.run([load, report], progress, onFinished)

@@ -50,7 +50,8 @@ class NodeRunner:
     def busy(self):
         return self._run is not None
 
-    def run(self, target, volumeFile, folder, *, explain, onProgress=None, onFinished=None):
+    def run(self, target, volumeFile, folder, *, explain, fields=None, options=None, onProgress=None,
+            onFinished=None):  # fmt: skip
         """Send ``volumeFile`` to the node ``target`` ({"url", "token", "caFile"}); the draft's files go into
         ``folder``. A wrong address or token is refused here (``NodeError``), before anything is sent."""
         from BrainGemma3DLib.slicer.node_client import NodeClient, NodeRun
@@ -60,7 +61,7 @@ class NodeRunner:
         client = NodeClient(target["url"], target["token"], ca_file=target.get("caFile"))
         self._onProgress = onProgress or (lambda stage, fraction, message: None)
         self._onFinished = onFinished
-        self._run = NodeRun(client, volumeFile, folder, explain=explain)
+        self._run = NodeRun(client, volumeFile, folder, explain=explain, fields=fields, options=options)
         self._timer.start()
 
     def cancel(self):

@@ -44,6 +44,12 @@ def loadRequest(model="demo", device="auto", quantize=None, vision=None, lm=None
     return load
 
 
+def explainOptions(options):
+    """The explanation options the panel asks for (its number of overlay segments, then the caller's), the
+    same for a local run and a run on a node."""
+    return {"top_k": ATTRIBUTION_SEGMENTS, **dict(options or {})}
+
+
 def reportRequest(case, inputs, *, explain, options, fields):
     """The whole report into ``case/report``; ``fields``: the patient's and study's identity (may be {})."""
     labels = pathlib.Path(case) / "inputs" / TUMOUR_LABELS
@@ -52,7 +58,7 @@ def reportRequest(case, inputs, *, explain, options, fields):
         "inputs": inputs,
         "out": str(pathlib.Path(case) / "report"),
         "explain": bool(explain),
-        "options": {"top_k": ATTRIBUTION_SEGMENTS, **dict(options or {})},
+        "options": explainOptions(options),
         "fields": dict(fields or {}),
         **({"seg": str(labels)} if labels.is_file() else {}),
     }

@@ -223,9 +223,9 @@ class Engine:
             out=_out(request),
             model=self.model_key[0],
             explain=_flag(request, "explain"),
-            explain_options=_explain_options(request),
-            decoding=_decoding_options(request),
-            fields=_fields(request),
+            explain_options=request_explain_options(request),
+            decoding=request_decoding_options(request),
+            fields=request_fields(request),
             overwrite=_flag(request, "overwrite"),
             seg=_text(request, "seg", "") or None,
             series=_text(request, "series", "") or None,
@@ -247,7 +247,7 @@ class Engine:
             text,
             span=_span(request, len(text)),
             model=self._loaded(),
-            options=_explain_options(request),
+            options=request_explain_options(request),
             progress=self._progress(rid),
             cancel=self.cancel_event.is_set,
             overwrite=_flag(request, "overwrite"),
@@ -284,7 +284,8 @@ def _flag(request: dict, key: str) -> bool:
     return value
 
 
-def _fields(request: dict) -> dict[str, str]:
+def request_fields(request: dict) -> dict[str, str]:
+    """A request's header fields (institution, patient, study; never invented): text values only."""
     given = request.get("fields") or {}
     if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
         raise InputError("'fields' must be an object of header field names and text values")
@@ -337,12 +338,12 @@ def _options(request: dict, key: str, cls, what: str):
     return options
 
 
-def _explain_options(request: dict):
+def request_explain_options(request: dict):
 
     return _options(request, "options", ExplainOptions, "explanation")
 
 
-def _decoding_options(request: dict):
+def request_decoding_options(request: dict):
 
     return _options(request, "decoding", DecodingOptions, "decoding")
 

@@ -104,10 +104,13 @@ def create_app(cfg: NodeConfig, *, store: JobStore | None = None):
         format: str = Query(..., description=f"one of {', '.join(FORMATS)}"),
         explain: bool = Query(True),
         series: str | None = Query(None, max_length=64),
+        fields: str | None = Query(None, max_length=4096, description="JSON: PDF header fields"),
+        options: str | None = Query(None, max_length=4096, description="JSON: explanation options"),
         who: str = Depends(user),
     ) -> dict:
         if format not in FORMATS:
             raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
+        given = _request_options(fields, options)
         if store.active_count(who) >= cfg.jobs_per_user:
             audit.write(who, "submit", "refused: too many jobs")
             raise HTTPException(429, f"at most {cfg.jobs_per_user} queued or running jobs per user")
@@ -149,8 +152,8 @@ def create_app(cfg: NodeConfig, *, store: JobStore | None = None):
                 raise HTTPException(422, exc.problem) from None
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        options = {"explain": explain, "series": series}
-        job = store.create(who, source="http", inputs=[str(path)], options=options, input_sha256=digest)
+        job_options = {"explain": explain, "series": series, **given}
+        job = store.create(who, source="http", inputs=[str(path)], options=job_options, input_sha256=digest)
         store.update(job, upload=str(staged))
         celery.send_task("braingemma3d.draft", args=[job], queue=QUEUE)
         audit.write(who, "submit", "queued", job=job, input_sha256=digest)
@@ -254,6 +257,22 @@ def create_app(cfg: NodeConfig, *, store: JobStore | None = None):
         )
 
     return app
+
+
+def _request_options(fields: str | None, options: str | None) -> dict:
+    """The header fields and explanation options of a submission, checked as the local worker checks them
+    (unknown names, wrong types and impossible values are refused with one line: 422)."""
+    from ..app.engine import request_explain_options, request_fields
+
+    try:
+        request = {"fields": json.loads(fields or "{}"), "options": json.loads(options or "{}")}
+        checked = {"fields": request_fields(request)}
+        request_explain_options(request)  # refuses unknown names, wrong types, impossible values
+    except json.JSONDecodeError:
+        raise HTTPException(422, "fields and options must be JSON objects") from None
+    except InputError as exc:
+        raise HTTPException(422, exc.problem) from None
+    return checked | ({"explain_options": request["options"]} if request["options"] else {})
 
 
 def node_status(store: JobStore) -> dict:

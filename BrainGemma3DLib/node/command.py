@@ -163,9 +163,14 @@ def _serve(cfg, store) -> int:
     from .tasks import make_app, submit
 
     celery = make_app(cfg)
+    # Each worker's torch uses every core by default: several CPU workers would fight over them (measured:
+    # 2 workers drafted slower than 1, docs/results.md "Node"), so they share the cores.
+    env = dict(os.environ)
+    if cfg.workers > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cfg.workers))
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "BrainGemma3DLib", "serve", "--config", str(cfg.path), "worker"]
+            [sys.executable, "-m", "BrainGemma3DLib", "serve", "--config", str(cfg.path), "worker"], env=env
         )
         for _ in range(cfg.workers)
     ]

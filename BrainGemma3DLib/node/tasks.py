@@ -161,7 +161,7 @@ def _heartbeat(
 def run_job(cfg: NodeConfig, store: JobStore, job: str) -> str:
     """Draft one job (called by the Celery task; also callable directly). Returns its final state."""
     from ..app.pipeline import ReportRequest, run_report
-    from ..explain import Cancelled
+    from ..explain import Cancelled, ExplainOptions
     from ..io.errors import InputError
 
     holder = _lease_holder()
@@ -207,6 +207,8 @@ def run_job(cfg: NodeConfig, store: JobStore, job: str) -> str:
                 model=cfg.model,
                 device=cfg.device,
                 explain=bool(options.get("explain", cfg.explain)),
+                explain_options=ExplainOptions(**(options.get("explain_options") or {})),
+                fields=dict(options.get("fields") or {}),
                 overwrite=True,
                 series=options.get("series") or None,
             )

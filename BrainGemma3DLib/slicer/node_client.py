@@ -231,10 +231,15 @@ class NodeClient:
         """The user's own jobs (also a check that the address and the token are right)."""
         return self._json("GET", "/v1/jobs")
 
-    def submit(self, path, *, explain: bool = True, series: str | None = None, progress=None) -> str:
+    def submit(
+        self, path, *, explain: bool = True, series: str | None = None, fields: dict | None = None,
+        options: dict | None = None, progress=None,
+    ) -> str:  # fmt: skip
         """Send a volume file (NIfTI, NRRD, MHA) or a zip of a DICOM series; the node's job id.
 
-        ``progress(sent_bytes, total_bytes)`` hears the upload as it goes."""
+        ``fields``: the patient's and study's identity for the PDF (never invented); ``options``: the
+        explanation's options (names as the local worker takes them). ``progress(sent_bytes, total_bytes)``
+        hears the upload as it goes."""
         path = Path(path)
         fmt = upload_format(path)
         try:
@@ -244,6 +249,10 @@ class NodeClient:
         query = {"format": fmt, "explain": "true" if explain else "false"}
         if series:
             query["series"] = str(series)
+        if fields:
+            query["fields"] = json.dumps(dict(fields))
+        if options:
+            query["options"] = json.dumps(dict(options))
         with path.open("rb") as stream:
             body = _Counted(stream, size, progress)
             answer = self._json(
@@ -377,8 +386,9 @@ class NodeClient:
                 time.sleep(min(2.0 * failures, 5.0))
 
     def report(
-        self, path, folder, *, explain=True, series=None, progress=None, stop=lambda: False, on_job=None
-    ):
+        self, path, folder, *, explain=True, series=None, fields=None, options=None, progress=None,
+        stop=lambda: False, on_job=None,
+    ):  # fmt: skip
         """Submit, follow, download: the whole Generate on the node. Returns the result or raises NodeError
         (``cancelled`` when the job was cancelled)."""
         progress = progress or (lambda stage, fraction, message: None)
@@ -388,6 +398,8 @@ class NodeClient:
             path,
             explain=explain,
             series=series,
+            fields=fields,
+            options=options,
             progress=lambda sent, total: progress(
                 "upload", sent / max(total, 1), "sending the volume to the node"
             ),
@@ -443,7 +455,9 @@ class NodeRun:
     done before its cancel arrived.
     """
 
-    def __init__(self, client: NodeClient, path, folder, *, explain=True, series=None):
+    def __init__(
+        self, client: NodeClient, path, folder, *, explain=True, series=None, fields=None, options=None
+    ):
         self.client = client
         self.folder = Path(folder)
         self.job: str | None = None
@@ -452,7 +466,10 @@ class NodeRun:
         self._finished = False
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(path, folder, explain, series), name="BrainGemma3D node run", daemon=True
+            target=self._run,
+            args=(path, folder, explain, series, fields, options),
+            name="BrainGemma3D node run",
+            daemon=True,
         )
         self._thread.start()
 
@@ -475,7 +492,7 @@ class NodeRun:
             self._finished = True
         self._queue.put(("finished", result, error))
 
-    def _run(self, path, folder, explain, series) -> None:
+    def _run(self, path, folder, explain, series, fields=None, options=None) -> None:
         def progress(stage, fraction, message):
             if not self._finished:
                 self._queue.put(("progress", stage, fraction, message))
@@ -491,6 +508,8 @@ class NodeRun:
                 folder,
                 explain=explain,
                 series=series,
+                fields=fields,
+                options=options,
                 progress=progress,
                 stop=self._stop.is_set,
                 on_job=on_job,

@@ -352,11 +352,14 @@ class Node:
         return {j["id"] for j in self.store.all_jobs()}
 
 
-def submit(client, path: Path, fmt: str = "nii.gz", *, explain: bool = False) -> str:
-    """Send a volume (or zip) as a client does; returns the job id."""
-    response = client.post(
-        "/v1/jobs", params={"format": fmt, "explain": str(explain).lower()}, content=path.read_bytes()
-    )
+def submit(
+    client, path: Path, fmt: str = "nii.gz", *, explain: bool = False, fields: dict | None = None
+) -> str:
+    """Send a volume (or zip) as a client does (``fields``: the PDF header's identity); returns the job id."""
+    params = {"format": fmt, "explain": str(explain).lower()}
+    if fields:
+        params["fields"] = json.dumps(fields)
+    response = client.post("/v1/jobs", params=params, content=path.read_bytes())
     assert response.status_code == 202, response.text
     return response.json()["id"]
 

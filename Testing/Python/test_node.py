@@ -73,9 +73,10 @@ def sample_job(node, tmp_path_factory):
     """The sample case drafted by the node (alice's job, its events followed as the panel follows them) and,
     at the same time, by a local ``braingemma3d report`` with the same options."""
     local = tmp_path_factory.mktemp("local") / "report"
-    command = [sys.executable, "-m", "BrainGemma3DLib", "report", str(SAMPLE), "--out", str(local), "--quiet"]
+    command = [sys.executable, "-m", "BrainGemma3DLib", "report", str(SAMPLE), "--out", str(local), "--quiet",
+               "--patient-name", "Doe^Jane", "--patient-id", "P-0007"]  # fmt: skip
     with node.client(node.tokens["alice"]) as client:
-        job = submit(client, SAMPLE, "nii.gz", explain=False)
+        job = submit(client, SAMPLE, "nii.gz", explain=False, fields=IDENTITY)
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         events, end = follow_events(client, job, timeout=600)
@@ -89,6 +90,10 @@ def alice_job(node) -> str:
     """A job of alice's that stays queued (made in the node's store, never sent to a worker): what the tests
     of ownership and load ask about, at no drafting cost."""
     return node.store.create("alice", source="http", inputs=[], options={"explain": False})
+
+
+#: The identity a station sends with a volume (the PDF header; nothing is invented for a NIfTI input).
+IDENTITY = {"patient_name": "Doe^Jane", "patient_id": "P-0007"}
 
 
 def _comparable(report: dict) -> dict:
@@ -130,6 +135,7 @@ def test_submit_follow_and_fetch_the_report_set(node, sample_job):
     # the same draft a local `report` writes: greedy/consensus defaults, model, checks, warnings
     assert _comparable(remote) == _comparable(local)
     assert remote["text"] == local["text"] and remote["input"]["sha256"] == local["input"]["sha256"]
+    assert remote["input"]["identity"] == IDENTITY  # the station's identity travelled with the volume
     local_txt = (sample_job["local"] / "report.txt").read_text(encoding="utf-8")
     assert re.sub(r"created \S+", "", files["report.txt"].text) == re.sub(r"created \S+", "", local_txt)
     # the audit log: who, which job, what happened; identifiers only, never the report's text
@@ -137,6 +143,24 @@ def test_submit_follow_and_fetch_the_report_set(node, sample_job):
     mine = [a for a in audit if a.get("job") == sample_job["id"]]
     assert {"submit", "download"} <= {a["action"] for a in mine} and all(a["who"] == "alice" for a in mine)
     assert remote["text"][:30] not in (node.data_dir / "audit.log").read_text()
+
+
+@shared
+def test_fields_and_options_are_checked_like_the_local_workers(node):
+    """Header fields and explanation options travel with a volume; the wrong ones are refused (422) with the
+    local worker's own one line, before any upload is kept."""
+    before = set((node.data_dir / "uploads").glob("*")) if (node.data_dir / "uploads").is_dir() else set()
+    with node.client(node.tokens["bob"]) as client:
+        for params, problem in (
+            ({"options": json.dumps({"n_samples": 5})}, "n_samples must be between 10 and 100000"),
+            ({"options": json.dumps({"speed": 1})}, "unknown explanation option"),
+            ({"options": "[1, 2"}, "must be JSON objects"),
+            ({"fields": json.dumps({"patient_name": 7})}, "'fields' must be an object"),
+        ):
+            answer = client.post("/v1/jobs", params={"format": "nii.gz", **params}, content=b"x" * 100)
+            assert answer.status_code == 422 and problem in answer.text, (params, answer.text)
+    after = set((node.data_dir / "uploads").glob("*")) if (node.data_dir / "uploads").is_dir() else set()
+    assert after == before
 
 
 @shared
