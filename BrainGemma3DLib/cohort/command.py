@@ -1,5 +1,5 @@
-"""The cohort commands: ``batch`` (draft a cohort), ``curate`` (signed reviews -> a training set) and
-``agreement`` (how radiologists changed the drafts)."""
+"""The cohort commands: ``batch`` (draft a cohort), ``curate`` (signed reviews and research annotations -> a
+training set) and ``agreement`` (how radiologists changed the drafts, or how readers agree)."""
 
 from __future__ import annotations
 
@@ -72,21 +72,35 @@ def _run_batch(args: argparse.Namespace) -> int:
 
 
 def _curate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("signed", nargs="+", type=Path, help="signed report PDFs (their .audit.json beside them)")
+    p.add_argument("signed", nargs="*", type=Path, help="signed report PDFs (their .audit.json beside them)")
     p.add_argument("--out", required=True, type=out_folder, help="data set folder (new, or one to add to)")
     p.add_argument(
         "--trust", type=Path, action="append", default=[], help="accept only signers this certificate trusts"
     )
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="research annotation records (a worklist's _annotations folder, or the cohort folder holding "
+        "it); adjudicated records win; repeat for several",
+    )
 
 
 def _run_curate(args: argparse.Namespace) -> int:
+    from ..io.errors import InputError
     from .curate import curate
 
-    result = curate(args.signed, args.out, trust=args.trust or None)
+    if not args.signed and not args.annotations:
+        raise InputError("give signed report PDFs, --annotations DIR, or both")
+    result = curate(args.signed, args.out, trust=args.trust or None, annotations=args.annotations)
     for path, reason in result["refused"].items():
         print(f"refused: {reason if path in reason else f'{path}: {reason}'}", file=sys.stderr)
+    reviews = len(result["added"]) - len(result["annotations"])
+    annotated = f"{len(result['annotations'])} research annotation(s) added, " if args.annotations else ""
     print(
-        f"{len(result['added'])} review(s) added, {len(result['refused'])} refused; "
+        f"{reviews} review(s) added, {annotated}{len(result['refused'])} refused; "
         f"the data set holds {result['kept']} case(s): {args.out}"
     )
     print(f"fine-tune: braingemma3d train --phase lora --data {args.out} --init CHECKPOINT --out FOLDER")
@@ -95,14 +109,39 @@ def _run_curate(args: argparse.Namespace) -> int:
 
 def _agreement_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "sources", nargs="+", type=Path, help="a curated data set, or signing audit records / folders of them"
+        "sources", nargs="*", type=Path, help="a curated data set, or signing audit records / folders of them"
     )
     p.add_argument("--out", required=True, type=out_folder, help="folder for agreement.md/.json and the plot")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        metavar="DIR",
+        help="compare readers instead: their research annotations (a worklist's _annotations folder, or the "
+        "cohort folder holding it)",
+    )
 
 
 def _run_agreement(args: argparse.Namespace) -> int:
-    from .agreement import agreement
+    from ..io.errors import InputError
+    from .agreement import agreement, reader_agreement
 
+    if bool(args.sources) == bool(args.annotations):
+        raise InputError(
+            "give either signed reviews (a curated data set, audit records) or --annotations DIR"
+        )
+    if args.annotations:
+        result = reader_agreement(args.annotations, args.out)
+        for name, pair in result["pairs"].items():
+            differ = sorted({c for s in pair.get("statements", {}).values() for c in s["disagree"]})
+            side = (pair.get("statements") or {}).get("side", {}).get("kappa")
+            print(
+                f"{name}: {pair['cases']} common case(s), a statement differs in {len(differ)}; "
+                f"mean word edit distance {pair.get('word_distance', {}).get('mean', 0)}; side kappa "
+                f"{'n/a' if side is None else side}"
+            )
+        print(f"{len(result['disagreements'])} case(s) where readers disagree (to adjudicate)")
+        print(f"wrote {Path(args.out) / 'agreement.md'}, agreement.json")
+        return 0
     result = agreement(args.sources, args.out)
     overall = result["overall"]
     print(
@@ -122,13 +161,13 @@ COMMANDS = [
     ),
     Command(
         "curate",
-        "signed reports -> a BraTS/TextBraTS training set (verified, input unchanged)",
+        "signed reports and research annotations -> a BraTS/TextBraTS training set (input unchanged)",
         _curate_arguments,
         _run_curate,
     ),
     Command(
         "agreement",
-        "how radiologists changed the drafts: per statement, per week, per checkpoint",
+        "how radiologists changed the drafts (per statement, week, checkpoint), or readers' agreement",
         _agreement_arguments,
         _run_agreement,
     ),

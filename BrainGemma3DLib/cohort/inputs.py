@@ -79,7 +79,8 @@ def _from_brats(root: Path, parents: list[Path], channels: int) -> list[CohortCa
     for parent in parents:
         if not parent.is_dir():
             continue
-        for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
+        # Not the cohort's own folders beside its cases (``_annotations``, ``_batch``) nor hidden ones.
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
             files = [_brats_case_files(folder, s) for s in sequences]
             seg = _brats_case_files(folder, "seg")
             case = CohortCase(folder.name, [str(f) for f in files if f], str(seg) if seg else None)
