@@ -109,6 +109,9 @@ def test_malformed_and_unknown_requests_keep_the_engine_alive(worker, tmp_path):
     worker.send({"id": "u", "cmd": "dance"})
     unknown = worker.until("u")[-1]
     assert unknown["event"] == "error" and "unknown request" in unknown["message"]
+    # A model is loaded (whichever tests ran before on this worker), so the bad input is what fails.
+    worker.send({"id": "loaded", "cmd": "load", "model": "demo", "device": "cpu"})
+    assert worker.until("loaded")[-1]["event"] == "result"
     worker.send(
         {
             "id": "bad-input",
