@@ -8,6 +8,7 @@ own Orthanc on free ports."""
 
 from __future__ import annotations
 
+import json
 import locale
 import os
 import shutil
@@ -30,13 +31,23 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes tens of seconds (skip with -m 'not slow' for a quick run)"
     )
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "loadgroup":
+        # Where the workers write each test's group for the controller's scheduler (see below).
+        os.environ[GROUPS_FILE] = str(Path(tempfile.mkdtemp(prefix="bg3d-test-groups-")) / "groups.json")
+
+
+#: The environment variable naming the file of test groups (xdist workers write it, the controller reads it).
+GROUPS_FILE = "BG3D_TEST_GROUPS_FILE"
 
 
 def pytest_collection_modifyitems(config, items):
     """Under xdist: a test that uses a module-scoped fixture of its own module joins that module's group, so
     that one worker builds the fixture once (``--dist loadgroup`` keeps a group on one worker); the others go
     to whichever worker is free. The slow tests and groups are handed out first, so that the longest ones do
-    not start last. A serial run keeps the written order."""
+    not start last. A serial run keeps the written order.
+
+    xdist passes ``xdist_group`` marks to its scheduler by renaming the test ids, which pytest 9.2 no longer
+    allows (the ids stay unchanged and the groups are lost), so the groups go to the scheduler in a file."""
     if not hasattr(config, "workerinput"):
         return
     for item in items:
@@ -49,6 +60,33 @@ def pytest_collection_modifyitems(config, items):
         slow = 1 if item.get_closest_marker("slow") else 0
         weight[_group(item)] = weight.get(_group(item), 0) + known + slow
     items.sort(key=lambda item: -weight[_group(item)])  # stable: the written order among equals
+    if os.environ.get(GROUPS_FILE):
+        groups = {item.nodeid: _group(item) for item in items if _group(item) != item.nodeid}
+        path = Path(os.environ[GROUPS_FILE])
+        scratch = path.with_name(f"{path.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(groups), encoding="utf-8")
+        os.replace(scratch, path)  # every worker writes the same groups: whole files, never a torn one
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups the workers wrote (see :func:`pytest_collection_modifyitems`)."""
+    if config.getoption("dist", "no") != "loadgroup" or not os.environ.get(GROUPS_FILE):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FixtureGroups(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # read once, when every worker has collected (and so written it)
+                self.groups = json.loads(Path(os.environ[GROUPS_FILE]).read_text(encoding="utf-8"))
+            if nodeid in self.groups:
+                return self.groups[nodeid]
+            head, at, group = nodeid.rpartition("@")  # an xdist that renames the ids again
+            return group if at and group and "]" not in group else nodeid
+
+    return FixtureGroups(config, log)
 
 
 #: The longest tests (seconds, serial on the 2-core machine, `--durations`; only their order matters): under
