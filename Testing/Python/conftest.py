@@ -108,6 +108,11 @@ LONGEST = {
     "test_a_dicom_volume_brings_its_identity_and_cancel_leaves_nothing": 59,
     "test_evaluate_explain_scores_attributions_against_the_tumour": 53,
     "test_a_generate_runs_its_requests_in_order_and_a_crash_ends_the_stream": 52,
+    # Measured under xdist (-n 2, 2026-12-07), each on one worker.
+    "test_two_workers_one_killed_mid_job": 68,
+    "test_a_local_run_and_a_node_run_give_the_same_text_and_segmentation": 66,
+    "test_reports_say_which_series_and_enhanced_mr_reports_the_same_side": 51,
+    "test_report_on_the_nifti_says_what_the_report_on_the_dicom_says": 44,
 }
 
 
