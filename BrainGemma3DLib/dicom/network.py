@@ -79,13 +79,11 @@ def _associate(ae, peer: Peer, **kwargs):
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, **kwargs)
     if assoc.is_established:
         return assoc
-    if assoc.is_rejected:
+    if assoc.is_rejected or assoc.is_aborted:  # a PACS may abort instead of rejecting (Orthanc, at times)
+        how = "refused the association" + (" (it aborted the negotiation)" if not assoc.is_rejected else "")
         raise InputError(
-            f"the PACS {peer} refused the association (check its AE title {peer.aet}, and that it "
-            f"accepts ours, {ae.ae_title})"
+            f"the PACS {peer} {how} (check its AE title {peer.aet}, and that it accepts ours, {ae.ae_title})"
         )
-    if assoc.is_aborted:
-        raise InputError(f"the PACS {peer} aborted the association")
     raise InputError(f"no answer from the PACS {peer} (not running, wrong port, or a firewall)")
 
 
