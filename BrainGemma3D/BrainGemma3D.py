@@ -7,8 +7,8 @@ the library and is tested there without Slicer: the model runs in the library's 
 in ``BrainGemma3DLib.reporting.signing``. What needs the Slicer application but is not the panel
 (installing the Python dependencies, driving the worker from the event loop, settings and the terms
 dialog) is in the ``BrainGemma3DModuleLib`` package beside this file; so are the panel's button handlers
-(mixins of the widget: ``generating``, ``review``, ``overlay``, ``export``) and the scene half of the logic
-(``results``).
+(mixins of the widget: ``generating``, ``review``, ``overlay``, ``export``, ``worklist``) and the scene half
+of the logic (``results``).
 
 At file scope this module imports only what Slicer itself ships (Python's standard library, ``qt``, ``vtk``,
 ``slicer``): Slicer imports every module at startup, and torch, transformers or reportlab may not be
@@ -43,6 +43,7 @@ from BrainGemma3DModuleLib.results import DRAFT_PDF_ATTRIBUTE, SceneResults
 from BrainGemma3DModuleLib.review import ReviewPanel
 from BrainGemma3DModuleLib.settings import pathOrNone
 from BrainGemma3DModuleLib.worker import ReportWorker
+from BrainGemma3DModuleLib.worklist import WorklistPanel
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTextNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -237,6 +238,8 @@ class BrainGemma3DParameterNode:
     certificatePath: pathlib.Path
     privateKeyPath: pathlib.Path
     outputPdfPath: pathlib.Path
+    worklistSource: pathlib.Path  # a cohort folder (BraTS/TextBraTS, batch output) or a CSV manifest
+    leastCertainFirst: bool = False
 
 
 #
@@ -250,6 +253,7 @@ class BrainGemma3DWidget(
     OverlayPanel,
     ExportPanel,
     NodePanel,
+    WorklistPanel,
 ):
     """The panel: Inputs → Model (or a node) → Generate/Cancel → report text → overlay → Sign & export.
 
@@ -257,7 +261,7 @@ class BrainGemma3DWidget(
     class sets the panel up, binds the parameter node and decides what can run; the buttons' handlers are
     mixins from ``BrainGemma3DModuleLib``: ``generating`` (Generate, Cancel, explain a sentence, progress),
     ``review`` (the text box, its entities and warnings), ``overlay`` and ``export`` (Sign & export, DICOM),
-    ``node`` (Run on: this computer or a BrainGemma3D node).
+    ``node`` (Run on: this computer or a BrainGemma3D node), ``worklist`` (a cohort, case after case).
     """
 
     def __init__(self, parent=None) -> None:
@@ -314,6 +318,7 @@ class BrainGemma3DWidget(
         self._reviewTimer.connect("timeout()", self._updateReview)
 
         self._setupNodeMode()
+        self._setupWorklist()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -397,6 +402,7 @@ class BrainGemma3DWidget(
         self.ui.explainSentenceButton.enabled = bool(node and node.reportTextNode and node.inputVolume)
         self.ui.exportDicomButton.enabled = self.ui.explainSentenceButton.enabled
         nodeReason = self._updateRunOn()  # node mode: no model choice, one volume, no sentence evidence
+        self._updateWorklist()  # the worklist's order and buttons
         if self.logic and self.logic.busy:
             self.ui.applyButton.enabled = True  # it is the Cancel button now
             return

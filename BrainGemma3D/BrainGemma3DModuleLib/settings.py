@@ -9,13 +9,15 @@ import slicer
 
 from .i18n import _
 
-#: Parameter node fields remembered across sessions (paths and signer only; never a password).
+#: Parameter node fields remembered across sessions (paths and signer only; never a password): the worklist's
+#: cohort too, so that reopening it after closing Slicer continues where the reader stopped.
 REMEMBERED_SETTINGS = {
     "checkpointFolder": "BrainGemma3D/checkpointFolder",
     "medSigLipFolder": "BrainGemma3D/medSigLipFolder",
     "medGemmaFolder": "BrainGemma3D/medGemmaFolder",
     "certificatePath": "BrainGemma3D/certificatePath",
     "privateKeyPath": "BrainGemma3D/privateKeyPath",
+    "worklistSource": "BrainGemma3D/worklistSource",
 }
 SIGNER_SETTINGS_KEY = "BrainGemma3D/signerName"
 #: Run on: where the report is drafted, and the node's address and CA file (never the token: see nodeToken).

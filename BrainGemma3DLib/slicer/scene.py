@@ -727,3 +727,131 @@ def tumour_labels_to_file(segmentation_node, reference_volume, path: str | os.Pa
         return volume_node_to_file(holder, path)
     finally:
         scene.RemoveNode(holder)
+
+
+# ------------------------------------------------------------------------------------------------------
+# A cohort case's files -> nodes (the worklist), and a clean scene for the next case
+# ------------------------------------------------------------------------------------------------------
+#: BraTS labels -> (segment name, colour): the names :func:`brats_label` reads back, so a loaded tumour
+#: segmentation goes to the worker as the same labels (3 is BraTS 2023's enhancing tumour).
+BRATS_SEGMENTS = {
+    1: ("necrotic core", (0.85, 0.25, 0.2)),
+    2: ("oedema", (0.95, 0.85, 0.3)),
+    3: ("enhancing tumour", (0.3, 0.55, 0.95)),
+    4: ("enhancing tumour", (0.3, 0.55, 0.95)),
+}
+
+
+def _read_into(node, path: Path, scene) -> None:
+    """Read ``path`` into ``node`` with a storage node of its own (the file stays where it is)."""
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path.resolve()))
+    if not storage.ReadData(node):
+        scene.RemoveNode(storage)
+        scene.RemoveNode(node)
+        raise InputError("Slicer could not read this volume", path)
+
+
+def load_volume_file(path: str | os.PathLike, *, name: str | None = None, scene=None):
+    """Load a NIfTI/NRRD/MHA volume as a scalar volume node named ``name`` (default: the file's stem).
+
+    Storage-node reading is what ``slicer.util.loadVolume`` does underneath, without needing the
+    application, so the worklist loads a case the same way in Slicer and headless (slicer-core)."""
+    scene = _scene(scene)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("volume file not found", path)
+    node_name = name or path.name[: -len(full_suffix(path))] or path.name
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", node_name)
+    _read_into(node, path, scene)
+    node.SetName(node_name)  # ReadData names the node after the file
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def load_tumour_segmentation(path: str | os.PathLike, reference_volume_node, *, name=None, scene=None):
+    """Load a BraTS label file (1 necrotic core, 2 oedema, 4 or 3 enhancing) as a segmentation node with one
+    named, coloured segment per label present, on ``reference_volume_node``'s geometry.
+
+    The names are the ones :func:`brats_label` reads, so the same segmentation can go back to the worker as
+    ``report --seg`` labels (measured facts) unchanged. The temporary labelmap and colour table are removed.
+    """
+    scene = _scene(scene)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("segmentation file not found", path)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    _read_into(labelmap, path, scene)
+    colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode")
+    segmentation_node = None
+    try:
+        values = np.unique(slicer.util.arrayFromVolume(labelmap))
+        unknown = [int(v) for v in values if v and int(v) not in BRATS_SEGMENTS]
+        if unknown:
+            raise InputError(f"labels {unknown} are not BraTS labels (1, 2, 4; 3 in BraTS 2023)", path)
+        colours.SetTypeToUser()
+        colours.SetNumberOfColors(5)
+        colours.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+        for value, (label, colour) in BRATS_SEGMENTS.items():
+            colours.SetColor(value, label, *colour, 1.0)
+        labelmap.CreateDefaultDisplayNodes()
+        labelmap.GetDisplayNode().SetAndObserveColorNodeID(colours.GetID())
+        node_name = name or f"{reference_volume_node.GetName()} tumour segmentation"
+        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", node_name)
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+        logic = slicer.vtkSlicerSegmentationsModuleLogic
+        if not logic.ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
+            raise InputError("Slicer could not turn these labels into a segmentation", path)
+        segmentation_node.CreateDefaultDisplayNodes()
+        display = segmentation_node.GetDisplayNode()
+        display.SetVisibility2DFill(False)  # outlines: the draft's overlay stays readable under them
+        display.SetVisibility2DOutline(True)
+        return segmentation_node
+    except Exception:
+        if segmentation_node is not None:
+            remove_nodes([segmentation_node], scene=scene)
+        raise
+    finally:
+        remove_nodes([labelmap, colours], scene=scene)
+
+
+def remove_nodes(nodes, *, scene=None) -> int:
+    """Remove nodes with their display and storage nodes (the scene keeps those otherwise); returns how
+    many nodes went."""
+    scene = _scene(scene)
+    doomed = []
+    for node in nodes:
+        if node is None or node.GetScene() is None:
+            continue
+        doomed.append(node)
+        if node.IsA("vtkMRMLDisplayableNode"):
+            doomed += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            doomed += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    removed = 0
+    for node in doomed:
+        if node is not None and node.GetScene() is not None:
+            scene.RemoveNode(node)
+            removed += 1
+    return removed
+
+
+def node_ids(scene=None) -> set[str]:
+    """The IDs of the scene's nodes now: what :func:`remove_nodes_added_since` keeps."""
+    scene = _scene(scene)
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def remove_nodes_added_since(known: set[str], *, scene=None) -> int:
+    """Remove every data node added after :func:`node_ids` gave ``known`` (one case's volumes, segmentations,
+    report texts), with their display and storage nodes, so that the next case starts in a clean scene.
+    Singleton and non-data nodes (views, the subject hierarchy, parameter nodes) always stay."""
+    scene = _scene(scene)
+    added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    added = [
+        node
+        for node in added
+        if node.GetID() not in known and not node.GetSingletonTag() and node.IsA("vtkMRMLStorableNode")
+    ]
+    return remove_nodes(added, scene=scene)

@@ -109,6 +109,42 @@ class Widget:
     def textCursor(self):
         return types.SimpleNamespace(position=lambda: self.cursor)
 
+    # QTableWidget: cells hold TableItems; the current row is what the user selected
+    def setRowCount(self, rows: int) -> None:
+        self.rows = rows
+        self.cells = {key: item for key, item in getattr(self, "cells", {}).items() if key[0] < rows}
+        if getattr(self, "_currentRow", -1) >= rows:
+            self._currentRow = -1
+
+    def rowCount(self) -> int:
+        return getattr(self, "rows", 0)
+
+    def setItem(self, row: int, column: int, item) -> None:
+        self.cells = getattr(self, "cells", {})
+        self.cells[(row, column)] = item
+
+    def item(self, row: int, column: int):
+        return getattr(self, "cells", {}).get((row, column))
+
+    def selectRow(self, row: int) -> None:
+        self._currentRow = row
+
+    def currentRow(self) -> int:
+        return getattr(self, "_currentRow", -1)
+
+    def resizeColumnsToContents(self) -> None:
+        pass
+
+    def rowTexts(self, row: int) -> list[str]:
+        """The texts of one table row, as the user reads them."""
+        columns = sorted(c for r, c in getattr(self, "cells", {}) if r == row)
+        return [self.cells[(row, c)].text() for c in columns]
+
+    def doubleClick(self, row: int, column: int = 0) -> None:
+        """A user's double-click on a table cell."""
+        self._currentRow = row
+        self.emit("cellDoubleClicked(int,int)", row, column)
+
 
 class Timer:
     """qt.QTimer: fires when the test pumps the event loop."""
@@ -181,6 +217,26 @@ def make_qt(recorder: dict) -> types.ModuleType:
                 slot()
 
     qt.QShortcut = Shortcut
+
+    class TableItem:
+        """qt.QTableWidgetItem: a cell's text and tooltip."""
+
+        def __init__(self, text=""):
+            self._text, self._toolTip = str(text), ""
+
+        def text(self):
+            return self._text
+
+        def setText(self, text):
+            self._text = str(text)
+
+        def toolTip(self):
+            return self._toolTip
+
+        def setToolTip(self, text):
+            self._toolTip = str(text)
+
+    qt.QTableWidgetItem = TableItem
     qt.Qt = types.SimpleNamespace(WidgetWithChildrenShortcut=2, RichText=1)
     settings: dict = {}
     qt.QSettings = lambda: types.SimpleNamespace(

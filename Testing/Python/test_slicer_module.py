@@ -330,6 +330,7 @@ def test_ui_is_a_qmrmlwidget_with_the_five_sections_and_a_log():
         if w.get("class") == "ctkCollapsibleButton"
     ]
     assert titles == [
+        "Worklist",
         "Inputs",
         "Patient and study (optional)",
         "Model",
@@ -544,7 +545,14 @@ def test_module_follows_the_template():
     bases = {name: {ast.unparse(b) for b in cls.bases} for name, cls in classes.items()}
     assert bases["BrainGemma3D"] == {"ScriptedLoadableModule"}
     # The buttons' handlers are mixins from the helper package (the module file stays thin).
-    panel_mixins = {"GeneratePanel", "ReviewPanel", "OverlayPanel", "ExportPanel", "NodePanel"}
+    panel_mixins = {
+        "GeneratePanel",
+        "ReviewPanel",
+        "OverlayPanel",
+        "ExportPanel",
+        "NodePanel",
+        "WorklistPanel",
+    }
     assert (
         bases["BrainGemma3DWidget"] == {"ScriptedLoadableModuleWidget", "VTKObservationMixin"} | panel_mixins
     )
