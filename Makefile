@@ -18,10 +18,20 @@ DEMO_WEIGHTS := Resources/DemoWeights
 
 .PHONY: venv demo test check-system lint bench sample demo-weights screenshots clean
 
+# Installed with uv when it can be had (about 30 s instead of about 200 s with pip: parallel, no byte-code
+# compiling of every installed file), else with pip. Both read the same wheels folder as pip's own settings
+# (find-links), so that TORCH resolves to the local CPU build where there is one.
+FIND_LINKS := $(strip $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q uv 2>/dev/null || echo "note: uv unavailable; pip is slower"
+	@if test -x $(BIN)/uv; then \
+	  UV_LINK_MODE=copy $(BIN)/uv pip install -q --python $(BIN)/python \
+	    $(foreach f,$(sort $(FIND_LINKS)),--find-links $(f)) "$(TORCH)" -e ".[test]"; \
+	else \
+	  $(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"; \
+	  $(BIN)/python -m pip install -q --no-compile -e ".[test]"; \
+	fi
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -34,34 +32,13 @@ def test_bench_io_json(tmp_path):
 def test_bench_model_cli(tmp_path):
 
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "BrainGemma3DLib",
-            "bench",
-            "model",
-            "--repeat",
-            "1",
-            "--tokens",
-            "8",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = run_cli("bench", "model", "--repeat", "1", "--tokens", "8", "--json", str(out))
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(out.read_text())}
     whole = next(r for name, r in rows.items() if name.endswith("whole report"))
     assert whole["unit"] == "s" and whole["value"] > 0
     assert any("generate 8 tokens" in name for name in rows)
-    missing_gpu = subprocess.run(
-        [sys.executable, "-m", "BrainGemma3DLib", "bench", "model", "--device", "cuda"],
-        capture_output=True,
-        text=True,
-    )
+    missing_gpu = run_cli("bench", "model", "--device", "cuda")
     if not torch.cuda.is_available():
         assert missing_gpu.returncode == 2 and "no CUDA GPU" in missing_gpu.stderr
 
@@ -83,8 +60,7 @@ def test_bench_node_says_in_one_line_that_it_needs_redis_server(tmp_path):
     if any(Path(folder, "redis-server").exists() for folder in ("/usr/sbin", "/usr/local/sbin")):
         pytest.skip("redis-server is in sbin, which bench node looks in whatever the PATH")
     no_redis = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": str(tmp_path)}
-    command = [sys.executable, "-m", "BrainGemma3DLib", "bench", "node"]
-    result = subprocess.run(command, capture_output=True, text=True, env=no_redis)
+    result = run_cli("bench", "node", env=no_redis)
     assert result.returncode == 2, result.stderr
     assert (
         result.stderr.strip() == "error: bench node needs redis-server (Debian: apt-get install redis-server)"

@@ -76,7 +76,7 @@ def resumed_cohort(phantom_data, tmp_path_factory) -> dict:
     seen["created"] = {
         cid: json.loads((out / cid / "report.json").read_text())["created"] for cid in seen["done_before"]
     }
-    seen["rerun"] = subprocess.run(command, env=env, capture_output=True, text=True)
+    seen["rerun"] = run_cli(*command[3:], env=env)
     return seen
 
 
@@ -128,7 +128,7 @@ def test_batch_stops_on_ctrl_c_survives_a_kill_and_resumes_without_loss_or_repea
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert f"{len(ids)} cases: {len(ids)} drafted, 0 failed, 0 pending." in summary
     # The same command once more: nothing to do.
-    again = subprocess.run(seen["command"], env=seen["env"], capture_output=True, text=True)
+    again = run_cli(*seen["command"][3:], env=seen["env"])
     assert f"0 now, {len(ids)} already done" in again.stdout
 
 

@@ -170,7 +170,7 @@ def test_an_ambiguous_study_is_refused_before_the_model_loads(study, tmp_path):
     shutil.copytree(study, twins)
     sample_as_dicom(twins / "again", series_uid="1.2.3.4.5.6.7")
     out = tmp_path / "out"
-    result = run_cli("report", str(twins), "--out", str(out), "--quiet")
+    result = run_cli("report", str(twins), "--out", str(out), "--quiet", fresh=True)  # import noise too
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "--series" in result.stderr and not out.exists()
     chosen = run_cli("report", str(twins), "--series", "3", "--out", str(out), "--drafts", "0", "--quiet")
