@@ -84,11 +84,13 @@ sample: venv
 	rm -rf $(SAMPLE)
 	$(BIN)/braingemma3d phantoms --out $(SAMPLE) --n 1 --healthy 0 --seed $(SAMPLE_SEED) --spacing 1.5
 
-# Re-renders the panel screenshot (Screenshots/1.png): the real .ui in Qt offscreen, filled by the real widget
-# code on the sample case (tools/panel_screenshot.py). PySide6 is needed for this only.
+# Re-renders the panel screenshots (Screenshots/1.png; 3.png, the Worklist): the real .ui in Qt offscreen, filled
+# by the real widget code on the sample case or five batch-drafted phantoms (tools/panel_screenshot.py). PySide6
+# is needed for this only.
 screenshots: venv
 	$(BIN)/python -m pip install -q PySide6-Essentials
 	QT_QPA_PLATFORM=offscreen $(BIN)/python tools/panel_screenshot.py Screenshots/1.png
+	QT_QPA_PLATFORM=offscreen $(BIN)/python tools/panel_screenshot.py --worklist Screenshots/3.png
 
 # Re-trains the committed demo weights from scratch (30-45 minutes on a 2-core CPU; see README).
 demo-weights: venv

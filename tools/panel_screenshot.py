@@ -1,4 +1,4 @@
-"""Render the Slicer panel screenshot (Screenshots/1.png) from the real .ui, filled by the real widget code.
+"""Render the panel screenshots (Screenshots/1.png, 3.png) from the real .ui, filled by the real widget code.
 
 3D Slicer cannot run on the build machine, so the picture is made in two steps, both from real code and data:
 
@@ -12,10 +12,16 @@
    (their labelmaps and colours read back from the MRML segmentation) blended on it, radiological
    convention (patient's right on the left).
 
+With ``--worklist`` (Screenshots/3.png) step 1 is the Worklist section instead: five phantoms drafted by
+``batch`` (consensus drafts, so the model agreement is recorded; explanations), opened "least certain first";
+a reader "ben" annotates the most certain case, then "ann" saves two cases (editing one) and skips one, and
+the next case is open with its batch draft, overlay, measured facts and warnings.
+
 Run (PySide6 is only needed here, not by the module or the tests)::
 
     .venv/bin/pip install PySide6-Essentials
     QT_QPA_PLATFORM=offscreen .venv/bin/python tools/panel_screenshot.py Screenshots/1.png
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/panel_screenshot.py --worklist Screenshots/3.png
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "Testing" / "Python"), str(REPO)]
+sys.path[:0] = [str(REPO / "Testing" / "Python"), str(REPO), str(REPO / "tools")]
+#: Sections drawn collapsed: as the .ui opens them (1.png), or all but the worklist's flow (3.png).
+COLLAPSED = {"worklistCollapsibleButton", "modelCollapsibleButton", "identityCollapsibleButton",
+             "logCollapsibleButton"}  # fmt: skip
+WORKLIST_COLLAPSED = {"modelCollapsibleButton", "identityCollapsibleButton", "logCollapsibleButton",
+                      "attributionCollapsibleButton", "signCollapsibleButton"}  # fmt: skip
 
 
 def run_panel(workdir: Path) -> dict:
@@ -57,6 +68,54 @@ def run_panel(workdir: Path) -> dict:
         state["_slice"], state["_k"] = _slice_view(volume, node.attributionSegmentation)
         state["_nodes"] = {
             "inputVolumeSelector": volume.GetName(),
+            "reportTextNodeSelector": node.reportTextNode.GetName(),
+            "attributionSegmentationSelector": node.attributionSegmentation.GetName(),
+        }
+    return state
+
+
+def run_worklist(workdir: Path) -> dict:
+    """Step 1 for 3.png: the Worklist section over a five-phantom batch output, two readers at work."""
+    import pytest
+    import slicer_standins
+    import worklist_timing
+    from helpers import SAMPLE
+
+    batch = worklist_timing.make_batch(workdir / "cohort", 5, 3, drafts=None)
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        slicer_standins.open_panel(monkeypatch, workdir / "panel", SAMPLE) as (
+            _module,
+            widget,
+            _volume,
+            recorder,
+        ),
+    ):
+        worklist = sys.modules["BrainGemma3DModuleLib.worklist"]
+        readers = ["ben", "ann"]
+        monkeypatch.setattr(worklist, "askReader", lambda suggested="": readers.pop(0))
+        monkeypatch.setattr(worklist, "askSkipReason", lambda case: "motion artefacts")
+        ui, node = widget.ui, widget._parameterNode
+        ui.leastCertainFirstCheckBox.set(True)
+        ui.worklistFolderPathLineEdit.set(str(batch))
+        ui.openWorklistButton.click()  # ben
+        ui.worklistTableWidget.doubleClick(ui.worklistTableWidget.rowCount() - 1)
+        ui.saveAndNextButton.click()
+        ui.worklistReaderButton.click()  # ann
+        ui.saveAndNextButton.click()
+        ui.reportTextEdit.setPlainText(node.reportTextNode.GetText().rstrip() + " Reviewed against T1ce.")
+        ui.saveAndNextButton.click()
+        ui.skipCaseButton.click()
+        widget._reviewTimer.callback()
+        assert not recorder["errors"], recorder["errors"]
+        state = {name: _widget_state(w) for name, w in vars(ui).items()}
+        table = ui.worklistTableWidget
+        state["_table"] = [table.rowTexts(row) for row in range(table.rowCount())]
+        state["_row"] = table.currentRow()
+        state["_slice"], state["_k"] = _slice_view(node.inputVolume, node.attributionSegmentation)
+        state["_nodes"] = {
+            "inputVolumeSelector": node.inputVolume.GetName(),
+            "tumourSegmentationSelector": node.tumourSegmentation.GetName(),
             "reportTextNodeSelector": node.reportTextNode.GetName(),
             "attributionSegmentationSelector": node.attributionSegmentation.GetName(),
         }
@@ -105,8 +164,11 @@ def _shown(segmentation_node, segment_id) -> bool:
     return display is None or display.GetSegmentVisibility(segment_id)
 
 
-def render(state: dict, out: Path) -> None:
-    """Step 2: the real .ui in Qt, each widget set from the state, beside the slice view; one PNG."""
+def render(
+    state: dict, out: Path, collapsed=frozenset(COLLAPSED), width: int = 460, palette: bool = False
+) -> None:
+    """Step 2: the real .ui in Qt, each widget set from the state, beside the slice view; one PNG (with
+    ``palette``: 256 colours, which keeps a large picture small)."""
     from PySide6 import QtCore, QtGui, QtWidgets
     from PySide6.QtUiTools import QUiLoader
 
@@ -144,7 +206,6 @@ def render(state: dict, out: Path) -> None:
     ui_file.open(QtCore.QFile.ReadOnly)
     panel = loader.load(ui_file)
     ui_file.close()
-    collapsed = {"modelCollapsibleButton", "identityCollapsibleButton", "logCollapsibleButton"}
     for widget in panel.findChildren(QtWidgets.QWidget):
         name = widget.objectName()
         if name not in state:
@@ -159,6 +220,18 @@ def render(state: dict, out: Path) -> None:
                 for child in widget.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
                     child.hide()
                 widget.setFixedHeight(28)
+        elif isinstance(widget, QtWidgets.QTableWidget):
+            rows = state.get("_table", [])
+            widget.setRowCount(len(rows))
+            for row, texts in enumerate(rows):
+                for column, text in enumerate(texts):
+                    widget.setItem(row, column, QtWidgets.QTableWidgetItem(text))
+            widget.resizeColumnsToContents()
+            if state.get("_row", -1) >= 0:
+                widget.selectRow(state["_row"])
+            rowHeight = widget.verticalHeader().defaultSectionSize()
+            widget.setFixedHeight(widget.horizontalHeader().sizeHint().height() + 2 * widget.frameWidth()
+                                  + rowHeight * max(len(rows), 3))  # fmt: skip
         elif isinstance(widget, QtWidgets.QPlainTextEdit):
             widget.setPlainText(s["plain"] or "\n".join(s["log"]))
         elif isinstance(widget, qMRMLNodeComboBox):
@@ -185,9 +258,9 @@ def render(state: dict, out: Path) -> None:
             widget.setValue(int(s["value"]))
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(s["checked"]))
-    panel.resize(460, 10)
+    panel.resize(width, 10)
     panel.adjustSize()
-    panel.resize(460, panel.sizeHint().height())
+    panel.resize(width, panel.sizeHint().height())
     panel_image = panel.grab().toImage()
 
     rgb = np.ascontiguousarray(state["_slice"])
@@ -213,6 +286,13 @@ def render(state: dict, out: Path) -> None:
     painter.drawImage(view_w, 0, panel_image)
     painter.end()
     out.parent.mkdir(parents=True, exist_ok=True)
+    if palette:  # median-cut palette (Pillow): smooth greys stay smooth, unlike Qt's fixed palette
+        from PIL import Image
+
+        pixels = np.frombuffer(canvas.constBits(), np.uint8).reshape(canvas.height(), canvas.bytesPerLine())
+        rgb = pixels[:, : 3 * canvas.width()].reshape(canvas.height(), canvas.width(), 3)
+        Image.fromarray(rgb).quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        return
     if not canvas.save(str(out)):
         raise SystemExit(f"{out}: could not write the PNG")
 
@@ -220,10 +300,13 @@ def render(state: dict, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the PNG to write, e.g. Screenshots/1.png")
+    parser.add_argument("--worklist", action="store_true", help="the Worklist section (Screenshots/3.png)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bg3d-shot-") as folder:
-        state = run_panel(Path(folder))
-    render(state, args.out)
+        if args.worklist:
+            render(run_worklist(Path(folder)), args.out, frozenset(WORKLIST_COLLAPSED), 560, palette=True)
+        else:
+            render(run_panel(Path(folder)), args.out)
     print(f"wrote {args.out}")
     return 0
 

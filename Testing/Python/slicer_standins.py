@@ -57,7 +57,7 @@ class Widget:
         self.attributeFilters: list[tuple] = []
         self._plain, self.cursor, self.lines = "", 0, []
         for key, value in self.properties.items():
-            if key in ("text", "toolTip", "enabled", "collapsed", "styleSheet"):
+            if key in ("text", "toolTip", "enabled", "collapsed", "styleSheet", "visible"):
                 setattr(self, key, value)
 
     def connect(self, signal: str, slot) -> None:
