@@ -16,7 +16,7 @@ import pathlib
 import qt
 import slicer
 
-from . import panel
+from . import panel, settings
 from .i18n import _
 from .results import REPORT_JSON_ATTRIBUTE
 from .settings import pathOrNone
@@ -30,7 +30,7 @@ CASE_FIELDS = ("reportTextNode", "attributionSegmentation", "inputVolume", "t1ce
                "tumourSegmentation")  # fmt: skip
 
 
-def askReader(suggested=""):
+def askReader(suggested: str = "") -> str | None:
     """Who annotates (their name names their folder of records); None when cancelled."""
     name = qt.QInputDialog.getText(
         slicer.util.mainWindow(),
@@ -42,7 +42,7 @@ def askReader(suggested=""):
     return (name or "").strip() or None
 
 
-def askSkipReason(caseId):
+def askSkipReason(caseId: str) -> str | None:
     """Why ``caseId`` is skipped, in one line; None when cancelled."""
     reason = qt.QInputDialog.getText(
         slicer.util.mainWindow(),
@@ -52,7 +52,7 @@ def askSkipReason(caseId):
     return " ".join((reason or "").split()) or None
 
 
-def askManifest(folder):
+def askManifest(folder) -> str | None:
     """A CSV manifest chosen in a file dialog; None when cancelled."""
     path = qt.QFileDialog.getOpenFileName(
         slicer.util.mainWindow(), _("CSV manifest"), str(folder), _("CSV manifest (*.csv)")
@@ -60,7 +60,7 @@ def askManifest(folder):
     return path or None
 
 
-def modelSequences(parameterNode):
+def modelSequences(parameterNode) -> int:
     """How many sequences the selected model reads: its ``braingemma3d_config.json`` says; 1 (FLAIR) when it
     does not, as for the published model, and always on a node (which drafts from the FLAIR alone). A case's
     T1ce and T2 go to the model only when it reads three; they are loaded for the reader either way."""
@@ -79,7 +79,7 @@ def modelSequences(parameterNode):
         return 1
 
 
-def draftResult(folder):
+def draftResult(folder) -> dict:
     """A ``batch`` draft folder (report.json, report.pdf, attribution.seg.nrrd with --explain) in the shape of
     the worker's result event, so that it is shown exactly as a draft made in the panel."""
     folder = pathlib.Path(folder)
@@ -90,7 +90,7 @@ def draftResult(folder):
     return {"report": json.loads((folder / "report.json").read_text(encoding="utf-8")), "files": files}
 
 
-def statusText(case):
+def statusText(case) -> str:
     """A case's status for the table, in the panel's language."""
     if case.problem:
         return _("cannot be annotated")
@@ -109,7 +109,7 @@ def statusText(case):
     return text
 
 
-def caseToolTip(case):
+def caseToolTip(case) -> str:
     """What a row's tooltip says: why a case cannot be annotated, or who annotated it."""
     if case.problem:
         return case.problem
@@ -118,7 +118,7 @@ def caseToolTip(case):
     return _("Not annotated yet.")
 
 
-def progressText(progress):
+def progressText(progress) -> str:
     """The progress line: "12 of 60 annotated, 3 skipped" (this reader's)."""
     return _("{annotated} of {total} annotated, {skipped} skipped").format(
         annotated=progress.annotated, total=progress.total, skipped=progress.skipped
@@ -128,14 +128,15 @@ def progressText(progress):
 class WorklistPanel:
     """The Worklist section of the panel; mixed into the widget."""
 
+    _worklist = None  # the library's Worklist once opened
+    _worklistReader = None  # asked once per session
+    _worklistCase = None  # the open case's id
+    _worklistRows = ()  # case ids in table order
+    _worklistKnownNodes = None  # the scene's node IDs before the open case was loaded
+
     # --- Setting up ---------------------------------------------------------------------------------------
     def _setupWorklist(self) -> None:
         """Connect the section's buttons and its shortcut (called once from ``setup``)."""
-        self._worklist = None
-        self._worklistReader = None
-        self._worklistCase = None
-        self._worklistRows = []
-        self._worklistKnownNodes = None  # the scene's node IDs before the open case was loaded
         self.ui.openWorklistButton.connect("clicked(bool)", self.onOpenWorklistButton)
         self.ui.worklistManifestButton.connect("clicked(bool)", self.onWorklistManifestButton)
         self.ui.worklistReaderButton.connect("clicked(bool)", self.onWorklistReaderButton)
@@ -175,8 +176,6 @@ class WorklistPanel:
                 self._openWorklist(source, reader)
         except Exception:  # shown by tryWithErrorDisplay
             return
-        from . import settings
-
         settings.rememberPaths(node)
         following = self._worklist.next_case()
         if following is None:
@@ -197,13 +196,13 @@ class WorklistPanel:
             panel.appendLog(self.ui.logTextEdit, message)
         self._fillWorklistTable()
 
-    def _askWorklistReader(self):
+    def _askWorklistReader(self) -> str | None:
         """Ask who annotates (once per session); None when cancelled or not a usable name."""
         from BrainGemma3DLib.cohort.annotations import check_reader
         from BrainGemma3DLib.io.errors import InputError
 
-        settings = qt.QSettings()
-        name = askReader(str(settings.value(READER_SETTINGS_KEY) or ""))
+        remembered = qt.QSettings()
+        name = askReader(str(remembered.value(READER_SETTINGS_KEY) or ""))
         if name is None:
             return None
         try:
@@ -212,7 +211,7 @@ class WorklistPanel:
             slicer.util.errorDisplay(str(exc))
             return None
         self._worklistReader = name
-        settings.setValue(READER_SETTINGS_KEY, name)
+        remembered.setValue(READER_SETTINGS_KEY, name)
         self.ui.worklistReaderLabel.text = _("Reader: {reader}").format(reader=name)
         return name
 
@@ -300,7 +299,7 @@ class WorklistPanel:
             return True
         return False
 
-    def openWorklistCase(self, caseId) -> bool:
+    def openWorklistCase(self, caseId: str) -> bool:
         """Open one case: its sequences and segmentation in a clean scene, then its draft (the batch's; the
         reader's own text when they annotated it already; else drafted now through Generate)."""
         if self._worklist is None or self._worklistBusy():

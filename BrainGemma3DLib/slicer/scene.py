@@ -770,7 +770,9 @@ def load_volume_file(path: str | os.PathLike, *, name: str | None = None, scene=
     return node
 
 
-def load_tumour_segmentation(path: str | os.PathLike, reference_volume_node, *, name=None, scene=None):
+def load_tumour_segmentation(
+    path: str | os.PathLike, reference_volume_node, *, name: str | None = None, scene=None
+):
     """Load a BraTS label file (1 necrotic core, 2 oedema, 4 or 3 enhancing) as a segmentation node with one
     named, coloured segment per label present, on ``reference_volume_node``'s geometry.
 

@@ -280,3 +280,53 @@ def test_a_case_without_a_batch_draft_is_drafted_in_the_worker_and_saved_with_th
         assert {entry["sequence"] for entry in saved["inputs"]} == {"flair", "t1ce", "t2", "seg"}
         assert "All cases done for ann: 1 of 1 annotated, 0 skipped" in ui.worklistCaseLabel.text
         assert rows(widget) == [[case, "annotated by me", "", ""]]
+
+
+def test_a_cases_files_load_as_nodes_and_go_without_a_trace(monkeypatch, tmp_path):
+    """The scene glue the worklist opens a case with (``BrainGemma3DLib.slicer.scene``): the FLAIR where the
+    library puts it (left stays left), BraTS labels as named segments with their voxels, other labels refused,
+    and a case's nodes removed with their display and storage nodes."""
+    import nibabel as nib
+    import numpy as np
+    from helpers import write_nifti
+
+    from BrainGemma3DLib.io.errors import InputError
+    from BrainGemma3DLib.io.volume import load_volume
+    from BrainGemma3DLib.slicer import scene
+
+    monkeypatch.setattr(slicer, "mrmlScene", slicer.vtkMRMLScene(), raising=False)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    before = scene.node_ids()
+    flair = scene.load_volume_file(SAMPLE, name="case_flair")
+    assert flair.GetName() == "case_flair" and flair.GetDisplayNode() is not None
+    expected = load_volume(SAMPLE)
+    np.testing.assert_allclose(scene.world_ijk_to_ras(flair), expected.affine, atol=1e-4)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(flair), expected.data[0].transpose(2, 1, 0))
+
+    seg_file = SAMPLE.with_name(SAMPLE.name.replace("_flair", "_seg"))
+    labels = np.asarray(nib.load(seg_file).dataobj)
+    tumour = scene.load_tumour_segmentation(seg_file, flair)
+    assert tumour.GetName() == "case_flair tumour segmentation"
+    segmentation = tumour.GetSegmentation()
+    found = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        mask = scene.segment_labelmap(tumour, segment_id, flair)
+        found[segmentation.GetSegment(segment_id).GetName()] = int(mask.sum())
+    names = {1: "necrotic core", 2: "oedema", 4: "enhancing tumour"}
+    assert found == {names[v]: int((labels == v).sum()) for v in (1, 2, 4) if (labels == v).any()}
+    assert scene.brats_label("oedema") == 2 and scene.brats_label("necrotic core") == 1
+    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems()
+    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLColorTableNode").GetNumberOfItems()
+
+    other = write_nifti(
+        tmp_path / "other_seg.nii.gz", (labels > 0).astype(np.uint8) * 7, nib.load(seg_file).affine
+    )
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"labels \[7\] are not BraTS labels"):
+        scene.load_tumour_segmentation(other, flair)
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes  # nothing left behind
+
+    # The volume with its display and storage nodes, the segmentation with its display node.
+    assert scene.remove_nodes_added_since(before) == 5
+    assert scene.node_ids() <= before | {hierarchy.GetID()} and hierarchy.GetScene() is not None
