@@ -283,6 +283,7 @@ class WorklistPanel:
         self.ui.previousCaseButton.enabled = case is not None and self._worklist.previous(case) is not None
         self.ui.skipCaseButton.enabled = case is not None
         self.ui.saveAndNextButton.enabled = case is not None and bool(node and node.reportTextNode)
+        self.ui.worklistReaderButton.enabled = opened  # before, Open worklist asks the name
 
     def onWorklistCellDoubleClicked(self, row, column=0) -> None:
         if 0 <= row < len(self._worklistRows):
