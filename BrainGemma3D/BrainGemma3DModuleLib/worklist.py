@@ -8,8 +8,16 @@ sequences and its BraTS segmentation into a clean scene (the previous case's nod
 button does. "Save and next" writes the reader's annotation (``Worklist.save``: a research record, not a
 signature) and opens the next case this reader has not done, so reopening the worklist after closing Slicer
 continues there. The reader's name is asked once per session (:func:`askReader`; the tests stand it in).
+
+The readers' view under it ("Compare readers") shows what the library's ``agreement --annotations`` computes
+for the open cohort (``BrainGemma3DLib.cohort.agreement.compare_readers``: per statement the share of
+agreement and Cohen's kappa, the cases where readers disagree); selecting such a case shows each reader's
+differing statements and text side by side, and "Adjudicate" saves the report editor's text of that (open)
+case as the adjudicated record (``Worklist.adjudicate``: reader "adjudicated by NAME", which ``curate``
+prefers). Nothing is computed here.
 """
 
+import html
 import json
 import pathlib
 
@@ -125,6 +133,41 @@ def progressText(progress) -> str:
     )
 
 
+def agreementRows(result) -> list[tuple[str, str, str, str]]:
+    """The readers' agreement table: (pair, statement, share, kappa) per statement of each pair with common
+    cases, from the library's ``compare_readers`` figures (kappa "n/a" where it is undefined)."""
+    rows = []
+    for name, pair in result["pairs"].items():
+        for statement, row in (pair.get("statements") or {}).items():
+            kappa = _("n/a") if row["kappa"] is None else f"{row['kappa']:.2f}"
+            rows.append((name, statement, f"{row['agreement']:.0%}", kappa))
+    return rows
+
+
+def differencesText(case) -> str:
+    """One disagreement's statements: "side (ann: right, ben: left); edema (ann: yes, ben: no)"."""
+    return "; ".join(
+        "{statement} ({values})".format(
+            statement=statement, values=", ".join(f"{reader}: {value}" for reader, value in values.items())
+        )
+        for statement, values in case["differences"].items()
+    )
+
+
+def comparisonHtml(case) -> str:
+    """One disagreement side by side: a column per reader, the differing statements, then each text."""
+    readers = list(case["texts"])
+    cell = '<td valign="top">{}</td>'.format
+    lines = ['<table width="100%" border="1" cellspacing="0" cellpadding="4">',
+             "<tr><th></th>" + "".join(f"<th>{html.escape(r)}</th>" for r in readers) + "</tr>"]  # fmt: skip
+    for statement, values in case["differences"].items():
+        shown = "".join(cell(f"<b>{html.escape(str(values.get(r, '')))}</b>") for r in readers)
+        lines.append(f"<tr>{cell(html.escape(statement))}{shown}</tr>")
+    texts = "".join(cell(html.escape(case["texts"][r]).replace("\n", "<br>")) for r in readers)
+    lines += [f"<tr>{cell(html.escape(_('text')))}{texts}</tr>", "</table>"]
+    return "\n".join(lines)
+
+
 class WorklistPanel:
     """The Worklist section of the panel; mixed into the widget."""
 
@@ -133,6 +176,8 @@ class WorklistPanel:
     _worklistCase = None  # the open case's id
     _worklistRows = ()  # case ids in table order
     _worklistKnownNodes = None  # the scene's node IDs before the open case was loaded
+    _readersResult = None  # the library's comparison of the readers (compare_readers), once asked
+    _disagreementRows = ()  # case ids of the disagreements table, in its order
 
     # --- Setting up ---------------------------------------------------------------------------------------
     def _setupWorklist(self) -> None:
@@ -145,6 +190,11 @@ class WorklistPanel:
         self.ui.skipCaseButton.connect("clicked(bool)", self.onSkipCaseButton)
         self.ui.saveAndNextButton.connect("clicked(bool)", self.onSaveAndNextButton)
         self.ui.worklistTableWidget.connect("cellDoubleClicked(int,int)", self.onWorklistCellDoubleClicked)
+        self.ui.compareReadersButton.connect("clicked(bool)", self.onCompareReadersButton)
+        self.ui.adjudicateButton.connect("clicked(bool)", self.onAdjudicateButton)
+        disagreements = self.ui.disagreementsTableWidget
+        disagreements.connect("currentCellChanged(int,int,int,int)", self.onDisagreementSelected)
+        disagreements.connect("cellDoubleClicked(int,int)", self.onDisagreementDoubleClicked)
         self._saveAndNextShortcut = qt.QShortcut(qt.QKeySequence(SAVE_AND_NEXT_KEYS), self.parent)
         self._saveAndNextShortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
         self._saveAndNextShortcut.connect("activated()", self._onSaveAndNextShortcut)
@@ -191,6 +241,7 @@ class WorklistPanel:
         order = LEAST_CERTAIN if self._parameterNode.leastCertainFirst else BY_ID
         self._worklist = Worklist.open(source, reader, order=order)
         self._worklistCase = None
+        self._showReaders(None)
         for path, problem in sorted(self._worklist.problems.items()):
             message = _("Annotation record not used: {path}: {problem}").format(path=path, problem=problem)
             panel.appendLog(self.ui.logTextEdit, message)
@@ -284,6 +335,11 @@ class WorklistPanel:
         self.ui.skipCaseButton.enabled = case is not None
         self.ui.saveAndNextButton.enabled = case is not None and bool(node and node.reportTextNode)
         self.ui.worklistReaderButton.enabled = opened  # before, Open worklist asks the name
+        self.ui.compareReadersButton.enabled = opened
+        selected = self._selectedDisagreement()
+        self.ui.adjudicateButton.enabled = (
+            selected is not None and selected == case and bool(node and node.reportTextNode)
+        )
 
     def onWorklistCellDoubleClicked(self, row, column=0) -> None:
         if 0 <= row < len(self._worklistRows):
@@ -468,3 +524,121 @@ class WorklistPanel:
             )
             return
         self.openWorklistCase(following.case_id)
+
+    # --- Readers: agreement and adjudication --------------------------------------------------------------
+    def onCompareReadersButton(self) -> None:
+        """Read every reader's records again and show the library's comparison of them."""
+        if self._worklist is None:
+            return
+        from BrainGemma3DLib.cohort.agreement import compare_readers
+        from BrainGemma3DLib.cohort.annotations import read_annotations
+        from BrainGemma3DLib.io.errors import InputError
+
+        self._worklist.refresh()  # another reader's folder may have been copied in
+        self._fillWorklistTable()
+        try:
+            result = compare_readers(read_annotations(self._worklist.state_dir)[0])
+        except InputError as exc:
+            self._showReaders(None)
+            self.ui.readersSummaryLabel.text = _("Nothing to compare: {problem}.").format(problem=exc.problem)
+            return
+        self._showReaders(result)
+
+    def _showReaders(self, result) -> None:
+        """Fill the agreement and disagreement tables (empty for None); keep the selected case selected."""
+        selected = self._selectedDisagreement()
+        self._readersResult = result
+        agreement, disagreements = self.ui.readersAgreementTableWidget, self.ui.disagreementsTableWidget
+        rows = agreementRows(result) if result else []
+        agreement.setRowCount(len(rows))
+        for row, texts in enumerate(rows):
+            for column, text in enumerate(texts):
+                agreement.setItem(row, column, qt.QTableWidgetItem(text))
+        agreement.resizeColumnsToContents()
+        cases = result["disagreements"] if result else []
+        self._disagreementRows = [case["case_id"] for case in cases]
+        disagreements.setRowCount(len(cases))
+        for row, case in enumerate(cases):
+            texts = (case["case_id"], differencesText(case), case["adjudicated_by"] or "")
+            for column, text in enumerate(texts):
+                item = qt.QTableWidgetItem(text)
+                item.setToolTip(_("Select to compare the texts; double-click to open the case."))
+                disagreements.setItem(row, column, item)
+        disagreements.resizeColumnsToContents()
+        self.ui.readersSummaryLabel.text = self._readersSummary(result) if result else ""
+        if selected in self._disagreementRows:
+            disagreements.selectRow(self._disagreementRows.index(selected))
+        self.onDisagreementSelected(disagreements.currentRow())
+
+    def _readersSummary(self, result) -> str:
+        pairs = [
+            _("{pair}: {cases} common case(s), {distance:g} word(s) apart on average").format(
+                pair=name, cases=pair["cases"], distance=pair["word_distance"]["mean"]
+            )
+            if pair["cases"]
+            else _("{pair}: no common case").format(pair=name)
+            for name, pair in result["pairs"].items()
+        ]
+        disagree = result["disagreements"]
+        settled = sum(bool(case["adjudicated_by"]) for case in disagree)
+        return _("{pairs}. Readers disagree on {count} case(s), {settled} adjudicated.").format(
+            pairs="; ".join(pairs), count=len(disagree), settled=settled
+        )
+
+    def _selectedDisagreement(self) -> str | None:
+        row = self.ui.disagreementsTableWidget.currentRow()
+        return self._disagreementRows[row] if 0 <= row < len(self._disagreementRows) else None
+
+    def _disagreement(self, caseId):
+        cases = self._readersResult["disagreements"] if self._readersResult else []
+        return next((case for case in cases if case["case_id"] == caseId), None)
+
+    def onDisagreementSelected(self, row, column=0, previousRow=-1, previousColumn=-1) -> None:
+        """Show the selected case's readers side by side: their differing statements and their texts."""
+        case = (
+            self._disagreement(self._disagreementRows[row])
+            if 0 <= row < len(self._disagreementRows)
+            else None
+        )
+        self.ui.readersComparisonTextBrowser.setHtml(comparisonHtml(case) if case else "")
+        self._updateWorklistButtons()
+
+    def onDisagreementDoubleClicked(self, row, column=0) -> None:
+        """Open the case, so that its adjudicated text can be written in the report editor."""
+        if 0 <= row < len(self._disagreementRows):
+            self.openWorklistCase(self._disagreementRows[row])
+            self._updateWorklistButtons()
+
+    def onAdjudicateButton(self) -> None:
+        """Save the report editor's text of the selected (open) case as its adjudicated record, by this
+        reader; then compare again."""
+        caseId, node = self._selectedDisagreement(), self._parameterNode
+        if caseId is None or self._worklist is None or self._worklistBusy():
+            return
+        if caseId != self._worklistCase or node.reportTextNode is None:
+            self.ui.worklistCaseLabel.text = _(
+                "Open {case} first (double-click it), then write its text."
+            ).format(case=caseId)
+            return
+        from BrainGemma3DLib.slicer import scene
+
+        textNode = node.reportTextNode
+        text = scene.read_text_node(textNode)
+        draft = textNode.GetAttribute(REPORT_JSON_ATTRIBUTE) or None
+        try:
+            with slicer.util.tryWithErrorDisplay(
+                _("Could not save the adjudication of {case}.").format(case=caseId), waitCursor=True
+            ):
+                path = self._worklist.adjudicate(caseId, text, draft=draft)
+        except Exception:
+            return
+        panel.appendLog(
+            self.ui.logTextEdit,
+            _("Adjudicated {case} by {reader}: {path}").format(
+                case=caseId, reader=self._worklistReader, path=path
+            ),
+        )
+        self.onCompareReadersButton()
+        self.ui.worklistCaseLabel.text = _("{case} adjudicated by {reader}.").format(
+            case=caseId, reader=self._worklistReader
+        )

@@ -127,7 +127,10 @@ class Widget:
         return getattr(self, "cells", {}).get((row, column))
 
     def selectRow(self, row: int) -> None:
-        self._currentRow = row
+        """Select a row; as in Qt, a change of the current cell is signalled."""
+        previous, self._currentRow = self.currentRow(), row
+        if row != previous:
+            self.emit("currentCellChanged(int,int,int,int)", row, 0, previous, 0)
 
     def currentRow(self) -> int:
         return getattr(self, "_currentRow", -1)
@@ -141,9 +144,20 @@ class Widget:
         return [self.cells[(row, c)].text() for c in columns]
 
     def doubleClick(self, row: int, column: int = 0) -> None:
-        """A user's double-click on a table cell."""
-        self._currentRow = row
+        """A user's double-click on a table cell (it becomes the current one first)."""
+        self.selectRow(row)
         self.emit("cellDoubleClicked(int,int)", row, column)
+
+    def clickRow(self, row: int) -> None:
+        """A user's click on a table row: it becomes the current (selected) one."""
+        self.selectRow(row)
+
+    # QTextBrowser
+    def setHtml(self, html: str) -> None:
+        self.html = html
+
+    def toHtml(self) -> str:
+        return getattr(self, "html", "")
 
 
 class Timer:

@@ -26,7 +26,7 @@ UI = REPO / "Resources" / "UI" / "BrainGemma3D.ui"
 #: Module-scope imports that Slicer itself ships (standard library, Slicer's Qt/VTK/MRML wrappers, numpy).
 SLICER_SHIPPED = {
     "ast", "collections", "contextlib", "copy", "dataclasses", "datetime", "enum", "functools", "glob",
-    "hashlib", "importlib", "inspect", "io", "json", "logging", "math", "os", "pathlib", "platform",
+    "hashlib", "html", "importlib", "inspect", "io", "json", "logging", "math", "os", "pathlib", "platform",
     "queue", "re", "shutil", "subprocess", "sys", "tempfile", "textwrap", "threading", "time", "typing",
     "unittest", "urllib", "uuid", "warnings", "slicer", "qt", "ctk", "vtk", "numpy", "SampleData",
     "BrainGemma3DModuleLib",

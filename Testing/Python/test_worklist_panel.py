@@ -4,9 +4,10 @@ The module's real widget code runs against its real .ui (``slicer_standins``), r
 and real files: a five-case phantom cohort drafted once by the real ``batch`` command (greedy drafts, a small
 explanation), opened in the panel's worklist. Reader A annotates three cases (editing one text) with "save
 and next", closes Slicer and comes back: the worklist continues at case four; a skip shows with its reason;
-a second reader sees "annotated by others"; "least certain first" follows the agreement batch recorded. One
-test drafts a case without a batch draft in the real worker (demo weights, CPU), as Generate does. The
-reader's name dialog is the only thing stood in.
+a second reader sees "annotated by others"; "least certain first" follows the agreement batch recorded; the
+readers' view compares two readers with the library's figures and adjudicates a disagreement. One test
+drafts a case without a batch draft in the real worker (demo weights, CPU), as Generate does. The reader's
+name dialog is the only thing stood in.
 """
 
 from __future__ import annotations
@@ -330,3 +331,110 @@ def test_a_cases_files_load_as_nodes_and_go_without_a_trace(monkeypatch, tmp_pat
     # The volume with its display and storage nodes, the segmentation with its display node.
     assert scene.remove_nodes_added_since(before) == 5
     assert scene.node_ids() <= before | {hierarchy.GetID()} and hierarchy.GetScene() is not None
+
+
+#: Two readers' texts of the five cases (in id order): B's differ from A's in two statements, the side of the
+#: second case and the edema of the fifth.
+READER_A = [
+    "FINDINGS: A lesion in the left frontal lobe with surrounding edema. No necrosis. "
+    "IMPRESSION: Left frontal lesion.",
+    "FINDINGS: A lesion in the right temporal lobe with surrounding edema and necrosis. "
+    "IMPRESSION: Right temporal lesion.",
+    "FINDINGS: A lesion in the left parietal lobe with surrounding edema and enhancement. "
+    "IMPRESSION: Left parietal lesion.",
+    "FINDINGS: No lesion is seen. IMPRESSION: Normal brain.",
+    "FINDINGS: A lesion in the right occipital lobe with surrounding edema. "
+    "IMPRESSION: Right occipital lesion.",
+]
+READER_B = list(READER_A)
+READER_B[1] = READER_A[1].replace("right", "left").replace("Right", "Left")
+READER_B[4] = READER_A[4].replace("with surrounding edema", "without edema")
+
+
+def test_compare_readers_and_adjudicate_a_disagreement_from_the_panel(monkeypatch, tmp_path, batch_copy):
+    """Two readers' records (written through the library, as the worklist writes them): "Compare readers"
+    shows the library's per-statement agreement and kappa and exactly the two cases they disagree on; one is
+    compared side by side, opened, and adjudicated from the report editor; ``curate`` takes that text."""
+    from BrainGemma3DLib.cohort.agreement import compare_readers
+    from BrainGemma3DLib.cohort.annotations import Worklist, read_annotations
+    from BrainGemma3DLib.cohort.curate import curate
+
+    ids = case_ids(batch_copy)
+
+    def annotate(reader, texts):
+        worklist = Worklist.open(batch_copy, reader)
+        for case, text in zip(ids, texts, strict=True):
+            worklist.save(case, text)
+
+    annotate("ann", READER_A)
+    with session(monkeypatch, tmp_path / "slicer", ["carol"]) as (widget, recorder):
+        ui = widget.ui
+        assert not ui.compareReadersButton.enabled and not ui.adjudicateButton.enabled
+        ui.worklistFolderPathLineEdit.set(str(batch_copy))
+        ui.openWorklistButton.click()
+        assert ui.compareReadersButton.enabled and not ui.adjudicateButton.enabled
+        ui.compareReadersButton.click()  # one reader so far: nothing to compare, said in one line
+        assert "needs two readers' records; found 1" in ui.readersSummaryLabel.text
+        assert ui.readersAgreementTableWidget.rowCount() == ui.disagreementsTableWidget.rowCount() == 0
+
+        # The second reader's folder arrives (annotated elsewhere): compared again, read again.
+        annotate("ben", READER_B)
+        expected = compare_readers(read_annotations(batch_copy)[0])["pairs"]["ann vs ben"]["statements"]
+        ui.compareReadersButton.click()
+        assert recorder["errors"] == []
+        assert "Annotated by: ann, ben" in ui.worklistTableWidget.item(0, 1).toolTip()  # the table too
+
+        # Per statement: the library's share of agreement and kappa (side 11/16 and edema 6/11 by hand).
+        agreement = ui.readersAgreementTableWidget
+        shown = {row[1]: row for row in map(agreement.rowTexts, range(agreement.rowCount()))}
+        assert list(shown) == list(expected)
+        for statement, figures in expected.items():
+            kappa = "n/a" if figures["kappa"] is None else f"{figures['kappa']:.2f}"
+            assert shown[statement] == ["ann vs ben", statement, f"{figures['agreement']:.0%}", kappa]
+        assert shown["side"][2:] == ["80%", "0.69"] and shown["edema"][2:] == ["80%", "0.55"]
+        assert {s for s, row in shown.items() if row[2] != "100%"} == {"side", "edema"}
+        assert "ann vs ben: 5 common case(s)" in ui.readersSummaryLabel.text
+        assert "disagree on 2 case(s), 0 adjudicated" in ui.readersSummaryLabel.text
+
+        # Exactly the two cases that differ, with what differs.
+        disagreements = ui.disagreementsTableWidget
+        listed = [disagreements.rowTexts(row) for row in range(disagreements.rowCount())]
+        assert listed == [
+            [ids[1], "side (ann: right, ben: left)", ""],
+            [ids[4], "edema (ann: yes, ben: no)", ""],
+        ]
+
+        # Selecting one shows both readers' texts and the differing statement side by side.
+        disagreements.clickRow(0)
+        html = ui.readersComparisonTextBrowser.toHtml()
+        assert "<th>ann</th><th>ben</th>" in html
+        assert READER_A[1] in html and READER_B[1] in html
+        assert "<b>right</b>" in html and "<b>left</b>" in html
+        assert not ui.adjudicateButton.enabled  # the case is not open: the editor holds another case's text
+
+        # Opened (double-click), its adjudicated text written in the report editor and saved.
+        disagreements.doubleClick(0)
+        assert shown_case(widget) == ids[1] and ui.adjudicateButton.enabled
+        ui.reportTextEdit.setPlainText(READER_A[1])
+        ui.adjudicateButton.click()
+        assert recorder["errors"] == []
+        record_path = batch_copy / "_annotations" / "adjudicated-by-carol" / "records" / f"{ids[1]}.json"
+        adjudication = json.loads(record_path.read_text("utf-8"))
+        assert (adjudication["reader"], adjudication["adjudicated_by"]) == ("adjudicated by carol", "carol")
+        assert adjudication["final_text"] == READER_A[1]
+        assert [entry["reader"] for entry in adjudication["adjudicates"]] == ["ann", "ben"]
+        assert f"{ids[1]} adjudicated by carol" in ui.worklistCaseLabel.text
+        assert [disagreements.rowTexts(row)[2] for row in range(2)] == ["carol", ""]
+        assert "disagree on 2 case(s), 1 adjudicated" in ui.readersSummaryLabel.text
+        assert rows(widget)[1][1] == "annotated by others (adjudicated)"
+
+    # curate --annotations prefers the adjudicated text; the case left unsettled is refused.
+    result = curate([], tmp_path / "dataset", annotations=[batch_copy])
+    assert ids[1] in result["annotations"] and ids[4] not in result["added"]
+    assert [reason.split(":")[0] for reason in result["refused"].values()] == [ids[4]]
+    manifest = json.loads((tmp_path / "dataset" / "curation.json").read_text("utf-8"))
+    assert manifest["cases"][ids[1]]["reader"] == "adjudicated by carol"
+    kept = json.loads(
+        (tmp_path / "dataset" / "TextBraTSData" / ids[1] / f"{ids[1]}_annotation.json").read_text()
+    )
+    assert kept == adjudication
