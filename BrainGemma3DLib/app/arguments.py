@@ -97,8 +97,10 @@ def add_model_loading(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize",
         default=None,
-        choices=["4bit"],
-        help="MedGemma in 4-bit NF4 (bitsandbytes), as the published model runs on a GPU",
+        choices=["none", "bf16", "int8", "nf4", "4bit"],
+        help="the language model's precision: none (float32 on a CPU, bf16 on a GPU); int8 (CPU: a quarter "
+        "of float32's weight bytes, faster decoding; see docs/results.md); bf16; nf4 or 4bit (4-bit NF4 on a "
+        "CUDA GPU, as the published model runs)",
     )
     add_grid(p)
 

@@ -7,9 +7,10 @@ or a CUDA out-of-memory in PyTorch must never take Slicer (and the radiologist's
 Protocol: JSON lines. The engine first prints ``{"event": "ready", "version": ...}``. Each request is one
 JSON object per line on stdin with an ``id`` and a ``cmd``:
 
-- ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm, quantize: "4bit", grid: [D, H, W]}:
+- ``load`` {model: "demo" | folder, device: auto|cpu|cuda, vision, lm, quantize, grid: [D, H, W]}:
   load (or keep) the model; ``vision`` and ``lm`` are local MedSigLIP/MedGemma folders when the checkpoint
-  does not record them; ``quantize`` loads MedGemma in 4-bit; ``grid`` is a published checkpoint's grid;
+  does not record them; ``quantize`` is the language model's precision (none, bf16, int8 on a CPU, nf4 or
+  4bit on CUDA: ``model.precision``); ``grid`` is a published checkpoint's grid;
 - ``report`` {inputs: [paths], out: folder, explain: bool, options: {...}, decoding: {...}, fields: {...},
   overwrite: bool, seg: path}: the whole report (:func:`BrainGemma3DLib.app.pipeline.run_report`;
   ``decoding``: samples, temperature, seed; ``out`` new or empty unless ``overwrite`` replaces a previous
@@ -186,8 +187,8 @@ class Engine:
         device = _text(request, "device", "auto")
         bases = {k: _text(request, k, "") for k in ("vision", "lm") if request.get(k)}  # MedSigLIP/MedGemma
         quantize = _text(request, "quantize", "") or None
-        if quantize not in (None, "4bit"):
-            raise InputError("'quantize' must be \"4bit\" or absent")
+        if quantize not in (None, "none", "bf16", "int8", "nf4", "4bit"):
+            raise InputError("'quantize' must be one of none, bf16, int8, nf4 (4bit), or absent")
         grid = _grid(request)
         extra = {"quantize": quantize} if quantize else {}
         if grid is not None:

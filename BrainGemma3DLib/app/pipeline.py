@@ -101,6 +101,7 @@ def model_info(model, ref: str) -> dict:
         "encoder": cfg.encoder,
         "compressor": cfg.compressor,
         "visual_tokens": cfg.num_visual_tokens,
+        "precision": getattr(model, "precision", "float32"),
     }
 
 

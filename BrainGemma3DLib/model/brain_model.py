@@ -13,11 +13,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from transformers import LogitsProcessorList
 
 from .compressor import build_compressor
 from .config import ModelConfig
 from .language import ChatPrompt
+from .precision import compute_dtype
 from .projector import Projector
+
+
+class _StepClock:
+    """A logits processor that only notes when each token's scores arrive: the first after the prompt's
+    forward pass (the prefill), the others one decoding step apart (what a CPU's memory bandwidth bounds)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+    def split(self, start: float) -> dict[str, float]:
+        if not self.times:
+            return {}
+        split = {"prefill_s": self.times[0] - start}
+        if len(self.times) > 1:
+            split["decode_token_s"] = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+        return split
 
 
 @dataclass
@@ -72,6 +94,7 @@ class BrainGemma3D(nn.Module):
         self.tokenizer = tokenizer
         # Provenance, set by the loader: what goes into every report as the model's identity.
         self.checkpoint_path: str | None = None
+        self.precision = "float32"  # the language model's, set by model.load (see model.precision)
         self.checkpoint_sha256: str | None = None
         self.checkpoint_files: dict[str, str] = {}  # every weight file read: path -> SHA-256
         self.load_notes: list[str] = []  # what the loader set aside, said in every report
@@ -108,7 +131,7 @@ class BrainGemma3D(nn.Module):
     def project(self, compressed: torch.Tensor) -> torch.Tensor:
         """Compressed tokens (B, K, E_vision) -> the LM's visual tokens (slice baseline: labels inserted)."""
         projected = self.projector(compressed)
-        projected = projected.to(self.lm.get_input_embeddings().weight.dtype)
+        projected = projected.to(compute_dtype(self.lm))
         if not self.slice_labels:
             return projected
         per_slice = projected.shape[1] // len(self.slice_labels)
@@ -200,15 +223,18 @@ class BrainGemma3D(nn.Module):
                 "ignore", message="Passing `(repetition_penalty|no_repeat_ngram_size)` with"
             )
             torch.manual_seed(seed)
+            clock = _StepClock()
             out = self.lm.generate(
                 inputs_embeds=embeds,
                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
                 min_new_tokens=settings.pop("min_new_tokens") or None,
                 eos_token_id=self.prompt.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([clock]),
                 **settings,
             )
         timings["generate_s"] = time.perf_counter() - start
+        timings.update(clock.split(start))
         keep_all = min_new_tokens is not None and min_new_tokens >= settings["max_new_tokens"]  # benchmarks
         return self._drafts(out, timings, keep_all=keep_all)
 

@@ -347,10 +347,35 @@ def is_published_layout(folder: str | os.PathLike) -> bool:
     return (Path(folder) / PUBLISHED_WEIGHTS).is_file() and not (Path(folder) / CONFIG_NAME).is_file()
 
 
-def load(model: str = "demo", *, grid: tuple[int, int, int] | None = None, **kwargs) -> BrainGemma3D:
+def load(
+    model: str = "demo",
+    *,
+    grid: tuple[int, int, int] | None = None,
+    quantize: str | None = None,
+    **kwargs,
+) -> BrainGemma3D:
     """``demo`` (the bundled weights), a BrainGemma3D checkpoint folder, or the published layout (run as
-    published; ``grid`` chooses its model grid). Keyword arguments: ``device``, ``vision``, ``lm``,
-    ``quantize``."""
+    published; ``grid`` chooses its model grid). ``quantize``: the language model's precision (``none``,
+    ``bf16``, ``int8`` on a CPU, ``nf4``/``4bit`` on CUDA; see :mod:`.precision`); the result's
+    ``precision`` says what it runs in. Other keyword arguments: ``device``, ``vision``, ``lm``."""
+    from .precision import apply_cpu_precision, check_device, normalise
+
+    precision = normalise(quantize)
+    device = pick_device(kwargs.get("device", "auto"))
+    check_device(precision, device)
+    if precision == "nf4":
+        kwargs["quantize"] = "4bit"
+    loaded = _load_any(model, grid, kwargs)
+    if precision in ("bf16", "int8") and device.type == "cpu":
+        if hasattr(loaded.lm, "merge_and_unload"):  # a LoRA adapter folds into the weights it adapts first
+            loaded.lm = loaded.lm.merge_and_unload()
+        loaded.lm = apply_cpu_precision(loaded.lm, precision)
+    default = "bf16" if device.type == "cuda" else "float32"
+    loaded.precision = {"none": default, "nf4": "nf4"}.get(precision, precision)
+    return loaded
+
+
+def _load_any(model: str, grid, kwargs: dict) -> BrainGemma3D:
     if model != "demo" and is_published_layout(model):
         return load_published(model, grid=grid, **kwargs)
     if grid is not None:

@@ -209,7 +209,12 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="device (bench model, train, node)"
     )
-    p.add_argument("--quantize", default=None, choices=["4bit"], help="4-bit NF4 LM (bench model, CUDA)")
+    p.add_argument(
+        "--quantize",
+        default=None,
+        help="the language model's precision (bench model): none, bf16, int8 (CPU), nf4/4bit (CUDA); with "
+        "--preset medgemma --device cpu a comma list (e.g. none,bf16,int8) runs each in its own process",
+    )
     p.add_argument("--tokens", type=int, default=128, help="tokens per report (bench model)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.add_argument(
@@ -261,13 +266,25 @@ def _run_bench(args: argparse.Namespace) -> int:
         from ..model import pick_device
 
         pick_device(args.device)  # a clear error when CUDA is asked for and absent
-        rows = run_model(
-            preset_name=args.preset,
-            device=args.device,
-            quantize=args.quantize,
-            tokens=args.tokens,
-            repeat=args.repeat,
-        )
+        from ..model.precision import normalise
+
+        precisions = [normalise(q.strip()) for q in (args.quantize or "none").split(",")]
+        if args.preset == "medgemma" and args.device == "cpu":
+            from .bench_cpu import run_precisions
+
+            if not all(q in ("none", "bf16", "int8") for q in precisions):
+                raise InputError("bench model on a CPU: --quantize takes none, bf16, int8 (nf4 needs CUDA)")
+            rows = run_precisions(precisions, args.tokens)
+        elif len(precisions) > 1:
+            raise InputError("--quantize takes one precision here (a list: --preset medgemma --device cpu)")
+        else:
+            rows = run_model(
+                preset_name=args.preset,
+                device=args.device,
+                quantize="4bit" if precisions[0] == "nf4" else None,
+                tokens=args.tokens,
+                repeat=args.repeat,
+            )
     print_table(rows)
     if args.json:
         from ..io.atomic import write_text_atomic

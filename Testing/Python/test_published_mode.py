@@ -210,7 +210,8 @@ def test_report_and_the_worker_run_a_published_folder(published, tmp_path):
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     events = [json.loads(line) for line in engine.stdout.splitlines()]
-    loaded = next(e for e in events if e.get("id") == 1 and e["event"] in ("result", "error"))
+    loaded = next((e for e in events if e.get("id") == 1 and e["event"] in ("result", "error")), None)
+    assert loaded is not None, f"the worker ended ({engine.returncode}), no answer: {engine.stderr[-2000:]}"
     assert loaded["event"] == "result" and loaded["preset"] == "published" and loaded["grid"] == [10, 44, 44]
 
 
