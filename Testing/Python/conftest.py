@@ -120,6 +120,10 @@ LONGEST = {
     "test_a_local_run_and_a_node_run_give_the_same_text_and_segmentation": 66,
     "test_reports_say_which_series_and_enhanced_mr_reports_the_same_side": 51,
     "test_report_on_the_nifti_says_what_the_report_on_the_dicom_says": 44,
+    # Measured alone on a loaded machine (2026-12-08): the worklist's shared batch, the CPU precisions.
+    "test_annotate_three_close_reopen_continue_at_case_four": 60,
+    "test_bf16_and_int8_demo_drafts_say_what_float32_says": 60,
+    "test_a_case_without_a_batch_draft_is_drafted_in_the_worker": 45,
 }
 
 
