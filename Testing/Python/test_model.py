@@ -260,7 +260,13 @@ def test_generation_is_deterministic_and_survives_save_load(base_folders, tmp_pa
     model = from_base_models(preset("demo", grid=(16, 32, 32)), vision_dir, lm_dir, device="cpu")
     vol = torch.rand(1, 1, 16, 32, 32)
     first = model.generate(vol, max_new_tokens=12)[0]
-    assert first.num_tokens > 0 and set(first.timings) == {"preprocess_s", "encode_s", "generate_s"}
+    stages = {"preprocess_s", "encode_s", "generate_s", "prefill_s", "decode_token_s"}
+    assert first.num_tokens > 1 and set(first.timings) == stages
+    t = first.timings  # the prompt's pass, then each token's step: all inside generating
+    assert (
+        0 < t["prefill_s"] < t["generate_s"]
+        and 0 < t["decode_token_s"] * (first.num_tokens - 1) < t["generate_s"]
+    )
     assert model.generate(vol, max_new_tokens=12)[0].text == first.text
     score = model.score(vol, "The lesion is in the left frontal lobe.")
 
