@@ -129,6 +129,13 @@ def quantize_int8_modules(module: torch.nn.Module) -> None:
             quantize_int8_modules(child)
 
 
+def is_int8_linear(module: torch.nn.Module) -> bool:
+    """An int8 layer made by :func:`quantize_int8_linear` (not its packed-parameters child)."""
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    return isinstance(module, Linear)
+
+
 def weight_bytes(lm: torch.nn.Module) -> int:
     """Bytes of the weights one generated token reads: every layer's and the output head's, not the token
     table's (one row of it per token)."""
@@ -136,7 +143,7 @@ def weight_bytes(lm: torch.nn.Module) -> int:
     seen: set[int] = {id(embed.weight)}
     total = 0
     for module in lm.modules():
-        if hasattr(module, "_packed_params"):  # an int8 layer: its weights live in the packed parameters
+        if is_int8_linear(module):  # its weights live in the packed parameters (a child without parameters)
             weight, bias = module._weight_bias()
             total += weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * 4)
             continue

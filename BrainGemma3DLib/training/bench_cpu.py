@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.precision import CPU_PRECISIONS, normalise
+from ..model.precision import CPU_PRECISIONS, is_int8_linear, normalise
 
 
 def machine_bounds() -> dict[str, float]:
@@ -90,6 +90,7 @@ def random_medgemma_cpu(precision: str):
             elif precision == "bf16":
                 real.to(torch.bfloat16)
             inner.layers[index] = real
+            _give_back_freed_memory()  # the layer's float copy, so that the next one does not add to it
         lm.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
         lm.lm_head.weight = inner.embed_tokens.weight  # tied, as MedGemma's
     if precision == "int8":
@@ -100,6 +101,18 @@ def random_medgemma_cpu(precision: str):
     model = BrainGemma3D(cfg, encoder, lm, tokenizer)
     model.precision = "float32" if precision == "none" else precision
     return model.eval()
+
+
+def _give_back_freed_memory() -> None:
+    """Return freed heap memory to the system (glibc keeps freed blocks below its mmap threshold, and a
+    float32 layer's weights are freed as soon as its int8 or bf16 twin exists)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def run_one(precision: str, tokens: int) -> list[dict]:
@@ -183,7 +196,7 @@ def _linear_params(module: torch.nn.Module, exclude_head: bool = False) -> int:
             continue
         if isinstance(sub, torch.nn.Linear):
             total += sub.weight.numel()
-        elif hasattr(sub, "_packed_params"):
+        elif is_int8_linear(sub):
             total += sub._weight_bias()[0].numel()
     return total
 

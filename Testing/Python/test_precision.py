@@ -48,7 +48,7 @@ def test_bf16_and_int8_demo_drafts_say_what_float32_says(demo_model, phantom_dat
             # The wording may part late (measured: docs/results.md), never from the start.
             assert difflib.SequenceMatcher(None, ref, text).ratio() > 0.8, (precision, ref, text)
     full, small = weight_bytes(demo_model.lm), weight_bytes(model.lm)
-    assert small < 0.6 * full  # int8 layers: a quarter of float32's bytes, plus per-channel scales and norms
+    assert small < 0.3 * full  # int8 layers: a quarter of float32's bytes, plus per-channel scales and norms
 
 
 def test_a_tiny_gemma3_in_int8_keeps_the_greedy_choice_of_float32():
