@@ -203,13 +203,8 @@ def load_attribution_segmentation(
         f"{reference_volume_node.GetName()} attribution" if reference_volume_node is not None else path.name
     )
     segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", node_name)
-    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-    segmentation_node.SetAndObserveStorageNodeID(storage.GetID())
-    storage.SetFileName(str(path.resolve()))
-    if not storage.ReadData(segmentation_node):
-        scene.RemoveNode(storage)
-        scene.RemoveNode(segmentation_node)
-        raise InputError("not a readable segmentation (.seg.nrrd) file", path)
+    _read_into(segmentation_node, path, scene, "vtkMRMLSegmentationStorageNode",
+               "not a readable segmentation (.seg.nrrd) file")  # fmt: skip
     segmentation_node.SetName(node_name)  # ReadData may rename the node after the file
     segmentation_node.SetAttribute(ATTRIBUTION_ATTRIBUTE, "1")
     if reference_volume_node is not None:
@@ -742,15 +737,22 @@ BRATS_SEGMENTS = {
 }
 
 
-def _read_into(node, path: Path, scene) -> None:
-    """Read ``path`` into ``node`` with a storage node of its own (the file stays where it is)."""
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+def _read_into(
+    node,
+    path: Path,
+    scene,
+    storage_class: str = "vtkMRMLVolumeArchetypeStorageNode",
+    problem: str = "Slicer could not read this volume",
+) -> None:
+    """Read ``path`` into ``node`` with a storage node of its own (the file stays where it is); on failure
+    both nodes go and ``problem`` is the one line."""
+    storage = scene.AddNewNodeByClass(storage_class)
     node.SetAndObserveStorageNodeID(storage.GetID())
     storage.SetFileName(str(path.resolve()))
     if not storage.ReadData(node):
         scene.RemoveNode(storage)
         scene.RemoveNode(node)
-        raise InputError("Slicer could not read this volume", path)
+        raise InputError(problem, path)
 
 
 def load_volume_file(path: str | os.PathLike, *, name: str | None = None, scene=None):
