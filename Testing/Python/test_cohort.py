@@ -340,10 +340,11 @@ def test_curated_reviews_fine_tune_a_wrong_model_towards_the_radiologists_side(p
     )
     assert result.returncode == 0, result.stderr
     key, cert = make_test_certificate(tmp_path / "cert", "Ann Smith")
-    signed = []
+    signed, swapped_sides = [], 0
     for case, side in sorted(truth.items()):
         report = json.loads((drafts / case / "report.json").read_text())
         stated = report["entities"]["laterality"]
+        swapped_sides += stated != side and stated in ("left", "right")  # a "bilateral" draft stays so
         text = report["text"] if stated == side else _swap_sides(report["text"])
         out = tmp_path / "signed" / f"{case}.pdf"
         sign_pdf(drafts / case / "report.pdf", out, signer="Ann Smith", key=key, cert=cert, text=text)
@@ -410,9 +411,9 @@ def test_curated_reviews_fine_tune_a_wrong_model_towards_the_radiologists_side(p
     assert result.returncode == 0, result.stderr
     numbers = json.loads((figures / "agreement.json").read_text())
     assert numbers["overall"]["reviews"] == 8
-    assert numbers["entities"]["side"].get("flipped", 0) == sum(
-        json.loads(p.read_text())["edited"] for p in (dataset / "TextBraTSData").glob("*/*_review.json")
-    )
+    reviews = (dataset / "TextBraTSData").glob("*/*_review.json")
+    edited = sum(json.loads(p.read_text())["edited"] for p in reviews)
+    assert numbers["entities"]["side"].get("flipped", 0) == swapped_sides >= 3 and edited >= swapped_sides
     assert (figures / "edit_rate_per_week.png").read_bytes().startswith(b"\x89PNG")
     # The same figures from the signing audit records themselves.
     from_audits = run_cli("agreement", str(tmp_path / "signed"), "--out", str(tmp_path / "agreement2"))
