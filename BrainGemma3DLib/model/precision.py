@@ -6,7 +6,7 @@ costs on a 2-core AVX2 machine was measured (``braingemma3d bench model --preset
 --quantize none,bf16,int8``, docs/results.md):
 
 - ``int8``: the language model's linear layers (the output head included) hold int8 weights per output
-  channel and run through PyTorch's own x86 int8 kernels (fbgemm, dynamic per-token activation scaling:
+  channel and run through PyTorch's own x86 int8 kernels (fbgemm; activations scaled per call:
   ``torch.ao.quantization.quantize_dynamic``). A 2560 x 10240 matrix-vector product took 4.0 ms against
   12.8 ms in float32; torchao's int8 weight-only layers took 270 ms (a dequantising fallback without
   AVX-512) and ``torch._weight_int8pack_mm`` 14-75 ms on the same machine, so those are not used. The token
